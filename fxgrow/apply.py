@@ -1,0 +1,274 @@
+"""Carry out a growth plan: build the widened ``GraphModule``.
+
+Apply only executes a plan; every decision was made by the analysis and the
+plan.  For each tensor dimension that belongs to a growing group it computes
+the dimension's index map and scale with :func:`fxgrow.layout.expand` and
+rebuilds the tensor with one vectorised ``index_select`` per dimension:
+
+* producer and pass-through dims are gathered, so new neurons compute
+  exactly what the neurons they copy compute;
+* consumer dims are gathered and multiplied by ``1 / count``, so the copies
+  of a neuron together contribute what the neuron contributed alone.
+
+Module attributes (``in_features``, ``num_features``, ...) and literal graph
+arguments (view sizes, split sizes, slice bounds) are recomputed from the new
+layouts.  The result is a new ``GraphModule``; the user's model and the
+analysed graph are left as they were.
+
+Initialisers
+------------
+``net2net``
+    The above: function preserving.
+``net2net`` with ``noise > 0``
+    As above, then Gaussian noise of ``noise * std(tensor)`` added to the
+    new neurons' producer rows (the paper's symmetry breaking). Not exact.
+``random_pad``
+    Old neurons keep their weights unscaled; every slice that belongs to a
+    new neuron takes a fresh initialisation. Not function preserving.
+``random_init``
+    The widened architecture with every parameter re-initialised. Not
+    function preserving.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import fx, nn
+
+from .errors import UnknownInitError
+from .groups import Member
+from .layout import Layout, expand, new_size
+from .plan import GrowthPlan
+from .roles import PRODUCER, SCALED
+
+__all__ = ["apply_plan", "INITS"]
+
+INITS = ("net2net", "random_pad", "random_init")
+
+
+def _owner(root: nn.Module, qualname: str) -> Tuple[nn.Module, str]:
+    path, _, name = qualname.rpartition(".")
+    return (root.get_submodule(path) if path else root), name
+
+
+def _aliases(root: nn.Module) -> Dict[int, List[str]]:
+    """Every qualified name of every tensor, keyed by tensor identity."""
+    out: Dict[int, List[str]] = {}
+    for prefix, mod in root.named_modules(remove_duplicate=False):
+        for name, t in list(mod._parameters.items()) + list(mod._buffers.items()):
+            if t is not None:
+                q = f"{prefix}.{name}" if prefix else name
+                lst = out.setdefault(id(t), [])
+                if q not in lst:
+                    lst.append(q)
+        for name, t in vars(mod).items():
+            if isinstance(t, torch.Tensor) and not name.startswith("_"):
+                q = f"{prefix}.{name}" if prefix else name
+                out.setdefault(id(t), [q])
+    return out
+
+
+def _set_tensor(root: nn.Module, qualnames: List[str], old: torch.Tensor,
+                new: torch.Tensor) -> None:
+    if isinstance(old, nn.Parameter):
+        new = nn.Parameter(new, requires_grad=old.requires_grad)
+    for q in qualnames:
+        mod, name = _owner(root, q)
+        if name in mod._parameters:
+            mod._parameters[name] = new
+        elif name in mod._buffers:
+            mod._buffers[name] = new
+        else:
+            setattr(mod, name, new)
+
+
+class _Expander:
+    """Caches the expanded index, scale and new-position mask of each layout."""
+
+    def __init__(self, plan: GrowthPlan) -> None:
+        self.maps = plan.maps()
+        old_flags = {g: (gg.index, (torch.arange(gg.new) < gg.old).to(torch.float64))
+                     for g, gg in plan.growth.items()}
+        self.old_flags = old_flags
+        self._cache: Dict[Tuple[Layout, str], Any] = {}
+
+    def grows(self, layout: Layout) -> bool:
+        from .layout import leaves
+        return any(leaf.space in self.maps for leaf in leaves(layout))
+
+    def index_scale(self, layout: Layout, device) -> Tuple[torch.Tensor, torch.Tensor]:
+        key = (layout, "map")
+        if key not in self._cache:
+            self._cache[key] = expand(layout, self.maps)
+        idx, scale = self._cache[key]
+        return idx.to(device), scale.to(device)
+
+    def is_new(self, layout: Layout, device) -> torch.Tensor:
+        """True at positions that belong to a new neuron of any leaf."""
+        key = (layout, "new")
+        if key not in self._cache:
+            self._cache[key] = expand(layout, self.old_flags)[1] == 0
+        return self._cache[key].to(device)
+
+
+def _bcast(v: torch.Tensor, dim: int, ndim: int) -> torch.Tensor:
+    shape = [1] * ndim
+    shape[dim] = -1
+    return v.view(shape)
+
+
+def _grow_tensor(t: torch.Tensor, members: List[Member], ex: _Expander,
+                 scale_consumers: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Gather ``t`` along every growing dim; return it and its new-position mask."""
+    new_mask = None
+    with torch.no_grad():
+        out = t.detach()
+        for m in members:
+            if not ex.grows(m.layout):
+                continue
+            idx, scale = ex.index_scale(m.layout, t.device)
+            out = out.index_select(m.dim, idx)
+            if scale_consumers and m.role in SCALED and out.is_floating_point():
+                out = out * _bcast(scale.to(out.dtype), m.dim, out.dim())
+            is_new = _bcast(ex.is_new(m.layout, t.device), m.dim, out.dim())
+            new_mask = is_new if new_mask is None else (new_mask | is_new)
+        if new_mask is not None:
+            new_mask = new_mask.expand(out.shape)
+        return out.clone() if out is t else out, new_mask
+
+
+def _fresh_like(new: nn.Module, qualname: str, shape, like: torch.Tensor,
+                fresh_modules: Dict[str, nn.Module]) -> torch.Tensor:
+    """A freshly initialised tensor for ``qualname`` of the widened model."""
+    path, _, name = qualname.rpartition(".")
+    mod = new.get_submodule(path) if path else new
+    reset = getattr(mod, "reset_parameters", None) or getattr(mod, "_reset_parameters", None)
+    if reset is not None and path:
+        if path not in fresh_modules:
+            clone = copy.deepcopy(mod)
+            getattr(clone, reset.__name__)()
+            fresh_modules[path] = clone
+        t = getattr(fresh_modules[path], name, None)
+        if isinstance(t, torch.Tensor) and tuple(t.shape) == tuple(shape):
+            return t.detach().to(like.dtype)
+    if not like.is_floating_point():
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+    std = like.float().std() if like.numel() > 1 else torch.tensor(1.0)
+    std = float(std) if float(std) > 0 else 1.0
+    return (torch.randn(shape, device=like.device) * std).to(like.dtype)
+
+
+def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> fx.GraphModule:
+    """Build the grown model a plan describes.
+
+    Parameters
+    ----------
+    plan : GrowthPlan
+    init : {"net2net", "random_pad", "random_init"}
+        See the module documentation; only ``net2net`` with ``noise=0``
+        preserves the function.
+    noise : float
+        Relative noise on the new neurons' producer rows (``net2net`` only).
+
+    Returns
+    -------
+    torch.fx.GraphModule
+        A new module; ``meta["fxgrow.plan"]`` holds ``plan.summary()``.
+    """
+    if init not in INITS:
+        raise UnknownInitError(f"unknown init {init!r}; choose one of {INITS}")
+    analysis = plan.analysis
+    old = analysis.graph_module
+    new = copy.deepcopy(old)
+    ex = _Expander(plan)
+    aliases = _aliases(new)
+    by_tensor: Dict[str, List[Member]] = {}
+    for m in analysis.members.values():
+        by_tensor.setdefault(m.tensor, []).append(m)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(plan.seed)
+        fresh_modules: Dict[str, nn.Module] = {}
+        # module attributes first: fresh modules for random_pad need the new sizes
+        size = _sizer(analysis, plan)
+        for path, attr, fn in analysis.module_literals:
+            setattr(new.get_submodule(path), attr, fn(size))
+        pending = []
+        for qualname, members in by_tensor.items():
+            if not any(ex.grows(m.layout) for m in members):
+                continue
+            mod, name = _owner(new, qualname)
+            t = getattr(mod, name)
+            grown, mask = _grow_tensor(t, members, ex, scale_consumers=(init == "net2net"))
+            pending.append((qualname, t, grown, mask, members))
+        for qualname, t, grown, mask, members in pending:
+            if init == "net2net" and noise and mask is not None and grown.is_floating_point():
+                if any(m.role == PRODUCER and ex.grows(m.layout) for m in members):
+                    std = float(t.float().std()) if t.numel() > 1 else 1.0
+                    grown = grown + noise * std * torch.randn_like(grown) * mask
+            _set_tensor(new, aliases.get(id(t), [qualname]), t, grown)
+        if init == "random_pad":
+            # fresh values come from modules that already have the new shapes
+            for qualname, t, grown, mask, _ in pending:
+                if mask is None:
+                    continue
+                fresh = _fresh_like(new, qualname, grown.shape, grown, fresh_modules)
+                mod, name = _owner(new, qualname)
+                current = getattr(mod, name)
+                _set_tensor(new, aliases.get(id(t), [qualname]), current,
+                            torch.where(mask, fresh.to(grown.device), grown))
+        if init == "random_init":
+            _reinit_all(new)
+
+    _rewrite_literals(new, analysis, size)
+    new.recompile()
+    new.meta["fxgrow.plan"] = plan.summary()
+    new.meta["fxgrow.init"] = init
+    return new
+
+
+def _sizer(analysis, plan: GrowthPlan):
+    sizes = plan.sizes
+
+    def size(layout: Layout) -> int:
+        return new_size(analysis.resolve(layout), sizes)
+    return size
+
+
+def _reinit_all(root: nn.Module) -> None:
+    """Re-initialise every parameter: module defaults, else N(0, std of the old values)."""
+    covered = set()
+    for mod in root.modules():
+        reset = getattr(mod, "reset_parameters", None) or getattr(mod, "_reset_parameters", None)
+        if reset is not None and mod is not root:
+            reset()
+            covered.update(id(p) for p in mod.parameters(recurse=False))
+    with torch.no_grad():
+        for p in root.parameters():
+            if id(p) not in covered and p.is_floating_point():
+                std = float(p.std()) if p.numel() > 1 else 1.0
+                p.normal_(0.0, std if std > 0 else 1.0)
+
+
+def _rewrite_literals(new: fx.GraphModule, analysis, size) -> None:
+    nodes = {n.name: n for n in new.graph.nodes}
+    old_nodes = {n.name: n for n in analysis.graph_module.graph.nodes}
+    for name, fn in analysis.node_literals:
+        result = fn(size)
+        target = None
+        if len(result) == 3:
+            target, args, kwargs = result
+        else:
+            args, kwargs = result
+        old = old_nodes[name]
+        if target is None and args == tuple(old.args) and kwargs == dict(old.kwargs):
+            continue
+        node = nodes[name]
+        remap = lambda n: nodes[n.name]  # noqa: E731  old graph's nodes -> new graph's
+        node.args = fx.map_arg(tuple(args), remap)
+        node.kwargs = fx.map_arg(dict(kwargs), remap)
+        if target is not None:
+            node.target = target

@@ -1,0 +1,88 @@
+"""The exceptions fxgrow raises.
+
+Every error a user can trigger is an :class:`FxGrowError`, so ``except
+fxgrow.FxGrowError`` catches all of them; the subclasses say which kind of
+mistake it was.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FxGrowError",
+    "TraceError",
+    "ExampleInputError",
+    "SpecError",
+    "NarrowingError",
+    "UnknownTargetError",
+    "GroupNotGrowableError",
+    "ConstraintError",
+    "UnknownInitError",
+    "VerificationError",
+    "AnalysisError",
+]
+
+
+class FxGrowError(Exception):
+    """Base class of every error fxgrow raises on purpose."""
+
+
+class TraceError(FxGrowError):
+    """The model could not be captured as a ``torch.fx`` graph."""
+
+
+class ExampleInputError(FxGrowError):
+    """The example input is malformed or the model does not run on it."""
+
+
+class SpecError(FxGrowError):
+    """The growth request (widths, locations, options) is not valid."""
+
+
+class NarrowingError(SpecError):
+    """A requested size is smaller than the current one; fxgrow only grows."""
+
+
+class UnknownTargetError(SpecError, KeyError):
+    """A module name or group id in the request does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class GroupNotGrowableError(SpecError):
+    """The requested group is fixed or blocked; ``reason`` says why."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ConstraintError(SpecError):
+    """A requested size breaks a constraint (e.g. uniform replication)."""
+
+
+class UnknownInitError(SpecError):
+    """``init`` names no known initialiser."""
+
+
+class VerificationError(FxGrowError):
+    """The grown model does not compute what the original computes.
+
+    ``report`` holds the :class:`fxgrow.verify.Report` that failed.
+    """
+
+    def __init__(self, message: str, report=None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class AnalysisError(FxGrowError):
+    """A rule failed unexpectedly on a node (a bug: please report it)."""
+
+
+class RuleError(Exception):
+    """Internal: a rule met arguments it does not handle; the node is blocked.
+
+    Not an :class:`FxGrowError`: it never reaches users, the analysis turns
+    it into a blocked group whose reason carries the message.
+    """

@@ -1,0 +1,260 @@
+"""The result of the analysis: groups of neurons that grow together.
+
+A *group* is one atomic neuron space after all unions and refinements.  It
+lists its *members* (parameter and buffer dimensions, each with a role), the
+modules that *produce* it, its status (``growable``, ``fixed`` or
+``blocked``) and, when it cannot grow, the reasons.  Group ids are stable:
+they follow the order in which the graph first touches each group's
+parameters, so the same model gives the same ids every time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+from torch import fx
+
+from .errors import UnknownTargetError
+from .layout import Axis, Layout, leaves, map_layout
+from .spaces import GROWABLE
+from .values import TV, SizeOf
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .analysis import _State
+
+__all__ = ["Member", "Group", "Analysis"]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One dimension of one parameter or buffer, in terms of groups.
+
+    ``role`` is ``"producer"`` (its rows make the group's neurons: gathered),
+    ``"consumer"`` (its columns read them: gathered and divided by the
+    replication counts), ``"pass-through"`` (per-neuron values such as
+    BatchNorm statistics: gathered) or ``"attr"`` (a tensor attribute read
+    by the graph: gathered).
+    """
+
+    tensor: str
+    dim: int
+    role: str
+    layout: Layout
+
+    @property
+    def module(self) -> str:
+        return self.tensor.rpartition(".")[0]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Neurons that must be widened by one index map."""
+
+    id: int
+    size: int
+    status: str
+    reasons: Tuple[str, ...]
+    producers: Tuple[str, ...]
+    members: Tuple[Member, ...]
+    uniform: Tuple[str, ...] = ()
+
+    @property
+    def growable(self) -> bool:
+        return self.status == GROWABLE
+
+    @property
+    def reason(self) -> str:
+        """Why the group cannot grow ('' if it can)."""
+        return "; ".join(self.reasons)
+
+    def __str__(self) -> str:
+        return (f"group {self.id}: {self.size} neurons, {self.status}"
+                + (f" ({self.reason})" if self.reasons else ""))
+
+
+class Analysis:
+    """What :func:`fxgrow.analyze` found: groups, members and constraints.
+
+    Attributes
+    ----------
+    graph_module : fx.GraphModule
+        The captured graph; nodes carry ``fxgrow.*`` metadata.
+    groups : tuple of Group
+        Every group that touches a parameter or buffer.
+    args, kwargs
+        The example input, bound for calls.
+    """
+
+    def __init__(self, graph_module: fx.GraphModule, groups: Tuple[Group, ...],
+                 spaces: Dict[int, Tuple[int, str, bool]],
+                 members: Dict[Tuple[str, int], Member],
+                 resolve: Callable[[Layout], Layout],
+                 node_literals: List[Tuple[str, Callable[..., Any]]],
+                 module_literals: List[Tuple[str, str, Callable[..., Any]]],
+                 uniform: List[Tuple[Layout, str]],
+                 args: tuple, kwargs: dict) -> None:
+        self.graph_module = graph_module
+        self.groups = groups
+        self.spaces = spaces
+        self.members = members
+        self.resolve = resolve
+        self.node_literals = node_literals
+        self.module_literals = module_literals
+        self.uniform = uniform
+        self.args = args
+        self.kwargs = kwargs
+        self._by_id = {g.id: g for g in groups}
+
+    # -- lookup --------------------------------------------------------------
+    def group(self, key: Union[int, str]) -> Group:
+        """A group by id, or the one group a module produces."""
+        if isinstance(key, int) and not isinstance(key, bool):
+            if key not in self._by_id:
+                raise UnknownTargetError(
+                    f"no group {key}; group ids are {sorted(self._by_id)}")
+            return self._by_id[key]
+        found = self.groups_of(key)
+        if len(found) != 1:
+            ids = [g.id for g in found]
+            raise UnknownTargetError(
+                f"module `{key}` produces {len(found)} groups {ids}; name them by id")
+        return found[0]
+
+    def groups_of(self, module: str) -> List[Group]:
+        """Groups ``module`` produces (or, for a module producing none, passes through)."""
+        if not isinstance(module, str):
+            raise UnknownTargetError(f"expected a module name or group id, got {module!r}")
+        produced = [g for g in self.groups if module in g.producers]
+        if produced:
+            return produced
+        touched = [g for g in self.groups
+                   if any(m.module == module and m.role != "consumer" for m in g.members)]
+        if touched:
+            return touched
+        names = [n for n, _ in self.graph_module.named_modules() if n]
+        if module not in names:
+            import difflib
+            close = difflib.get_close_matches(module, names, n=3)
+            raise UnknownTargetError(
+                f"no module named `{module}`" + (f"; did you mean {close}?" if close else ""))
+        raise UnknownTargetError(f"module `{module}` produces no neuron group")
+
+    @property
+    def growable(self) -> List[Group]:
+        return [g for g in self.groups if g.growable]
+
+    # -- display -------------------------------------------------------------
+    def table(self, width: int = 110) -> str:
+        """The group table as text."""
+        rows = [("group", "size", "status", "producers", "reason")]
+        for g in self.groups:
+            prods = ", ".join(g.producers) or "-"
+            note = g.reason or ("uniform replication: " + "; ".join(g.uniform) if g.uniform else "")
+            rows.append((str(g.id), str(g.size), g.status, prods, note))
+        w = [max(len(r[i]) for r in rows) for i in range(4)]
+        w[3] = min(w[3], 40)
+        lines = []
+        for r in rows:
+            prods = r[3] if len(r[3]) <= w[3] else r[3][: w[3] - 1] + "…"
+            line = f"{r[0]:>{w[0]}}  {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {prods:<{w[3]}}  {r[4]}"
+            lines.append(line if len(line) <= width else line[: width - 1] + "…")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        n = len(self.groups)
+        grow = len(self.growable)
+        return (f"Analysis of {self.graph_module.__class__.__name__}: {n} groups, "
+                f"{grow} growable\n" + self.table())
+
+    def __repr__(self) -> str:
+        return f"<Analysis: {len(self.groups)} groups, {len(self.growable)} growable>"
+
+
+def _rename_value(value: Any, rename: Callable[[Layout], Layout]) -> Any:
+    if isinstance(value, TV):
+        return TV(tuple(rename(d) for d in value.dims))
+    if isinstance(value, SizeOf):
+        return SizeOf(tuple(rename(l) for l in value.layouts), value.value)
+    if isinstance(value, tuple):
+        return tuple(_rename_value(v, rename) for v in value)
+    return value
+
+
+def build_analysis(state: "_State", gm: fx.GraphModule, args: tuple, kwargs: dict) -> Analysis:
+    """Turn the walk's state into an :class:`Analysis` (numbering the groups)."""
+    table = state.table
+    order: Dict[int, int] = {}
+
+    def visit(layout: Layout) -> None:
+        for leaf in leaves(table.norm(layout)):
+            root = table.find(leaf.space)
+            if root not in order:
+                order[root] = len(order)
+
+    for key in state.param_order:
+        visit(state.params[key])
+    n_groups = len(order)
+    for node in gm.graph.nodes:
+        for lay in _layouts(state.env.get(node)):
+            visit(lay)
+
+    def rename(layout: Layout) -> Layout:
+        def leaf(a: Axis) -> Layout:
+            root = table.find(a.space)
+            if root not in order:
+                order[root] = len(order)
+            return Axis(order[root], a.size)
+        return map_layout(table.norm(layout), leaf)
+
+    members: Dict[Tuple[str, int], Member] = {}
+    by_group: Dict[int, List[Member]] = {}
+    for key in state.param_order:
+        roles = state.roles[key]
+        role = next((r for r in ("consumer", "producer", "pass-through", "attr") if r in roles))
+        m = Member(key[0], key[1], role, rename(state.params[key]))
+        members[key] = m
+        for leaf in leaves(m.layout):
+            lst = by_group.setdefault(leaf.space, [])
+            if m not in lst:
+                lst.append(m)
+
+    uniform = [(rename(lay), why) for lay, why in table.uniform]
+    uniform_of: Dict[int, List[str]] = {}
+    for lay, why in uniform:
+        for leaf in leaves(lay):
+            lst = uniform_of.setdefault(leaf.space, [])
+            if why not in lst:
+                lst.append(why)
+
+    inverse = {gid: root for root, gid in order.items()}
+    groups = []
+    for gid in range(n_groups):
+        root = inverse[gid]
+        mem = tuple(by_group.get(gid, ()))
+        if not mem:
+            continue
+        producers = tuple(dict.fromkeys(m.module for m in mem if m.role == "producer"))
+        status = table.status(root)
+        groups.append(Group(gid, table.size(root), status,
+                            tuple(table.reasons(root)), producers, mem,
+                            tuple(uniform_of.get(gid, ()))))
+    spaces = {gid: (table.size(root), table.status(root), table.is_free(root))
+              for root, gid in order.items()}
+    for node in gm.graph.nodes:
+        if node in state.env:
+            node.meta["fxgrow.value"] = _rename_value(state.env[node], rename)
+        if node in state.node_notes:
+            node.meta["fxgrow.blocked"] = tuple(state.node_notes[node])
+    return Analysis(gm, tuple(groups), spaces, members, rename,
+                    state.node_literals, state.module_literals, uniform, args, kwargs)
+
+
+def _layouts(value: Any) -> Iterable[Layout]:
+    if isinstance(value, TV):
+        yield from value.dims
+    elif isinstance(value, SizeOf):
+        yield from value.layouts
+    elif isinstance(value, tuple):
+        for v in value:
+            yield from _layouts(v)

@@ -1,0 +1,188 @@
+"""Growth plans: which groups grow, to what size, and how neurons are copied.
+
+A plan is pure data, cheap to build and to inspect: for each growing group
+an index map ``g`` (new neuron ``j`` copies old neuron ``g(j)``; the first
+``n`` map to themselves) and the replication counts ``c_i = |g^-1(i)|``.
+:mod:`fxgrow.apply` carries it out.
+
+The rest of the map is sampled as in Net2WiderNet, but in rounds of
+random permutations, so no neuron is copied twice before every neuron has
+been copied once.  Groups under a uniform constraint (LayerNorm, GroupNorm,
+a mean over neurons) use the tiling ``g(j) = j mod n`` and must grow by an
+integer factor, which keeps every neuron's count equal and the mean and
+variance exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Tuple, Union
+
+import torch
+
+from .errors import (ConstraintError, GroupNotGrowableError, NarrowingError, SpecError,
+                     UnknownTargetError)
+from .groups import Analysis, Group
+from .layout import expand
+
+__all__ = ["GroupGrowth", "GrowthPlan", "plan_widening", "Spec"]
+
+Spec = Union[float, int, Mapping[Union[str, int], Union[int, float]]]
+
+
+@dataclass(frozen=True)
+class GroupGrowth:
+    """How one group grows."""
+
+    group: int
+    old: int
+    new: int
+    index: torch.Tensor  # (new,) old neuron copied by each new neuron
+    counts: torch.Tensor  # (old,) how many times each old neuron appears
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """Per new neuron, what a consumer multiplies its column by (1 / count)."""
+        return 1.0 / self.counts.to(torch.float64)[self.index]
+
+
+@dataclass(frozen=True)
+class GrowthPlan:
+    """A validated widening: ``growth[group_id]`` for every group that grows."""
+
+    analysis: Analysis = field(repr=False)
+    growth: Dict[int, GroupGrowth]
+    seed: int = 0
+
+    @property
+    def sizes(self) -> Dict[int, int]:
+        return {g: gg.new for g, gg in self.growth.items()}
+
+    def maps(self) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
+        """``{group: (index, consumer scale)}`` as :func:`fxgrow.layout.expand` takes them."""
+        return {g: (gg.index, gg.scale) for g, gg in self.growth.items()}
+
+    def summary(self) -> Dict[int, Tuple[int, int]]:
+        """``{group: (old size, new size)}``."""
+        return {g: (gg.old, gg.new) for g, gg in self.growth.items()}
+
+    def __str__(self) -> str:
+        lines = [f"GrowthPlan ({len(self.growth)} groups grow)"]
+        for g, gg in self.growth.items():
+            prods = ", ".join(self.analysis.group(g).producers) or "-"
+            lines.append(f"  group {g}: {gg.old} -> {gg.new}  ({prods})")
+        return "\n".join(lines)
+
+
+def _target_size(group: Group, value: Union[int, float], key) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(f"size for {key!r} must be an int (new size) or a float (factor), "
+                        f"not {value!r}")
+    new = value if isinstance(value, int) else int(round(group.size * value))
+    if new < group.size:
+        raise NarrowingError(
+            f"{key!r} asks for {new} neurons but group {group.id} has {group.size}; "
+            "fxgrow only grows networks")
+    return new
+
+
+def _resolve(analysis: Analysis, spec: Spec) -> Dict[int, int]:
+    """``{group id: new size}`` from a factor or a ``{module or group: size}`` dict."""
+    if isinstance(spec, bool):
+        raise SpecError(f"invalid widening spec {spec!r}")
+    if isinstance(spec, (int, float)):
+        if spec < 1:
+            raise NarrowingError(f"factor {spec} < 1 would narrow the network")
+        return {g.id: _target_size(g, float(spec), g.id) for g in analysis.growable}
+    if not isinstance(spec, Mapping):
+        raise SpecError(f"widening spec must be a factor or a dict, not {type(spec).__name__}")
+    out: Dict[int, int] = {}
+    for key, value in spec.items():
+        groups = ([analysis.group(key)] if isinstance(key, int) and not isinstance(key, bool)
+                  else analysis.groups_of(key))
+        if len(groups) != 1 and not isinstance(value, float):
+            raise UnknownTargetError(
+                f"`{key}` produces {len(groups)} groups {[g.id for g in groups]}; give a "
+                "factor (float) to grow all of them, or name each group by id")
+        for group in groups:
+            if not group.growable:
+                raise GroupNotGrowableError(
+                    f"group {group.id} ({key!r}, {group.size} neurons) is {group.status}: "
+                    f"{group.reason}", group.reason)
+            new = _target_size(group, value, key)
+            if out.get(group.id, new) != new:
+                raise SpecError(f"group {group.id} is asked for two sizes "
+                                f"({out[group.id]} and {new})")
+            out[group.id] = new
+    return out
+
+
+def _index_map(old: int, new: int, uniform: bool, gen: torch.Generator) -> torch.Tensor:
+    base = torch.arange(old)
+    if uniform:
+        return torch.arange(new) % old
+    extra = new - old
+    rounds = [torch.randperm(old, generator=gen) for _ in range(-(-extra // old))]
+    return torch.cat([base] + rounds)[:new]
+
+
+def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0) -> GrowthPlan:
+    """Validate a widening request and draw the index maps.
+
+    Parameters
+    ----------
+    analysis : Analysis
+    spec : float, int or dict
+        A factor for every growable group (``2.0``), or ``{name: size}`` where
+        name is a producing module's qualified name or a group id, and size an
+        int (new size) or a float (factor).
+    seed : int
+        Seeds the sampled part of every index map (each group draws from its
+        own generator, so adding a group to the request does not change the
+        others).
+
+    Examples
+    --------
+    >>> import torch, fxgrow
+    >>> m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> p = plan_widening(fxgrow.analyze(m, torch.randn(1, 4)), {"0": 5})
+    >>> p.growth[p.analysis.group("0").id].index[:3].tolist()
+    [0, 1, 2]
+    """
+    requested = _resolve(analysis, spec)
+    growth: Dict[int, GroupGrowth] = {}
+    for gid in sorted(requested):
+        group = analysis.group(gid)
+        new = requested[gid]
+        if new == group.size:
+            continue
+        if group.uniform and new % group.size:
+            raise ConstraintError(
+                f"group {gid} ({', '.join(group.producers) or 'no producer'}, {group.size} "
+                f"neurons) can only grow by an integer factor: {'; '.join(group.uniform)}; "
+                f"{new} is not a multiple of {group.size}")
+        gen = torch.Generator().manual_seed(hash((seed, gid)) & 0x7FFF_FFFF_FFFF)
+        index = _index_map(group.size, new, bool(group.uniform), gen)
+        counts = torch.bincount(index, minlength=group.size)
+        growth[gid] = GroupGrowth(gid, group.size, new, index, counts)
+    plan = GrowthPlan(analysis, growth, seed)
+    _check_uniform(plan)
+    return plan
+
+
+def _check_uniform(plan: GrowthPlan) -> None:
+    """Every uniformly-averaged dim must replicate each of its neurons equally."""
+    counted = {g: (gg.index, gg.counts.to(torch.float64)[gg.index])
+               for g, gg in plan.growth.items()}
+    for layout, why in plan.analysis.uniform:
+        _, counts = expand(layout, counted)
+        if counts.numel() and not torch.all(counts == counts[0]):
+            groups = sorted({leaf for leaf in _leaf_ids(layout)})
+            raise ConstraintError(
+                f"{why}: groups {groups} must all grow by the same integer factor "
+                "(uniform replication keeps the mean and variance exact)")
+
+
+def _leaf_ids(layout):
+    from .layout import leaves
+    return [leaf.space for leaf in leaves(layout)]

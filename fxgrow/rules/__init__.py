@@ -1,0 +1,101 @@
+"""The rule table: what each op does to neuron spaces.
+
+One table maps an op to its rule.  Keys are ``nn.Module`` classes (for
+``call_module`` nodes), functions (``call_function``) and method names
+(``call_method``, given as strings).  A rule is a function of one
+:class:`fxgrow.analysis.RuleContext` that returns the abstract value of the
+node's output (see :mod:`fxgrow.values`).  Ops without a rule block every
+space they touch, so a missing rule can cost growth but never correctness.
+
+Users add rules for their own ops and leaf modules with
+:func:`register_rule`:
+
+>>> import torch
+>>> from fxgrow.rules import register_rule, elementwise
+>>> class MyAct(torch.nn.Module):
+...     def forward(self, x):
+...         return x.clamp(min=0) * 2
+>>> _ = register_rule(MyAct)(elementwise)
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Union
+
+from torch import nn
+
+__all__ = ["Rule", "register_rule", "lookup", "RULES"]
+
+Key = Union[type, Callable[..., Any], str]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A registered rule.
+
+    ``accepts_sizes``: the rule understands integer arguments read from a
+    neuron dimension's size (``x.size(1)``) and rewrites or propagates them
+    itself; for any other rule such arguments block the spaces they came from,
+    since the value would silently change when the space grows.
+    """
+
+    fn: Callable[..., Any]
+    name: str
+    accepts_sizes: bool = False
+
+
+RULES: Dict[Key, Rule] = {}
+
+
+def register_rule(*targets: Key, accepts_sizes: bool = False, name: Optional[str] = None,
+                  override: bool = True):
+    """Decorator registering ``fn`` as the rule of every target.
+
+    Parameters
+    ----------
+    *targets : module class, function, or method name (str)
+        The ops the rule describes.
+    accepts_sizes : bool
+        See :class:`Rule`.
+    name : str, optional
+        A name for messages and visualisation (default: the function's).
+    override : bool
+        Replace an existing rule (default) instead of keeping it.
+    """
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        rule = Rule(fn, name or fn.__name__, accepts_sizes)
+        for t in targets:
+            if override or t not in RULES:
+                RULES[t] = rule
+        return fn
+
+    return deco
+
+
+def lookup(target: Key) -> Optional[Rule]:
+    """The rule for ``target``, or None.
+
+    Module classes match exactly; a subclass of a registered class matches
+    only if it does not override ``forward`` (so it computes the same thing).
+    """
+    rule = RULES.get(target)
+    if rule is not None or not isinstance(target, type) or not issubclass(target, nn.Module):
+        return rule
+    for base in inspect.getmro(target)[1:]:
+        if base in RULES:
+            if base.forward is target.forward:
+                return RULES[base]
+            return None
+    return None
+
+
+def _load_builtin() -> None:
+    from . import elementwise as _e, layers as _l, shape_ops as _s, reductions as _r  # noqa: F401
+
+
+from .elementwise import elementwise  # noqa: E402  (re-exported for users)
+
+_load_builtin()

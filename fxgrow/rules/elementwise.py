@@ -1,0 +1,129 @@
+"""Elementwise ops: activations, arithmetic, dropout, casts.
+
+Widening copies neurons, and an elementwise op applied to copies gives
+copies, so every aligned neuron dimension passes through.  With several
+tensor operands (``x + y``, an SE gate ``x * s``) the dims are aligned from
+the right as broadcasting does; dims of equal size index the same neurons and
+are unified (a residual add joins the spaces of its branches); a size-1 dim
+broadcast against a larger one is fixed, since growing it would change the
+broadcast.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..errors import RuleError
+from ..roles import PASS
+from ..values import TV, SizeOf, iter_sizes
+from . import register_rule
+
+__all__ = ["elementwise", "same_as_input", "arithmetic"]
+
+
+def _tensor_operands(ctx):
+    out = []
+    for a in list(ctx.node.args) + list(ctx.node.kwargs.values()):
+        if isinstance(a, fx.Node):
+            v = ctx.value(a)
+            if isinstance(v, TV):
+                out.append((v, ctx.spec(a).shape))
+    return out
+
+
+def elementwise(ctx) -> TV:
+    """Broadcasting elementwise op over every tensor argument."""
+    out_shape = ctx.out_shape
+    operands = _tensor_operands(ctx)
+    dims = []
+    for k in range(1, len(out_shape) + 1):
+        n = out_shape[-k]
+        full = [tv.dims[-k] for tv, shape in operands if len(shape) >= k and shape[-k] == n]
+        for tv, shape in operands:
+            if len(shape) >= k and shape[-k] == 1 and n != 1:
+                ctx.fix(tv.dims[-k], "broadcast against a larger dimension")
+        for other in full[1:]:
+            ctx.unify(full[0], other)
+        dims.append(full[0] if full else ctx.free(n))
+    return TV(tuple(reversed(dims)))
+
+
+def same_as_input(ctx) -> TV:
+    """The output indexes exactly what the first argument does (casts, copies)."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    if len(x.dims) != len(ctx.out_shape):
+        raise RuleError("output rank differs from input rank")
+    return x
+
+
+def arithmetic(ctx):
+    """Python operators: tensors broadcast; ints read from sizes stay tracked."""
+    values = [ctx.value(a) for a in list(ctx.node.args) + list(ctx.node.kwargs.values())]
+    if any(isinstance(v, TV) for v in values):
+        for v in values:
+            for sz in iter_sizes(v):
+                for lay in sz.layouts:
+                    ctx.block(lay, "a neuron count read by `size` scales a tensor, "
+                                   "and would change with the width")
+        return elementwise(ctx)
+    sizes = tuple(l for v in values for sz in iter_sizes(v) for l in sz.layouts)
+    out = ctx.out_spec
+    if sizes and isinstance(out, int) and not isinstance(out, bool):
+        return SizeOf(sizes, out)
+    if sizes:  # a float or bool computed from neuron counts
+        for lay in sizes:
+            ctx.block(lay, f"a neuron count read by `size` flows into {ctx.node.target.__name__}")
+    return out
+
+
+_ACT_MODULES = [
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
+    nn.Hardsigmoid, nn.Hardtanh, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Mish, nn.Softsign,
+    nn.Tanhshrink, nn.LogSigmoid, nn.Threshold, nn.Hardshrink, nn.Softshrink, nn.Identity,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+]
+_FUNCTIONS = [
+    torch.relu, torch.relu_, F.relu, F.relu_, F.relu6, F.leaky_relu, F.gelu, F.silu, F.mish,
+    torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.hardswish, F.hardsigmoid, F.hardtanh,
+    F.elu, F.selu, F.celu, F.softplus, F.softsign, F.logsigmoid, F.tanhshrink, F.threshold,
+    F.hardshrink, F.softshrink, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
+    F.alpha_dropout, F.feature_alpha_dropout,
+    torch.exp, torch.log, torch.sqrt, torch.rsqrt, torch.abs, torch.neg, torch.square,
+    torch.clamp, torch.clip, torch.pow, torch.sin, torch.cos, torch.erf, torch.reciprocal,
+    torch.add, torch.sub, torch.subtract, torch.mul, torch.multiply, torch.div, torch.divide,
+    torch.true_divide, torch.maximum, torch.minimum, torch.where, torch.lerp,
+    torch.nan_to_num, torch.sign, torch.floor, torch.ceil, torch.round,
+]
+_METHODS = [
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "log", "sqrt", "rsqrt",
+    "abs", "neg", "square", "clamp", "clamp_", "clamp_min", "clamp_max", "clip", "pow",
+    "reciprocal", "sin", "cos", "erf", "add", "add_", "sub", "sub_", "mul", "mul_", "div",
+    "div_", "masked_fill", "masked_fill_", "maximum", "minimum", "where", "lerp", "sign",
+    "floor", "ceil", "round",
+]
+_CASTS = [
+    "contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "to", "type",
+    "type_as", "cpu", "cuda", "requires_grad_",
+]
+
+register_rule(*_ACT_MODULES, *_FUNCTIONS, *_METHODS)(elementwise)
+register_rule(*_CASTS, torch.clone, torch.detach, name="same_as_input")(same_as_input)
+register_rule(operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
+              operator.mod, operator.neg, operator.pow, operator.iadd, operator.imul,
+              operator.isub, operator.itruediv, math.sqrt, accepts_sizes=True)(arithmetic)
+
+
+@register_rule(nn.PReLU)
+def prelu(ctx) -> TV:
+    """PReLU: one slope per channel (dim 1) is a pass-through of that channel."""
+    out = elementwise(ctx)
+    if ctx.module.weight.numel() > 1:
+        ctx.unify(ctx.param("weight", 0, PASS), out.dims[1])
+        ctx.module_attr("num_parameters", lambda size, d=out.dims[1]: size(d))
+    return out
