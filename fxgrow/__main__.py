@@ -1,0 +1,5 @@
+import sys
+
+from fxgrow.cli import main
+
+sys.exit(main())
