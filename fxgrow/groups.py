@@ -170,6 +170,26 @@ class Analysis:
     def __repr__(self) -> str:
         return f"<Analysis: {len(self.groups)} groups, {len(self.growable)} growable>"
 
+    # -- visualisation (see fxgrow.visualize) --------------------------------
+    def to_networkx(self, **kwargs):
+        """The graph as a ``networkx.DiGraph`` annotated with groups and reasons."""
+        from .visualize import to_networkx
+        return to_networkx(self, **kwargs)
+
+    def to_dot(self, path=None, **kwargs):
+        """Graphviz DOT text (written to ``path`` if given)."""
+        from .visualize import to_dot
+        return to_dot(self, path, **kwargs)
+
+    def draw(self, path=None, **kwargs):
+        """A self-contained HTML page of the graph (written to ``path`` if given)."""
+        from .visualize import draw
+        return draw(self, path, **kwargs)
+
+    def _repr_html_(self):
+        from .visualize import draw
+        return draw(self, None, embed=True)
+
 
 def _rename_value(value: Any, rename: Callable[[Layout], Layout]) -> Any:
     if isinstance(value, TV):

@@ -86,14 +86,15 @@ def _target_size(group: Group, value: Union[int, float], key) -> int:
     return new
 
 
-def _resolve(analysis: Analysis, spec: Spec) -> Dict[int, int]:
+def _resolve(analysis: Analysis, spec: Spec, allow_blocked: bool = False) -> Dict[int, int]:
     """``{group id: new size}`` from a factor or a ``{module or group: size}`` dict."""
     if isinstance(spec, bool):
         raise SpecError(f"invalid widening spec {spec!r}")
     if isinstance(spec, (int, float)):
         if spec < 1:
             raise NarrowingError(f"factor {spec} < 1 would narrow the network")
-        return {g.id: _target_size(g, float(spec), g.id) for g in analysis.growable}
+        groups = analysis.groups if allow_blocked else analysis.growable
+        return {g.id: _target_size(g, float(spec), g.id) for g in groups}
     if not isinstance(spec, Mapping):
         raise SpecError(f"widening spec must be a factor or a dict, not {type(spec).__name__}")
     out: Dict[int, int] = {}
@@ -105,7 +106,7 @@ def _resolve(analysis: Analysis, spec: Spec) -> Dict[int, int]:
                 f"`{key}` produces {len(groups)} groups {[g.id for g in groups]}; give a "
                 "factor (float) to grow all of them, or name each group by id")
         for group in groups:
-            if not group.growable:
+            if not group.growable and not allow_blocked:
                 raise GroupNotGrowableError(
                     f"group {group.id} ({key!r}, {group.size} neurons) is {group.status}: "
                     f"{group.reason}", group.reason)
@@ -126,7 +127,8 @@ def _index_map(old: int, new: int, uniform: bool, gen: torch.Generator) -> torch
     return torch.cat([base] + rounds)[:new]
 
 
-def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0) -> GrowthPlan:
+def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0, *,
+                  _allow_blocked: bool = False) -> GrowthPlan:
     """Validate a widening request and draw the index maps.
 
     Parameters
@@ -140,6 +142,10 @@ def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0) -> GrowthPlan:
         Seeds the sampled part of every index map (each group draws from its
         own generator, so adding a group to the request does not change the
         others).
+    _allow_blocked : bool
+        Test-only: plan fixed and blocked groups too (the result is generally
+        *not* function preserving; the fuzz tests use it to show blocks are
+        needed).
 
     Examples
     --------
@@ -149,14 +155,14 @@ def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0) -> GrowthPlan:
     >>> p.growth[p.analysis.group("0").id].index[:3].tolist()
     [0, 1, 2]
     """
-    requested = _resolve(analysis, spec)
+    requested = _resolve(analysis, spec, _allow_blocked)
     growth: Dict[int, GroupGrowth] = {}
     for gid in sorted(requested):
         group = analysis.group(gid)
         new = requested[gid]
         if new == group.size:
             continue
-        if group.uniform and new % group.size:
+        if group.uniform and new % group.size and not _allow_blocked:
             raise ConstraintError(
                 f"group {gid} ({', '.join(group.producers) or 'no producer'}, {group.size} "
                 f"neurons) can only grow by an integer factor: {'; '.join(group.uniform)}; "
@@ -166,7 +172,8 @@ def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0) -> GrowthPlan:
         counts = torch.bincount(index, minlength=group.size)
         growth[gid] = GroupGrowth(gid, group.size, new, index, counts)
     plan = GrowthPlan(analysis, growth, seed)
-    _check_uniform(plan)
+    if not _allow_blocked:
+        _check_uniform(plan)
     return plan
 
 
