@@ -273,6 +273,8 @@ def _op_name(node: fx.Node, module: Optional[nn.Module]) -> str:
     t = node.target
     mod = getattr(t, "__module__", None) or ""
     name = getattr(t, "__qualname__", None) or getattr(t, "__name__", str(t))
+    if "_VariableFunctions" in name or "TensorBase" in name:  # torch builtins
+        name = getattr(t, "__name__", name)
     if mod in ("_operator", "operator"):
         return f"operator.{name}"
     return f"{mod}.{name}" if mod else name

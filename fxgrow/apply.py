@@ -156,7 +156,7 @@ def _fresh_like(new: nn.Module, qualname: str, shape, like: torch.Tensor,
             return t.detach().to(like.dtype)
     if not like.is_floating_point():
         return torch.zeros(shape, dtype=like.dtype, device=like.device)
-    std = like.float().std() if like.numel() > 1 else torch.tensor(1.0)
+    std = like.detach().float().std() if like.numel() > 1 else torch.tensor(1.0)
     std = float(std) if float(std) > 0 else 1.0
     return (torch.randn(shape, device=like.device) * std).to(like.dtype)
 
@@ -207,7 +207,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
         for qualname, t, grown, mask, members in pending:
             if init == "net2net" and noise and mask is not None and grown.is_floating_point():
                 if any(m.role == PRODUCER and ex.grows(m.layout) for m in members):
-                    std = float(t.float().std()) if t.numel() > 1 else 1.0
+                    std = float(t.detach().float().std()) if t.numel() > 1 else 1.0
                     grown = grown + noise * std * torch.randn_like(grown) * mask
             _set_tensor(new, aliases.get(id(t), [qualname]), t, grown)
         if init == "random_pad":
@@ -249,7 +249,7 @@ def _reinit_all(root: nn.Module) -> None:
     with torch.no_grad():
         for p in root.parameters():
             if id(p) not in covered and p.is_floating_point():
-                std = float(p.std()) if p.numel() > 1 else 1.0
+                std = float(p.detach().std()) if p.numel() > 1 else 1.0
                 p.normal_(0.0, std if std > 0 else 1.0)
 
 
