@@ -59,8 +59,16 @@ class _State:
         self.node_literals: List[Tuple[str, Callable[..., Any]]] = []
         self.module_literals: List[Tuple[str, str, Callable[..., Any]]] = []
         self.node_notes: Dict[fx.Node, List[str]] = {}
+        # one tensor reachable under several names (tied weights) is one tensor
+        self.canonical: Dict[str, str] = {}
+        first: Dict[int, str] = {}
+        for name, t in list(gm.named_parameters(remove_duplicate=False)) + \
+                list(gm.named_buffers(remove_duplicate=False)):
+            self.canonical[name] = first.setdefault(id(t), name)
 
-    def param(self, qualname: str, dim: int, role: str) -> Axis:
+    def param(self, qualname: str, dim: int, role: Optional[str]) -> Axis:
+        """The space of dim ``dim`` of tensor ``qualname``; record ``role`` if given."""
+        qualname = self.canonical.get(qualname, qualname)
         key = (qualname, dim)
         if key not in self.params:
             t = _get_tensor(self.gm, qualname)
@@ -72,7 +80,8 @@ class _State:
                 self.params[key] = self.table.fresh(t.shape[dim])
                 self.roles[key] = set()
                 self.param_order.append(key)
-        self.roles[key].add(role)
+        if role is not None:
+            self.roles[key].add(role)
         return self.params[key]
 
 
@@ -297,7 +306,8 @@ def _walk_node(state: _State, node: fx.Node) -> Any:
         return spec
     if node.op == "get_attr":
         if isinstance(spec, TensorSpec):
-            return TV(tuple(state.param(node.target, d, ATTR) for d in range(len(spec.shape))))
+            # roles come from the uses: a claimed weight use or a plain (gathered) one
+            return TV(tuple(state.param(node.target, d, None) for d in range(len(spec.shape))))
         return spec
     if node.op == "output":
         for tv in iter_tensors(ctx.value(node.args[0])):
@@ -347,7 +357,7 @@ def analyze_graph(gm: fx.GraphModule, args: tuple = (), kwargs: Optional[dict] =
         if node.op == "get_attr" and isinstance(state.env[node], TV):
             if any((user, node) not in state.claims for user in node.users):
                 for d in range(state.env[node].ndim):
-                    state.param(node.target, d, PASS)
+                    state.param(node.target, d, ATTR)
     # One tensor dimension has one index map: it cannot be both divided by the
     # replication counts (consumer) and copied unscaled (producer/pass-through).
     for key, roles in state.roles.items():

@@ -231,6 +231,8 @@ def build_analysis(state: "_State", gm: fx.GraphModule, args: tuple, kwargs: dic
     by_group: Dict[int, List[Member]] = {}
     for key in state.param_order:
         roles = state.roles[key]
+        if not roles:  # e.g. the kernel dims of a functional conv weight
+            continue
         role = next((r for r in ("consumer", "producer", "pass-through", "attr") if r in roles))
         m = Member(key[0], key[1], role, rename(state.params[key]))
         members[key] = m
