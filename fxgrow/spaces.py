@@ -262,15 +262,29 @@ class SpaceTable:
             raise Unalignable("products with different factors cannot be aligned")
 
     def _split_factor(self, f: Layout, outer: int) -> Tuple[Layout, Layout]:
-        """Refine factor ``f`` into ``Prod(hi, lo)`` with ``hi.size == outer``."""
+        """Refine factor ``f`` into ``Prod(hi, lo)`` with ``hi.size == outer``.
+
+        An atomic space is simply refined.  A concatenation can be viewed as a
+        product only by making its ``outer`` equal blocks one space (each block
+        then widens by the same map) over a fixed axis that says which block:
+        that is what a channel shuffle after a ``cat`` needs.
+        """
         f = self.norm(f)
         if f.size % outer:
             raise Unalignable(f"{f.size} neurons do not factor by {outer}")
-        if not isinstance(f, Axis):
-            raise Unalignable(f"a concatenation {f} cannot be viewed as a product")
-        hi, lo = self._child(f, outer), self._child(f, f.size // outer)
-        self.define(f.space, Prod((hi, lo)))
-        return hi, lo
+        inner = f.size // outer
+        if isinstance(f, Axis):
+            hi, lo = self._child(f, outer), self._child(f, inner)
+            self.define(f.space, Prod((hi, lo)))
+            return hi, lo
+        if isinstance(f, Cat):
+            blocks = self.split_at(f, [inner * k for k in range(1, outer)])
+            for b in blocks[1:]:
+                self.unify(blocks[0], b)
+            which = self.fresh(outer, free=True, status=FIXED,
+                               reason="which block of a concatenation viewed as a product")
+            return which, self.norm(blocks[0])
+        raise Unalignable(f"{f} cannot be split into {outer} x {inner}")
 
     def cut(self, layout: Layout, k: int) -> Tuple[Layout, Layout]:
         """Cut ``layout`` after its first ``k`` positions, refining as needed."""

@@ -26,9 +26,13 @@ from typing import Any, Callable, Dict, Optional, Union
 
 from torch import nn
 
-__all__ = ["Rule", "register_rule", "lookup", "RULES"]
+__all__ = ["Rule", "register_rule", "lookup", "RULES", "RULES_BY_NAME"]
 
 Key = Union[type, Callable[..., Any], str]
+
+#: rules of third-party functions, keyed by "module.qualname" so that fxgrow
+#: never has to import the package (e.g. torchvision) to know its ops
+RULES_BY_NAME: Dict[str, "Rule"] = {}
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,10 @@ def register_rule(*targets: Key, accepts_sizes: bool = False, name: Optional[str
 
     Parameters
     ----------
-    *targets : module class, function, or method name (str)
-        The ops the rule describes.
+    *targets : module class, function, method name (str) or qualified function name
+        The ops the rule describes.  A string with a dot names a function by
+        ``"module.qualname"`` (``"torchvision.ops.stochastic_depth.stochastic_depth"``),
+        without importing it; a string without one is a ``Tensor`` method.
     accepts_sizes : bool
         See :class:`Rule`.
     name : str, optional
@@ -68,8 +74,9 @@ def register_rule(*targets: Key, accepts_sizes: bool = False, name: Optional[str
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         rule = Rule(fn, name or fn.__name__, accepts_sizes)
         for t in targets:
-            if override or t not in RULES:
-                RULES[t] = rule
+            table = RULES_BY_NAME if isinstance(t, str) and "." in t else RULES
+            if override or t not in table:
+                table[t] = rule
         return fn
 
     return deco
@@ -81,7 +88,10 @@ def lookup(target: Key) -> Optional[Rule]:
     Module classes match exactly; a subclass of a registered class matches
     only if it does not override ``forward`` (so it computes the same thing).
     """
-    rule = RULES.get(target)
+    rule = RULES.get(target) if not isinstance(target, str) or "." not in target else None
+    if rule is None and callable(target) and not isinstance(target, type):
+        name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
+        rule = RULES_BY_NAME.get(name)
     if rule is not None or not isinstance(target, type) or not issubclass(target, nn.Module):
         return rule
     for base in inspect.getmro(target)[1:]:

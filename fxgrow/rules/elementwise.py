@@ -114,6 +114,9 @@ _CASTS = [
 
 register_rule(*_ACT_MODULES, *_FUNCTIONS, *_METHODS)(elementwise)
 register_rule(*_CASTS, torch.clone, torch.detach, name="same_as_input")(same_as_input)
+# Stochastic depth scales whole samples (or the whole batch): copies stay copies.
+register_rule("torchvision.ops.stochastic_depth.stochastic_depth",
+              name="stochastic_depth")(elementwise)
 register_rule(operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
               operator.mod, operator.neg, operator.pow, operator.iadd, operator.imul,
               operator.isub, operator.itruediv, math.sqrt, accepts_sizes=True)(arithmetic)
