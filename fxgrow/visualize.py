@@ -407,18 +407,26 @@ def to_dot(analysis, path: Union[str, os.PathLike, None] = None, *,
 
 
 # -- HTML -----------------------------------------------------------------------
-def _default_levels(G: nx.DiGraph) -> List[int]:
-    """Collapse depths worth offering: each one must merge nodes."""
-    depths: List[int] = []
+def _default_levels(G: nx.DiGraph, most: int = 3) -> List[int]:
+    """Collapse depths worth offering: each one must merge many nodes.
+
+    From the deepest module level up, a depth is kept when it has fewer than
+    60% of the nodes of the last view kept; the shallowest level that merges
+    anything is always offered.  At most ``most`` depths.
+    """
     deepest = max((len(d["module"].split(".")) for _, d in G.nodes(data=True) if d["module"]),
                   default=0)
-    previous = G.number_of_nodes()
-    for depth in range(deepest - 1, 0, -1):
-        n = collapse(G, depth).number_of_nodes()
-        if n < previous:
-            depths.append(depth)
-            previous = n
-    return sorted(depths)
+    counts = {d: collapse(G, d).number_of_nodes() for d in range(deepest - 1, 0, -1)}
+    counts = {d: n for d, n in counts.items() if n < G.number_of_nodes()}
+    kept: List[int] = []
+    last = G.number_of_nodes()
+    for depth, n in counts.items():
+        if n < 0.6 * last:
+            kept.append(depth)
+            last = n
+    if counts and min(counts) not in kept:
+        kept = kept[: most - 1] + [min(counts)]
+    return sorted(kept[:most])
 
 
 def draw(analysis, path: Union[str, os.PathLike, None] = None, *,

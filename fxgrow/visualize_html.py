@@ -85,7 +85,8 @@ def _node_json(n: Any, d: Mapping[str, Any]) -> Dict[str, Any]:
         "target": d.get("target", ""), "module": d.get("module", ""),
         "shape": _fmt_shape(d.get("shape")), "dtype": d.get("dtype", ""),
         "layout": d.get("layout", ""), "groups": list(d.get("groups", ())),
-        "params": [[t, dim, role, list(g)] for t, dim, role, g in d.get("params", ())],
+        "params": ([] if d.get("opcode") == "module" else
+                   [[t, dim, role, list(g)] for t, dim, role, g in d.get("params", ())]),
         "status": d.get("status", ""), "reason": d.get("reason", ""),
         "cause": bool(d.get("cause")),
     }
@@ -213,7 +214,7 @@ _CSS = """
 #__ROOT__ .main{display:flex;flex:1;min-height:0}
 #__ROOT__ .canvas{flex:1;position:relative;min-width:0;overflow:hidden;cursor:grab;background:#fcfcfc}
 #__ROOT__ svg{width:100%;height:100%;display:block;user-select:none}
-#__ROOT__ aside{width:380px;overflow:auto;border-left:1px solid #ddd;padding:6px 8px;font-size:12px}
+#__ROOT__ aside{width:440px;overflow:auto;border-left:1px solid #ddd;padding:6px 8px;font-size:12px}
 #__ROOT__ aside h2{font-size:13px;margin:8px 0 4px}
 #__ROOT__ .e{fill:none;stroke:#9a9a9a;stroke-width:1.2;marker-end:url(#__ROOT__-arrow)}
 #__ROOT__ .e.back{stroke-dasharray:3 3}
@@ -234,7 +235,10 @@ _CSS = """
 #__ROOT__ svg.hl .n.on{opacity:1}
 #__ROOT__ svg.hl .n.on rect.b{stroke:#000;stroke-width:3}
 #__ROOT__ svg.hl .e{opacity:.25}
-#__ROOT__ .legend{border-collapse:collapse;width:100%}
+#__ROOT__ .legend{border-collapse:collapse;width:100%;table-layout:fixed}
+#__ROOT__ .legend th:nth-child(1){width:44px}#__ROOT__ .legend th:nth-child(2){width:64px}
+#__ROOT__ .legend th:nth-child(3){width:62px}
+#__ROOT__ .legend td{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 #__ROOT__ .legend td:nth-child(2){white-space:nowrap}
 #__ROOT__ .legend td,#__ROOT__ .legend th{border-bottom:1px solid #eee;padding:2px 4px;text-align:left;
  vertical-align:top}

@@ -28,17 +28,24 @@ __all__ = ["layered_layout", "layout_with_routes"]
 
 
 def _layers(G: nx.DiGraph, keep_top: Callable[[Hashable], bool]) -> Dict[Hashable, int]:
-    """Layer of each node; edges against the graph's node order are ignored."""
+    """Layer of each node; edges against the graph's node order are ignored.
+
+    Nodes that depend on a kept source (a model input) get their topological
+    generation.  The others (constants, parameters and what is computed from
+    them alone) are placed as late as possible: just above their first use.
+    """
     index = {n: i for i, n in enumerate(G)}
     dag = nx.DiGraph()
     dag.add_nodes_from(G)
     dag.add_edges_from((u, v) for u, v in G.edges if index[u] < index[v])
     layer = {n: i for i, gen in enumerate(nx.topological_generations(dag)) for n in gen}
-    # sources other than the inputs (constants, parameters) sit just above their first use
-    for n in G:
-        if dag.in_degree(n) == 0 and dag.out_degree(n) > 0 and not keep_top(n):
-            layer[n] = max(0, min(layer[s] for s in dag.successors(n)) - 1)
-    return layer
+    tops = [n for n in G if dag.in_degree(n) == 0 and keep_top(n)]
+    fed = set(tops).union(*(nx.descendants(dag, n) for n in tops)) if tops else set(G)
+    for n in reversed(list(G)):
+        if n not in fed and dag.out_degree(n) > 0:
+            layer[n] = min(layer[s] for s in dag.successors(n)) - 1
+    low = min(layer.values(), default=0)
+    return {n: v - low for n, v in layer.items()}
 
 
 def _centred(order: List[Hashable]) -> Dict[Hashable, float]:
