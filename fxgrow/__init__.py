@@ -10,6 +10,7 @@ True
 
 from .analysis import RuleContext
 from .api import analyze, widen
+from .deepen import deepen
 from .errors import (AnalysisError, ConstraintError, ExampleInputError, FxGrowError,
                      GroupNotGrowableError, NarrowingError, SpecError, TraceError,
                      UnknownInitError, UnknownTargetError, VerificationError)
@@ -22,7 +23,7 @@ from .verify import Report, verify
 __version__ = "0.1.0"
 
 __all__ = [
-    "analyze", "widen", "verify", "plan_widening", "apply_plan", "register_rule",
+    "analyze", "widen", "deepen", "verify", "plan_widening", "apply_plan", "register_rule",
     "Analysis", "Group", "Member", "GrowthPlan", "Report", "RuleContext",
     "FxGrowError", "TraceError", "ExampleInputError", "SpecError", "NarrowingError",
     "UnknownTargetError", "GroupNotGrowableError", "ConstraintError", "UnknownInitError",

@@ -86,3 +86,40 @@ class RuleError(Exception):
     Not an :class:`FxGrowError`: it never reaches users, the analysis turns
     it into a blocked group whose reason carries the message.
     """
+
+
+class DeepenError(SpecError):
+    """A deepening request (:func:`fxgrow.deepen`) cannot be carried out."""
+
+
+class UnknownLocationError(DeepenError, UnknownTargetError):
+    """``after`` names a node or module that is not in the graph."""
+
+
+class NotDeepenableError(DeepenError):
+    """The location's output cannot take a new layer exactly.
+
+    Its channels are fixed (e.g. they reach the model output) or the tensor
+    has no neuron dimension (a model input, a flattened map, a scalar).
+    ``reason`` says which.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotIdempotentError(DeepenError):
+    """``method="identity"`` after an activation φ with φ(φ(z)) ≠ φ(z)."""
+
+
+class CalibrationError(DeepenError):
+    """Calibration data is missing or does not fit the model."""
+
+
+class MissingCalibrationError(CalibrationError):
+    """A mirrored BatchNorm needs calibration data and none was given."""
+
+
+__all__ += ["DeepenError", "UnknownLocationError", "NotDeepenableError", "NotIdempotentError",
+            "CalibrationError", "MissingCalibrationError"]

@@ -1,0 +1,203 @@
+"""Net2DeeperNet: insert layers that start as the identity.
+
+:func:`deepen` chains small passes, like :func:`fxgrow.widen`:
+
+1. **analyze** the model (:func:`fxgrow.analyze`): every node's output gets
+   layouts saying which dims index neurons and whether they are fixed;
+2. **plan** (:func:`fxgrow.deepen_plan.plan_deepening`, pure): resolve
+   ``after`` to nodes, check each one, choose layer kind, activation,
+   BatchNorm and method, name the new modules;
+3. **build** the blocks (:mod:`fxgrow.deepen_blocks`) and **calibrate** their
+   BatchNorms from data (:mod:`fxgrow.deepen_calibrate`);
+4. **rewrite** a copy of the graph: each block's leaves are called after its
+   node, and the node's users read the block's output instead;
+5. **verify** against the original (:func:`fxgrow.verify`).
+
+See ``docs/deepen.md`` for what is exact and why.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Iterable, Optional, Type, Union
+
+import torch
+from torch import fx, nn
+
+from .api import analyze
+from .deepen_blocks import build_block
+from .deepen_calibrate import batches, channel_stats
+from .deepen_plan import DeepeningPlan, Location, plan_deepening
+from .errors import MissingCalibrationError, VerificationError
+from .trace import ExampleInput
+from .verify import verify as _verify
+
+__all__ = ["deepen"]
+
+
+def deepen(
+    model: nn.Module,
+    example_input: ExampleInput,
+    after: Location = "all",
+    *,
+    method: str = "identity",
+    calibration: Any = None,
+    batchnorm: Optional[bool] = None,
+    kernel_size: Optional[int] = None,
+    seed: int = 0,
+    verify: Optional[bool] = None,
+    trials: int = 3,
+    rtol: Optional[float] = None,
+    leaf_modules: Iterable[Union[str, Type[nn.Module]]] = (),
+    concrete_args: Optional[Dict[str, Any]] = None,
+) -> fx.GraphModule:
+    """Insert new layers that leave the function unchanged (Net2DeeperNet).
+
+    Parameters
+    ----------
+    model : nn.Module or fx.GraphModule
+        The model (never modified), e.g. the result of :func:`fxgrow.widen`.
+    example_input : Tensor, tuple or dict
+        One batch the model runs on.
+    after : str, list of str, callable or "all"
+        Where to insert: module names (``"layer1.0.relu"``; a module called
+        several times gets a block after each call), torch.fx node names
+        (``"layer1_0_relu_1"``), a predicate on ``fx.Node``, or ``"all"``:
+        the end of every layer (after conv/linear -> BN -> activation, and
+        after residual adds) whose channels are not fixed.
+    method : {"identity", "residual", "auto"}
+        ``identity``: a Linear with ``I`` / ConvNd with a centred Dirac kernel
+        (same padding), then a BatchNorm if the surrounding layer has one,
+        then the node's activation if the node is an idempotent activation
+        (ReLU, ReLU6, Hardtanh); refused after any other activation.
+        ``residual``: ``x + L2(act(BN(L1(x))))`` with ``L2 = 0``; exact for
+        every activation.  ``auto``: identity where it is exact, else residual.
+    calibration : tensor, tuple, dict or iterable of batches, optional
+        Data to set inserted BatchNorms from (running mean/var = the data's
+        statistics at the insertion point; identity blocks get
+        γ = √(var + ε), β = mean).  Required when an identity block mirrors
+        a BatchNorm.
+    batchnorm : bool, optional
+        Mirror BatchNorm where the location's layer has one (None, default),
+        always (True) or never (False: no calibration needed).
+    kernel_size : int, optional
+        Odd kernel size of inserted convs; default: the producing conv's
+        (if odd), else 3.
+    seed : int
+        Seeds the random first layer of residual blocks and verification.
+    verify : bool, optional
+        Compare with the original and raise :class:`VerificationError` on a
+        mismatch.  Default: on; when a block is not exact by construction
+        (an identity BatchNorm in training mode) the report is attached
+        but a mismatch does not raise.
+    trials, rtol :
+        Passed to :func:`fxgrow.verify`.
+    leaf_modules, concrete_args :
+        As for :func:`fxgrow.analyze`.
+
+    Returns
+    -------
+    torch.fx.GraphModule
+        The deepened model.  New blocks are submodules named
+        ``<module or node>_deepen<k>``.  ``meta["fxgrow.deepen"]`` lists one
+        record per block (location, module, method, layer, activation,
+        batchnorm, why), ``meta["fxgrow.deepen_skipped"]`` the locations
+        ``after="all"`` left out and why, ``meta["fxgrow.report"]`` the
+        verification report.
+
+    Raises
+    ------
+    UnknownLocationError
+        ``after`` names nothing in the graph.
+    NotDeepenableError
+        The location's channels are fixed, or its output is no neuron tensor.
+    NotIdempotentError
+        ``method="identity"`` after a non-idempotent activation.
+    MissingCalibrationError, CalibrationError
+        A BatchNorm to calibrate but no data, or data of the wrong shape.
+
+    Examples
+    --------
+    >>> import torch, fxgrow
+    >>> from torch import nn
+    >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 2))
+    >>> x = torch.randn(5, 4)
+    >>> g = fxgrow.deepen(m, x, after="all", method="auto")
+    >>> [(r["module"], r["method"]) for r in g.meta["fxgrow.deepen"]]
+    [('1_deepen0', 'identity'), ('3_deepen0', 'residual')]
+    >>> g.meta["fxgrow.report"].ok
+    True
+    >>> fxgrow.widen(g, x, 2.0).meta["fxgrow.report"].ok   # the new layers can grow
+    True
+    """
+    analysis = analyze(model, example_input, leaf_modules=leaf_modules,
+                       concrete_args=concrete_args)
+    plan = plan_deepening(analysis, after, method=method, batchnorm=batchnorm,
+                          kernel_size=kernel_size, training=model.training)
+    if plan.needs_calibration and calibration is None:
+        where = ", ".join(f"`{i.node}`" for i in plan.needs_calibration)
+        raise MissingCalibrationError(
+            f"the layer(s) after {where} use BatchNorm, so the inserted block mirrors it and "
+            "its statistics must come from data: pass calibration=<a batch, or an iterable of "
+            "batches> (or batchnorm=False to insert no BatchNorm)")
+    grown = _rewrite(plan, calibration, example_input, seed)
+    grown.training = model.training  # root flag only: submodules keep their own modes
+    exact = all(i.exact for i in plan.insertions)
+    if verify is None or verify:
+        report = _verify(model, grown, example_input, trials=trials, rtol=rtol, seed=seed)
+        grown.meta["fxgrow.report"] = report
+        if not report.ok and (verify or exact):
+            raise VerificationError(f"the deepened model does not match the original\n{report}",
+                                    report)
+    return grown
+
+
+def _device(gm: nn.Module) -> Optional[torch.device]:
+    t = next(iter(gm.parameters()), None)
+    if t is None:
+        t = next(iter(gm.buffers()), None)
+    return t.device if t is not None else None
+
+
+def _rewrite(plan: DeepeningPlan, calibration: Any, example_input: Any,
+             seed: int) -> fx.GraphModule:
+    old = plan.analysis.graph_module
+    new = copy.deepcopy(old)
+    nodes = {n.name: n for n in new.graph.nodes}
+    device = _device(old)
+    blocks = {}
+    with torch.random.fork_rng(devices=[]):
+        for k, ins in enumerate(plan.insertions):
+            torch.manual_seed(seed + k)  # residual first layers: reproducible per block
+            mode = ins.batchnorm.training if ins.batchnorm else old.training
+            ndim = len(nodes[ins.node].meta["fxgrow.shape"].shape)
+            blocks[ins.name] = build_block(ins, ndim, device=device, mode=mode)
+    calibrated = [i for i in plan.insertions if i.batchnorm is not None]
+    if calibration is not None and calibrated:
+        stats = channel_stats(old, batches(calibration, example_input),
+                              {i.node: blocks[i.name].bn_input for i in calibrated})
+        for ins in calibrated:
+            blocks[ins.name].calibrate(*stats[ins.node])
+    graph = new.graph
+    for ins in plan.insertions:
+        node, block = nodes[ins.node], blocks[ins.name]
+        new.add_submodule(ins.name, block)
+        before = len(graph.nodes)
+        with graph.inserting_before(node.next):  # keeps the new nodes in call order
+            out = block.emit(graph, node, ins.name)
+        created = set()
+        cur = node.next
+        for _ in range(len(graph.nodes) - before):
+            created.add(cur)
+            cur = cur.next
+        # every former reader of the node now reads the block, which computes the same value
+        node.replace_all_uses_with(out, delete_user_cb=lambda user: user not in created)
+    for n in graph.nodes:  # the old analysis' annotations do not describe the new graph
+        for key in [k for k in n.meta if k.startswith("fxgrow.")]:
+            del n.meta[key]
+    graph.lint()
+    new.recompile()
+    new.meta["fxgrow.deepen"] = [dict(i.record(), calibrated=calibration is not None
+                                      and i.batchnorm is not None) for i in plan.insertions]
+    new.meta["fxgrow.deepen_skipped"] = dict(plan.skipped)
+    return new
