@@ -54,7 +54,16 @@ def _demo(args: argparse.Namespace) -> int:
     for init in ("random_pad", "random_init"):
         g = fxgrow.widen(analysis, x, args.factor, init=init, seed=args.seed)
         print(f"  {init:<11} max rel error {fxgrow.verify(model, g, x).max_rel:.3g}")
-    ok = wide.meta["fxgrow.report"].ok and one.meta["fxgrow.report"].ok
+    where = ["layer1.0.relu", "layer2.1.relu"]  # each called twice: 4 new blocks
+    print(f"\n== deepen after {where} (Net2DeeperNet), then widen the result")
+    deep = fxgrow.deepen(model, x, where, method="auto", calibration=torch.randn(16, 3, 32, 32),
+                         seed=args.seed)
+    for rec in deep.meta["fxgrow.deepen"]:
+        parts = [rec["layer"]] + ["BN"] * rec["batchnorm"] + [rec["activation"] or "no act"]
+        print(f"  {rec['module']:<24} {rec['method']:<8} {' -> '.join(parts)}")
+    deep_wide = fxgrow.widen(deep, x, args.factor, seed=args.seed)
+    print(deep.meta["fxgrow.report"], "\n", deep_wide.meta["fxgrow.report"], sep="")
+    ok = all(g.meta["fxgrow.report"].ok for g in (wide, one, deep, deep_wide))
     print("\nfunction preserved:", "yes" if ok else "NO")
     return 0 if ok else 1
 
