@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import fx, nn
@@ -273,7 +273,7 @@ def _kernel(kind: str, producer: Optional[nn.Module], kernel_size: Optional[int]
     return 3
 
 
-def _bn_spec(bn: Optional[nn.Module], kind: str, nd: int, dim: int, force: Optional[bool],
+def _bn_spec(bn: Optional[nn.Module], dim: int, force: Optional[bool],
              training: bool, where: str) -> Optional[BatchNormSpec]:
     if force is False or (force is None and bn is None):
         return None
@@ -362,6 +362,6 @@ def _plan_one(analysis: Analysis, node: fx.Node, method: str, batchnorm: Optiona
         node=node.name, name=name, method=chosen, kind=kind, dim=dim,
         channels=spec.shape[dim], kernel_size=_kernel(kind, producer, kernel_size),
         activation=act, dtype=spec.dtype,
-        batchnorm=_bn_spec(bn, kind, len(spec.shape), dim, batchnorm, training,
+        batchnorm=_bn_spec(bn, dim, batchnorm, training,
                            f"cannot mirror BatchNorm after `{node.name}`"),
         why=why)

@@ -169,6 +169,16 @@ def test_bn_without_calibration_is_an_error_unless_disabled():
     assert not any(r["batchnorm"] for r in g.meta["fxgrow.deepen"])
 
 
+def test_forced_batchnorm_on_an_mlp():
+    model, x = relu_mlp()
+    with pytest.raises(MissingCalibrationError):
+        fxgrow.deepen(model, x, after="1", batchnorm=True)
+    model.eval()
+    g = fxgrow.deepen(model, x, after="1", batchnorm=True, calibration=torch.randn(32, 6))
+    assert isinstance(g.get_submodule("1_deepen0.bn"), nn.BatchNorm1d)
+    assert_same_function(model, g, x)
+
+
 def test_calibration_formats_agree():
     model, x = vgg_bn()
     data = torch.randn(16, 3, 16, 16)
