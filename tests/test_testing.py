@@ -207,12 +207,12 @@ def test_analysis_deterministic_and_value_independent(drawn):
 
 # -- (6) blocked groups really block -------------------------------------------------------
 _BLOCKERS = {
-    "softmax": "F.softmax(h, dim=-1)",
-    "log_softmax": "torch.log_softmax(h, dim=-1)",
-    "sum": "(h - h.sum(-1, keepdim=True))",
-    "logsumexp": "(h - h.logsumexp(-1, keepdim=True))",
-    "normalize": "F.normalize(h, dim=-1)",
-    "unbiased var": "(h / (h.var(-1, keepdim=True) + 1.0))",
+    "softmax": "F.softmax({x}, dim={d})",
+    "log_softmax": "torch.log_softmax({x}, dim={d})",
+    "sum": "({x} - {x}.sum({d}, keepdim=True))",
+    "logsumexp": "({x} - {x}.logsumexp({d}, keepdim=True))",
+    "normalize": "F.normalize({x}, dim={d})",
+    "unbiased var": "({x} / ({x}.var({d}, keepdim=True) + 1.0))",
 }
 
 
@@ -228,8 +228,7 @@ def _blocked_case(draw):
         w = max(w, 2)
     spec = ArchSpec(prefix.family, prefix.input,
                     prefix.layers + [{"op": "linear", "out": w},
-                                     {"op": "reduce", "fn": _BLOCKERS[name].replace("h", "{x}")
-                                      .replace("-1", "{d}")},
+                                     {"op": "reduce", "fn": _BLOCKERS[name]},
                                      {"op": "linear", "out": draw(st.integers(1, 3))}],
                     seed=prefix.seed)
     return name, spec
@@ -241,7 +240,7 @@ def test_blocked_groups_really_block(case, data):
     note(f"blocker: {name}\n{spec.to_code()}")
     model, x = spec.build()
     analysis = fxgrow.analyze(model, x)
-    blocker_linear = f"fc{len(spec.layers) - 2}"
+    blocker_linear = f"fc{len(spec.layers) - 3}"
     (group,) = analysis.groups_of(blocker_linear)
     assert group.status == "blocked", f"{name} over a grown dim must block: {group}"
     new = group.size + data.draw(st.integers(1, 2 * group.size + 1))
@@ -260,7 +259,9 @@ def test_state_dict_kept_and_trains(drawn, data):
     spec = _sizes(data.draw, analysis, analysis.growable)
     grown = _widen_or_documented(model, x, spec)
     assume(grown is not None)
-    assert list(grown.state_dict()) == list(model.state_dict()), "state_dict keys changed"
+    # the key set is kept (fx orders submodules by first use, so the order may differ)
+    assert sorted(grown.state_dict()) == sorted(model.state_dict()), "state_dict keys changed"
+    grown.load_state_dict(grown.state_dict())
     grown.train()
     opt = torch.optim.SGD([p for p in grown.parameters() if p.requires_grad], lr=1e-2)
     out = grown(x)
