@@ -155,6 +155,8 @@ def _prepare(args: argparse.Namespace):
     import fxgrow
 
     model = load_model(args.model)
+    if args.dtype.is_floating_point:
+        model = model.to(args.dtype)
     x = _example(args)
     return model, x, fxgrow.analyze(model, x)
 
@@ -225,9 +227,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    metavar="N,C,...", help="shape of the random example input (repeat it for "
                                            "a model with several inputs)")
     p.add_argument("--dtype", type=_dtype, default=torch.float32,
-                   help="dtype of the example input (default float32; an integer dtype gives "
-                        "random ints in [0, --max-int))")
-    p.add_argument("--max-int", type=int, default=2, help=argparse.SUPPRESS)
+                   help="dtype of the example input (default float32); a floating dtype also "
+                        "converts the model, an integer dtype (token ids) gives random ints in "
+                        "[0, --max-int)")
+    p.add_argument("--max-int", type=int, default=2, metavar="N",
+                   help="upper bound (exclusive) of integer inputs (default 2)")
     p.add_argument("--seed", type=int, default=0)
 
 
