@@ -230,7 +230,10 @@ class RuleContext:
         self._s.node_literals.append((self.node.name, fn))
 
     def module_attr(self, attr: str, fn: Callable[[Callable[[Layout], int]], Any]) -> None:
-        """Register how attribute ``attr`` of this node's module is recomputed."""
+        """Register how attribute ``attr`` of this node's module is recomputed.
+
+        ``attr`` may name a submodule's attribute: ``"out_proj.in_features"``.
+        """
         self._s.module_literals.append((self.node.target, attr, fn))
 
 

@@ -195,7 +195,9 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
         # module attributes first: fresh modules for random_pad need the new sizes
         size = _sizer(analysis, plan)
         for path, attr, fn in analysis.module_literals:
-            setattr(new.get_submodule(path), attr, fn(size))
+            # "self_attn.embed_dim" names an attribute of a submodule
+            owner, _, name = f"{path}.{attr}".rpartition(".")
+            setattr(new.get_submodule(owner), name, fn(size))
         pending = []
         for qualname, members in by_tensor.items():
             if not any(ex.grows(m.layout) for m in members):

@@ -1,0 +1,217 @@
+"""Matrix products and attention.
+
+A product between activations contracts a dimension: the result sums over
+it, so widening that dimension by copies would count each copy (and the
+default attention scale ``1/sqrt(E)`` would change with it).  fxgrow does not
+rescale one side of such a product, so contracted neuron dims between
+activations are blocked.  The other dims are batch-like and pass through:
+attention *heads* are a batch dim of ``q @ k^T`` and ``attn @ v``, so heads
+grow exactly (each new head copies an old head; the output projection,
+reading ``Prod(H, D)``, divides by the head counts).
+
+A product with a parameter (``x @ W``) is a linear layer and gets the
+producer/consumer roles of one.
+
+``nn.MultiheadAttention`` is a leaf module: its packed ``in_proj_weight``
+produces ``Cat(Prod(H, D), Prod(H, D), Prod(H, D))`` and its ``embed_dim``
+ties the input, the projections and the output to ``Prod(H, D)``, with the
+head dim ``D`` blocked (it is contracted).  So its width grows by adding heads.
+``nn.TransformerEncoderLayer``/``nn.TransformerEncoder`` (leaves too, since
+their fast-path checks cannot be traced) combine it with their feed-forward
+layers and LayerNorms.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..errors import RuleError
+from ..layout import Layout
+from ..roles import CONSUMER, PASS, PRODUCER
+from ..shapes import TensorSpec
+from ..values import TV
+from . import register_rule
+
+__all__ = ["matmul", "sdpa", "multihead_attention", "transformer_encoder_layer"]
+
+_CONTRACT = ("contracted by a product between activations: copies would be counted "
+             "twice unless one side were rescaled")
+
+
+def _broadcast(ctx, dims_list: List[tuple], shapes: List[tuple], out_shape: tuple) -> List[Layout]:
+    """Broadcast leading (batch) dims like an elementwise op."""
+    out: List[Layout] = []
+    for k in range(1, len(out_shape) + 1):
+        n = out_shape[-k]
+        full = [d[-k] for d, s in zip(dims_list, shapes) if len(s) >= k and s[-k] == n]
+        for d, s in zip(dims_list, shapes):
+            if len(s) >= k and s[-k] == 1 and n != 1:
+                ctx.fix(d[-k], "broadcast against a larger dimension")
+        for other in full[1:]:
+            ctx.unify(full[0], other)
+        out.append(full[0] if full else ctx.free(n))
+    return list(reversed(out))
+
+
+@register_rule(torch.matmul, operator.matmul, torch.bmm, torch.mm, "matmul", "bmm", "mm",
+               "__matmul__")
+def matmul(ctx) -> TV:
+    """``a @ b``: batch dims broadcast, the contracted dim is unified and (between
+    activations) blocked; with a 2-D parameter it is a linear layer."""
+    a_node, b_node = ctx.arg(0, "input"), ctx.arg(1, "other")
+    a, b = ctx.tensor(a_node), ctx.tensor(b_node)
+    sa, sb = ctx.spec(a_node).shape, ctx.spec(b_node).shape
+    if len(sa) < 2 or len(sb) < 2:
+        raise RuleError("matmul with a 1-D operand")
+    w_b = ctx.weight(b_node, 0, CONSUMER) if len(sb) == 2 else None
+    w_a = ctx.weight(a_node, 1, CONSUMER) if w_b is None and len(sa) == 2 else None
+    if w_b is not None:  # x @ W, W: (in, out)
+        ctx.unify(a.dims[-1], w_b)
+        out_last, out_row = ctx.weight(b_node, 1, PRODUCER), a.dims[-2]
+    elif w_a is not None:  # W @ x, W: (out, in)
+        ctx.unify(b.dims[-2], w_a)
+        out_last, out_row = b.dims[-1], ctx.weight(a_node, 0, PRODUCER)
+    else:
+        ctx.unify(a.dims[-1], b.dims[-2])
+        ctx.block(a.dims[-1], _CONTRACT)
+        out_last, out_row = b.dims[-1], a.dims[-2]
+    out_shape = ctx.out_shape
+    batch = _broadcast(ctx, [a.dims[:-2], b.dims[:-2]], [sa[:-2], sb[:-2]], out_shape[:-2])
+    return TV(tuple(batch) + (out_row, out_last))
+
+
+@register_rule(F.scaled_dot_product_attention)
+def sdpa(ctx) -> TV:
+    """SDPA: heads and other leading dims are batch dims; the query/key dim is
+    contracted (and sets the default scale), so it is blocked."""
+    qn, kn, vn = ctx.arg(0, "query"), ctx.arg(1, "key"), ctx.arg(2, "value")
+    q, k, v = ctx.tensor(qn), ctx.tensor(kn), ctx.tensor(vn)
+    sq, sk, sv = ctx.spec(qn).shape, ctx.spec(kn).shape, ctx.spec(vn).shape
+    if ctx.arg(7, "enable_gqa", False):
+        raise RuleError("enable_gqa has no rule yet")
+    ctx.unify(q.dims[-1], k.dims[-1])
+    ctx.block(q.dims[-1], "the query/key dim of scaled_dot_product_attention is contracted "
+                          "and sets its default scale")
+    ctx.unify(k.dims[-2], v.dims[-2])
+    out_shape = ctx.out_shape
+    batch = _broadcast(ctx, [q.dims[:-2], k.dims[:-2], v.dims[:-2]],
+                       [sq[:-2], sk[:-2], sv[:-2]], out_shape[:-2])
+    mask = ctx.arg(3, "attn_mask", None)
+    if isinstance(mask, fx.Node):
+        m = ctx.tensor(mask)
+        _broadcast(ctx, [m.dims, tuple(batch) + (q.dims[-2], k.dims[-2])],
+                   [ctx.spec(mask).shape, tuple(out_shape[:-2]) + (sq[-2], sk[-2])],
+                   tuple(out_shape[:-2]) + (sq[-2], sk[-2]))
+    return TV(tuple(batch) + (q.dims[-2], v.dims[-1]))
+
+
+# -- nn.MultiheadAttention and the torch.nn transformer layers ---------------------
+def _mha(ctx, prefix: str, mha: nn.MultiheadAttention, e_in: Layout,
+         kv: Optional[List[Layout]] = None) -> Layout:
+    """Constrain one packed MultiheadAttention; return its output's embedding layout."""
+    if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
+        raise RuleError("only packed-projection MultiheadAttention has a rule")
+    heads = ctx.fresh(mha.num_heads)
+    head_dim = ctx.fresh(mha.head_dim)
+    ctx.block(head_dim, f"the head dim of `{ctx.node.target}{prefix and '.' + prefix}` is "
+                        "contracted by attention and sets its scale")
+    hd = ctx.prod([heads, head_dim])
+    ctx.unify(e_in, hd)  # embed_dim is one number: input, projections and output
+    for other in kv or []:
+        ctx.unify(other, hd)
+    p = f"{prefix}." if prefix else ""
+    ctx.unify(ctx.param(p + "in_proj_weight", 0, PRODUCER), ctx.cat([hd, hd, hd]))
+    ctx.unify(ctx.param(p + "in_proj_weight", 1, CONSUMER), hd)
+    if mha.in_proj_bias is not None:
+        ctx.unify(ctx.param(p + "in_proj_bias", 0, PRODUCER), ctx.cat([hd, hd, hd]))
+    ctx.unify(ctx.param(p + "out_proj.weight", 1, CONSUMER), hd)
+    ctx.unify(ctx.param(p + "out_proj.weight", 0, PRODUCER), hd)
+    if mha.out_proj.bias is not None:
+        ctx.unify(ctx.param(p + "out_proj.bias", 0, PRODUCER), hd)
+    size = lambda lay: (lambda s: s(lay))  # noqa: E731
+    for attr in ("embed_dim", "kdim", "vdim", "out_proj.in_features", "out_proj.out_features"):
+        ctx.module_attr(p + attr, size(hd))
+    ctx.module_attr(p + "num_heads", size(heads))
+    return hd
+
+
+@register_rule(nn.MultiheadAttention)
+def multihead_attention(ctx):
+    """``nn.MultiheadAttention`` (packed projections): grows by adding heads."""
+    m: nn.MultiheadAttention = ctx.module
+    q = ctx.tensor(ctx.arg(0, "query"))
+    k = ctx.tensor(ctx.arg(1, "key"))
+    v = ctx.tensor(ctx.arg(2, "value"))
+    hd = _mha(ctx, "", m, q.dims[-1], [k.dims[-1], v.dims[-1]])
+    out_spec = ctx.out_spec
+    if not isinstance(out_spec, tuple) or len(out_spec) != 2:
+        raise RuleError("unexpected output")
+    out = TV(q.dims[:-1] + (hd,))
+    w_spec = out_spec[1]
+    if w_spec is None:
+        return (out, None)
+    if not isinstance(w_spec, TensorSpec):
+        raise RuleError("unexpected attention weights")
+    average = ctx.arg(6, "average_attn_weights", True)
+    if average:
+        ctx.uniform(hd, "attention weights averaged over heads")
+        return (out, TV(tuple(ctx.free(n) for n in w_spec.shape)))
+    ctx.block(hd, "per-head attention weights are returned")
+    return (out, TV(tuple(ctx.free(n) for n in w_spec.shape)))
+
+
+def _encoder_layer(ctx, prefix: str, layer: nn.TransformerEncoderLayer, e: Layout) -> None:
+    p = f"{prefix}." if prefix else ""
+    _mha(ctx, p + "self_attn", layer.self_attn, e)
+    ffn = ctx.param(p + "linear1.weight", 0, PRODUCER)
+    ctx.unify(ctx.param(p + "linear1.weight", 1, CONSUMER), e)
+    ctx.unify(ctx.param(p + "linear2.weight", 1, CONSUMER), ffn)
+    ctx.unify(ctx.param(p + "linear2.weight", 0, PRODUCER), e)
+    if layer.linear1.bias is not None:
+        ctx.unify(ctx.param(p + "linear1.bias", 0, PRODUCER), ffn)
+    if layer.linear2.bias is not None:
+        ctx.unify(ctx.param(p + "linear2.bias", 0, PRODUCER), e)
+    for norm in ("norm1", "norm2"):
+        ln = getattr(layer, norm)
+        if not isinstance(ln, nn.LayerNorm):
+            raise RuleError(f"{norm} is not a LayerNorm")
+        _norm(ctx, p + norm, ln, e)
+    size = lambda lay: (lambda s: s(lay))  # noqa: E731
+    ctx.module_attr(p + "linear1.in_features", size(e))
+    ctx.module_attr(p + "linear1.out_features", size(ffn))
+    ctx.module_attr(p + "linear2.in_features", size(ffn))
+    ctx.module_attr(p + "linear2.out_features", size(e))
+
+
+def _norm(ctx, name: str, ln: nn.LayerNorm, e: Layout) -> None:
+    ctx.uniform(e, f"LayerNorm `{ctx.node.target}.{name}` averages over this dimension")
+    for t in ("weight", "bias"):
+        if getattr(ln, t, None) is not None:
+            ctx.unify(ctx.param(f"{name}.{t}", 0, PASS), e)
+    ctx.module_attr(f"{name}.normalized_shape", lambda s: (s(e),))
+
+
+@register_rule(nn.TransformerEncoderLayer)
+def transformer_encoder_layer(ctx) -> TV:
+    """``nn.TransformerEncoderLayer``: the model dim is ``Prod(heads, head_dim)``;
+    the feed-forward width is a fresh space."""
+    x = ctx.tensor(ctx.arg(0, "src"))
+    _encoder_layer(ctx, "", ctx.module, x.dims[-1])
+    return x
+
+
+@register_rule(nn.TransformerEncoder)
+def transformer_encoder(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0, "src"))
+    for i, layer in enumerate(ctx.module.layers):
+        _encoder_layer(ctx, f"layers.{i}", layer, x.dims[-1])
+    if ctx.module.norm is not None:
+        if not isinstance(ctx.module.norm, nn.LayerNorm):
+            raise RuleError("final norm is not a LayerNorm")
+        _norm(ctx, "norm", ctx.module.norm, x.dims[-1])
+    return x
