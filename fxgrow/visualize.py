@@ -22,7 +22,7 @@ Examples
 >>> a = fxgrow.analyze(m, torch.randn(1, 4))
 >>> G = a.to_networkx()
 >>> G.nodes["_0"]["op"], G.nodes["_0"]["groups"], G.nodes["_0"]["status"]
-('Linear', (1,), 'growable')
+('Linear', (0,), 'growable')
 >>> "digraph" in a.to_dot()
 True
 """
@@ -196,14 +196,14 @@ def to_networkx(analysis, *, plan: Optional[Plan] = None) -> nx.DiGraph:
     >>> import torch, fxgrow
     >>> m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     >>> a = fxgrow.analyze(m, torch.randn(1, 4))
-    >>> G = to_networkx(a, plan={1: (8, 16)})
+    >>> G = to_networkx(a, plan={0: (8, 16)})
     >>> list(G)
     ['input_1', '_0', '_1', '_2', 'output']
     >>> G.nodes["_1"]["dim_groups"], G.nodes["_1"]["new_shape"]
-    (((), (1,)), (1, 16))
+    (((), (0,)), (1, 16))
     >>> G.nodes["_2"]["params"][0]
     ('2.weight', 0, 'producer', (2,))
-    >>> G.graph["groups"][1]["new_size"]
+    >>> G.graph["groups"][0]["new_size"]
     16
     """
     table = _group_table(analysis, plan)
@@ -253,10 +253,11 @@ def to_networkx(analysis, *, plan: Optional[Plan] = None) -> nx.DiGraph:
 def collapse(G: nx.DiGraph, depth: int) -> nx.DiGraph:
     """Merge the nodes of every module ``depth`` levels deep into one node.
 
-    A node whose ``module`` has more than ``depth`` dotted components is
-    replaced by a node named after the first ``depth`` components (e.g.
-    ``layer1.0`` for ``layer1.0.conv1`` at depth 2); nodes of shallower
-    modules stay as they are.  Merged nodes get ``opcode="module"``,
+    A node whose ``module`` has more than ``depth`` dotted components (or
+    exactly ``depth``, for code in that module's ``forward`` such as a
+    residual add) is replaced by a node named after the first ``depth``
+    components (e.g. ``layer1.0`` for ``layer1.0.conv1`` at depth 2); other
+    nodes, and modules holding a single node, stay as they are.  Merged nodes get ``opcode="module"``,
     ``count`` (how many fx nodes), ``nodes`` (their names), the union of
     their ``groups``, the worst ``status`` and every block ``reason``.
 
@@ -271,10 +272,18 @@ def collapse(G: nx.DiGraph, depth: int) -> nx.DiGraph:
     >>> list(C.edges), C.nodes["blk"]["count"]
     ([('x', 'blk')], 2)
     """
-    key: Dict[Any, str] = {}
+    key: Dict[Any, Any] = {}
     for n, d in G.nodes(data=True):
         parts = d.get("module", "").split(".") if d.get("module") else []
-        key[n] = ".".join(parts[:depth]) if len(parts) > depth else n
+        inside = len(parts) > depth or (len(parts) == depth and d.get("opcode") not in
+                                         ("call_module", "get_attr"))
+        key[n] = ".".join(parts[:depth]) if inside else n
+    sizes: Dict[Any, int] = {}
+    for k in key.values():
+        sizes[k] = sizes.get(k, 0) + 1
+    for n, k in key.items():  # a module with one node stays that node
+        if sizes[k] == 1:
+            key[n] = n
     Q = nx.DiGraph(**G.graph)
     for n, d in G.nodes(data=True):
         k = key[n]
@@ -311,7 +320,7 @@ def group_colours(groups: Mapping[int, Mapping[str, Any]]) -> Dict[int, str]:
     Examples
     --------
     >>> group_colours({0: {"status": "growable"}, 1: {"status": "fixed"}})
-    {0: '#f0a8a8', 1: '#d9d9d9'}
+    {0: '#f0a8a8', 1: '#c7c7c7'}
     """
     out: Dict[int, str] = {}
     k = 0

@@ -271,7 +271,8 @@ let cur=0,k=1,tx=0,ty=0,pinned=null,hits=[],hitAt=-1;
 const esc=s=>String(s).replace(/[&<>"]/g,c=>({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]));
 function apply(){vp.setAttribute("transform","translate("+tx+","+ty+") scale("+k+")");}
 function size(){const r=canvas.getBoundingClientRect();return [r.width||800,r.height||600];}
-function fit(mode){const v=data.views[cur],[W,H]=size();
+let lastMode;
+function fit(mode){lastMode=mode;const v=data.views[cur],[W,H]=size();
  if(mode==="all"||v.h*Math.min(1,W/v.w)<=H*1.05){k=Math.min(W/v.w,H/v.h,1.5);}
  else{k=Math.min(W/v.w,1);} // tall graph: fit the width, start at the top
  tx=(W-v.w*k)/2; ty=mode==="all"||v.h*k<=H?(H-v.h*k)/2:0; apply();}
@@ -333,15 +334,18 @@ search.addEventListener("keydown",e=>{if(e.key==="Enter"&&hits.length){hitAt=(hi
  details.innerHTML="match "+(hitAt+1)+" of "+hits.length+"<br>"+info(data.views[cur].nodes[hits[hitAt]]);}});
 root.tabIndex=0;root.addEventListener("keydown",e=>{if(e.target===search)return;
  if(e.key==="f")fit("all");else if(e.key==="w")fit("width");else if(e.key==="Escape"){highlight(null);selectGroup(null);}});
-window.addEventListener("resize",()=>fit());
-fit();root.dataset.ready="1";
+window.addEventListener("resize",()=>fit(lastMode));
+const hv=(location.hash||"").match(/view=(\d+)/);
+if(hv&&views[+hv[1]]){views[0].style.display="none";cur=+hv[1];views[cur].style.display="";sel.value=cur;}
+fit(/fit=all/.test(location.hash||"")?"all":undefined);root.dataset.ready="1";
 })();
 """
 
 _HELP = ("Wheel: zoom · drag: pan · double-click or <b>F</b>: fit all · <b>W</b>: fit width · "
          "hover a node for details, click it to pin them and highlight its groups · click a "
          "legend row to highlight a group · search by name, module or op (Enter jumps to the "
-         "next match) · a big graph reads best with its modules collapsed (view menu).")
+         "next match) · a big graph reads best with its modules collapsed (view menu; "
+         "<code>#view=1</code> in the address opens that view).")
 
 
 def render(views: Sequence[Tuple[str, nx.DiGraph]], groups: Mapping[int, Mapping[str, Any]],
