@@ -104,7 +104,7 @@ def lookup(target: Key) -> Optional[Rule]:
 
 def _load_builtin() -> None:
     from . import elementwise as _e, layers as _l, shape_ops as _s, reductions as _r  # noqa: F401
-    from . import attention as _a  # noqa: F401
+    from . import attention as _a, einsum as _es, torchvision_ops as _tv  # noqa: F401
 
 
 from .elementwise import elementwise  # noqa: E402  (re-exported for users)

@@ -380,11 +380,34 @@ def getitem(ctx) -> Any:
     return _index_tensor(ctx, base, index)
 
 
+def _is_tensor_index(ctx, item: Any) -> bool:
+    return isinstance(item, fx.Node) and isinstance(ctx.value(item), TV)
+
+
+def _gather_index(ctx, x: TV, items: List[Any]) -> TV:
+    """``x[..., idx, ...]`` with one tensor index: like ``index_select``.
+
+    The indexed dim picks positions by value, so it is fixed; the index's own
+    dims take its place and the other dims pass through.
+    """
+    d = next(i for i, item in enumerate(items) if _is_tensor_index(ctx, item))
+    if any(not (isinstance(it, slice) and it == slice(None)) for i, it in enumerate(items) if i != d):
+        raise RuleError("advanced indexing mixed with slices")
+    ctx.fix(x.dims[d], "indexed by a tensor of positions")
+    idx = ctx.tensor(items[d])
+    if ctx.spec(items[d]).dtype == torch.bool:
+        raise RuleError("boolean mask indexing")
+    return TV(x.dims[:d] + idx.dims + x.dims[d + 1:])
+
+
 def _index_tensor(ctx, x: TV, index: Any) -> TV:
     shape = ctx.spec(ctx.arg(0)).shape
     items = list(index) if isinstance(index, tuple) else [index]
-    if any(isinstance(i, fx.Node) and isinstance(ctx.value(i), TV) for i in items):
-        raise RuleError("indexing with a tensor")
+    tensor_items = [i for i in items if _is_tensor_index(ctx, i)]
+    if len(tensor_items) == 1 and Ellipsis not in items and None not in items:
+        return _gather_index(ctx, x, items)
+    if tensor_items:
+        raise RuleError("indexing with several tensors")
     n_real = sum(1 for i in items if i is not None and i is not Ellipsis)
     if Ellipsis in items:
         k = items.index(Ellipsis)
@@ -405,7 +428,13 @@ def _index_tensor(ctx, x: TV, index: Any) -> TV:
                                  for v in (item.start, item.stop, item.step))
             start, stop, step = slice(start, stop, step).indices(n)
             if step != 1:
-                raise RuleError("strided slice")
+                # every step-th neuron: a widened space would need a strided
+                # map, so the dim is fixed (spatial dims are fixed anyway)
+                ctx.fix(lay, "sliced with a stride")
+                out.append(ctx.free(len(range(start, stop, step))))
+                plan.append((item, None))
+                d += 1
+                continue
             stop = max(start, stop)
             if (start, stop) == (0, n):
                 out.append(lay)
@@ -555,3 +584,16 @@ def pad(ctx) -> TV:
             ctx.fix(dims[d], f"{mode} padding copies border neurons")
             dims[d] = ctx.free(ctx.out_shape[d])
     return TV(tuple(dims))
+
+
+@register_rule(torch.roll, "roll")
+def roll(ctx) -> TV:
+    """``roll`` moves positions along its dims: those are fixed, the rest pass."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    dims = ctx.arg(2, "dims", None)
+    if dims is None:
+        raise RuleError("roll over the flattened tensor")
+    dims = dims if isinstance(dims, (tuple, list)) else (dims,)
+    for d in dims:
+        ctx.fix(x.dims[_dim(d, x.ndim)], "rolled")
+    return x

@@ -1,0 +1,85 @@
+"""Rules for functions torchvision wraps as fx leaves (``torch.fx.wrap``).
+
+They are registered by qualified name, so fxgrow does not import
+torchvision.  Swin's ``shifted_window_attention`` projects the channels ``C``
+into ``heads x head_dim`` and reshapes with ``C // num_heads``, so ``C`` is
+tied to ``Prod(heads, head_dim)`` as in ``nn.MultiheadAttention``; the head dim
+is contracted (blocked) and the channels grow by adding heads, with
+``num_heads`` rewritten.
+"""
+
+from __future__ import annotations
+
+from ..errors import RuleError
+from ..roles import CONSUMER, PRODUCER
+from ..values import TV
+from . import register_rule
+
+_SWIN = "torchvision.models.swin_transformer."
+
+
+def _weight(ctx, index, name, dim, role):
+    a = ctx.arg(index, name, None)
+    if a is None:
+        return None
+    lay = ctx.weight(a, dim, role)
+    if lay is None:
+        raise RuleError(f"`{name}` is computed in the graph")
+    return lay
+
+
+@register_rule(_SWIN + "shifted_window_attention")
+def shifted_window_attention(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0, "input"))
+    num_heads = ctx.arg(5, "num_heads")
+    c = x.dims[-1]
+    size_c = ctx.norm(c).size
+    if not isinstance(num_heads, int) or size_c % num_heads:
+        raise RuleError("non-literal num_heads")
+    heads = ctx.fresh(num_heads)
+    head_dim = ctx.fresh(size_c // num_heads)
+    ctx.block(head_dim, "the head dim of shifted window attention is contracted")
+    hd = ctx.prod([heads, head_dim])
+    ctx.unify(c, hd)
+    qkv = ctx.cat([hd, hd, hd])
+    ctx.unify(_weight(ctx, 1, "qkv_weight", 0, PRODUCER), qkv)
+    ctx.unify(_weight(ctx, 1, "qkv_weight", 1, CONSUMER), c)
+    bias = _weight(ctx, 9, "qkv_bias", 0, PRODUCER)
+    if bias is not None:
+        ctx.unify(bias, qkv)
+    ctx.unify(_weight(ctx, 2, "proj_weight", 1, CONSUMER), hd)
+    out = _weight(ctx, 2, "proj_weight", 0, PRODUCER)
+    pbias = _weight(ctx, 10, "proj_bias", 0, PRODUCER)
+    if pbias is not None:
+        ctx.unify(pbias, out)
+    rel = ctx.tensor(ctx.arg(3, "relative_position_bias"))
+    ctx.unify(rel.dims[-3], heads)
+    scale = ctx.arg(11, "logit_scale", None)
+    if scale is not None:
+        ctx.unify(ctx.tensor(scale).dims[0], heads)
+    node = ctx.node
+
+    def fn(size):
+        args, kwargs = list(node.args), dict(node.kwargs)
+        if len(args) > 5:
+            args[5] = size(heads)
+        else:
+            kwargs["num_heads"] = size(heads)
+        return tuple(args), kwargs
+    ctx.literal(fn)
+    return TV(x.dims[:-1] + (out,))
+
+
+@register_rule(_SWIN + "_get_relative_position_bias")
+def relative_position_bias(ctx) -> TV:
+    table = ctx.tensor(ctx.arg(0, "relative_position_bias_table"))
+    ctx.fix(table.dims[0], "relative positions are indexed")
+    shape = ctx.out_shape
+    return TV((ctx.free(shape[0]), table.dims[1], ctx.free(shape[2]), ctx.free(shape[3])))
+
+
+@register_rule(_SWIN + "_patch_merging_pad")
+def patch_merging_pad(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0, "x"))
+    shape = ctx.out_shape
+    return TV(x.dims[:-3] + (ctx.free(shape[-3]), ctx.free(shape[-2]), x.dims[-1]))
