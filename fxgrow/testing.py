@@ -91,6 +91,7 @@ REDUCTIONS: Tuple[str, ...] = (
     "({x} - {x}.mean({d}, keepdim=True))", "({x} - {x}.sum({d}, keepdim=True))",
     "({x} * {x}.amax({d}, keepdim=True))", "({x} - {x}.logsumexp({d}, keepdim=True))",
     "({x} / ({x}.var({d}, keepdim=True, correction=0) + 1.0))",
+    "({x} / {x}.size({d}))", "({x} * {x}.shape[{d}] ** -0.5)",
 )
 
 
@@ -241,7 +242,8 @@ class _Emitter:
         x = self.x
         # producers first (hypothesis shrinks towards the front) and more often
         ops = (["linear"] if x.kind != "img" else ["conv"]) * 3
-        ops += ["act", "act", "residual", "branches", "cat", "scale", "unknown", "reduce"]
+        ops += ["act", "act", "residual", "branches", "cat", "scale", "unknown", "reduce",
+                "shared", "pad"] + (["repeat"] if x.c <= 6 else [])
         if x.c >= 2:
             ops.append("split")
         if x.kind == "vec":
@@ -273,8 +275,11 @@ class _Emitter:
 
     def _emit_conv(self, L) -> None:
         name = self._name("conv")
-        self.init.append(self._proj(name, self.x.c, L["out"], "img", L.get("bias", True),
-                                    L.get("k", 1), L.get("groups", 1)))
+        line = self._proj(name, self.x.c, L["out"], "img", L.get("bias", True),
+                          L.get("k", 1), L.get("groups", 1))
+        if L.get("transposed"):
+            line = line.replace("nn.Conv", "nn.ConvTranspose")
+        self.init.append(line)
         self.fwd.append(f"x = self.{name}(x)")
         self.x.c = L["out"]
 
@@ -302,6 +307,33 @@ class _Emitter:
         shape = (x.c,) if x.kind != "img" else (1, x.c) + (1,) * len(x.sp)
         self.init.append(f"self.{name} = nn.Parameter(1.0 + 0.5 * torch.randn{shape})")
         self.fwd.append(f"x = x {'*' if L.get('mul', True) else '+'} self.{name}")
+
+    def _emit_shared(self, L) -> None:
+        """One square layer applied twice: its input and output are one space."""
+        name, x = self._name("shared"), self.x
+        self.init.append(self._proj(name, x.c, x.c, x.kind))
+        act = self._act(L["act"], f"self.{name}(x)", x.c, self._name("sharedact"))
+        self.fwd.append(f"x = self.{name}({act})")
+
+    def _emit_repeat(self, L) -> None:
+        x = self.x
+        if L["how"] == "repeat":
+            reps = ["1"] * (2 + len(x.sp) if x.kind == "img" else 2 if x.kind == "vec" else 3)
+            reps[1 if x.kind == "img" else -1] = str(L["r"])
+            self.fwd.append(f"x = x.repeat({', '.join(reps)})")
+        else:
+            self.fwd.append(f"x = x.repeat_interleave({L['r']}, dim={x.cdim})")
+        self.x.c = x.c * L["r"]
+
+    def _emit_pad(self, L) -> None:
+        x = self.x
+        lo, hi = L["pad"]
+        if x.kind == "img":  # pads the channel dim: (last dims..., C)
+            amounts = (0, 0) * len(x.sp) + (lo, hi)
+        else:
+            amounts = (lo, hi)
+        self.fwd.append(f"x = F.pad(x, {amounts})")
+        self.x.c = x.c + lo + hi
 
     def _emit_unknown(self, L) -> None:
         self.fwd.append("x = " + L["fn"].format(x="x", d=self.x.cdim))
@@ -439,7 +471,9 @@ class _Emitter:
             self.fwd.append(f"x = x.mean({tuple(range(2, 2 + nd))})")
         elif how == "adaptive":
             self.fwd.append(f"x = F.adaptive_avg_pool{nd}d(x, 1).flatten(1)")
-        c = x.c * (math.prod(x.sp) if how in ("flatten", "view", "module") else 1)
+        elif how == "reshape":
+            self.fwd.append(f"x = x.reshape({self.n}, {x.c * math.prod(x.sp)})")
+        c = x.c * (math.prod(x.sp) if how in ("flatten", "view", "module", "reshape") else 1)
         self.x = _T("x", "vec", c)
 
     def _emit_attn(self, L) -> None:
@@ -538,7 +572,8 @@ def _layer(draw, em: _Emitter, max_width: int, allow: Sequence[str]) -> Dict[str
             g = draw(st.sampled_from(_divisors(x.c)))
             L.update(out=g * draw(st.integers(1, max(1, max_width // g))), k=k, groups=g)
         else:
-            L.update(out=draw(width), k=k, bias=draw(st.booleans()))
+            L.update(out=draw(width), k=k, bias=draw(st.booleans()),
+                     transposed=draw(st.integers(0, 4)) == 0)
     elif op == "act":
         L.update(fn=draw(_acts(x.kind)))
     elif op == "norm":
@@ -550,6 +585,12 @@ def _layer(draw, em: _Emitter, max_width: int, allow: Sequence[str]) -> Dict[str
         L.update(mul=draw(st.booleans()))
     elif op == "unknown":
         L.update(fn=draw(st.sampled_from(UNKNOWN_OPS)))
+    elif op == "shared":
+        L.update(act=draw(_acts(x.kind)))
+    elif op == "repeat":
+        L.update(how=draw(st.sampled_from(["repeat", "interleave"])), r=draw(st.integers(2, 3)))
+    elif op == "pad":
+        L.update(pad=(draw(st.integers(0, 2)), draw(st.integers(0, 2))))
     elif op == "reduce":
         L.update(fn=draw(st.sampled_from(REDUCTIONS)))
     elif op == "residual":
@@ -595,7 +636,8 @@ def _layer(draw, em: _Emitter, max_width: int, allow: Sequence[str]) -> Dict[str
     elif op == "shuffle":
         L.update(groups=draw(st.sampled_from(_divisors(x.c))), literal=draw(st.booleans()))
     elif op == "flatten":
-        L.update(how=draw(st.sampled_from(["flatten", "view", "module", "gap", "adaptive"])))
+        L.update(how=draw(st.sampled_from(["flatten", "view", "module", "gap", "adaptive",
+                                                       "reshape"])))
     elif op == "attn":
         L.update(heads=draw(st.integers(1, 3)), head_dim=draw(st.integers(1, 4)),
                  packed=draw(st.booleans()), residual=draw(st.booleans()),
@@ -606,6 +648,7 @@ def _layer(draw, em: _Emitter, max_width: int, allow: Sequence[str]) -> Dict[str
 
 
 _ALL_OPS = ("linear", "conv", "act", "norm", "scale", "unknown", "reduce", "residual",
+            "shared", "repeat", "pad",
             "branches", "tapadd", "cat", "split", "pool", "se", "shuffle", "flatten", "attn")
 
 
@@ -712,6 +755,25 @@ def _classify_widen(model, x, spec, seed):
     return "exact", ""
 
 
+def _classify_deepen(model, x, site, method):
+    """Deepen and verify; return (outcome, detail, deepened model or None)."""
+    import fxgrow
+    from .errors import AnalysisError, FxGrowError, VerificationError
+
+    try:
+        deep = fxgrow.deepen(model, x, after=site, method=method, calibration=x, verify=False)
+    except (AnalysisError, VerificationError) as e:
+        return f"BUG deepen {type(e).__name__}", str(e), None
+    except FxGrowError as e:
+        return f"deepen refused ({type(e).__name__})", str(e), None
+    except Exception as e:  # noqa: BLE001
+        return f"BUG deepen crash {type(e).__name__}", str(e), None
+    report = fxgrow.verify(model, deep, x, trials=2)
+    if not report.ok:
+        return "BUG deepen wrong model", str(report), None
+    return "deepen exact", "", deep
+
+
 def campaign(n: int = 5000, *, seed: int = 0, family: Optional[str] = None,
              out_dir: Optional[str] = None, progress: int = 0) -> Dict[str, Any]:
     """Draw ``n`` architectures with hypothesis and widen each at random sizes.
@@ -734,10 +796,22 @@ def campaign(n: int = 5000, *, seed: int = 0, family: Optional[str] = None,
     statuses: collections.Counter = collections.Counter()
     failures: List[Tuple[str, str, str]] = []
 
+    def record(outcome: str, detail: str, spec: Optional[ArchSpec] = None) -> None:
+        code = current[0].to_code()
+        failures.append((outcome, code, detail))
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+            path = os.path.join(out_dir, f"failure_{len(failures):04d}.py")
+            with open(path, "w") as f:
+                f.write(f"# {outcome}\n# " + detail.replace("\n", "\n# ") + "\n" + code)
+
+    current: List[ArchSpec] = []
+
     @settings(max_examples=n, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
     @given(arch_specs(family), st.data())
     def one(spec, data):
+        current[:] = [spec]
         counts["architectures"] += 1
         try:
             model, x = spec.build()
@@ -745,6 +819,7 @@ def campaign(n: int = 5000, *, seed: int = 0, family: Optional[str] = None,
             counts["strategy error"] += 1
             failures.append(("strategy error", spec.to_code(), repr(e)))
             return
+        # the widen outcome is counted once per architecture; deepen separately
         outcome, detail = "analysis", ""
         try:
             analysis = fxgrow.analyze(model, x)
@@ -766,15 +841,18 @@ def campaign(n: int = 5000, *, seed: int = 0, family: Optional[str] = None,
                          for g in chosen}
                 outcome, detail = _classify_widen(model, x, wspec, data.draw(st.integers(0, 3)))
                 detail = f"widen spec {wspec}\n{detail}"
+        if hasattr(fxgrow, "deepen") and not outcome.startswith("BUG"):
+            names = ["all"] + [n for n, m in model.named_modules()
+                               if n and not list(m.children())]
+            site = data.draw(st.sampled_from(names))
+            method = data.draw(st.sampled_from(["identity", "residual", "auto"]))
+            d_outcome, d_detail, _ = _classify_deepen(model, x, site, method)
+            counts[d_outcome] += 1
+            if d_outcome.startswith("BUG"):
+                record(d_outcome, f"deepen after={site!r} method={method!r}\n{d_detail}")
         counts[outcome] += 1
         if outcome.startswith("BUG"):
-            failures.append((outcome, spec.to_code(), detail))
-            if out_dir:
-                os.makedirs(out_dir, exist_ok=True)
-                path = os.path.join(out_dir, f"failure_{len(failures):04d}.py")
-                with open(path, "w") as f:
-                    f.write(f"# {outcome}\n# " + detail.replace("\n", "\n# ") + "\n"
-                            + spec.to_code())
+            record(outcome, detail)
         if progress and counts["architectures"] % progress == 0:
             print(dict(counts), flush=True)
 
@@ -782,7 +860,8 @@ def campaign(n: int = 5000, *, seed: int = 0, family: Optional[str] = None,
     one()
     counts["architectures"] = counts["architectures"]  # includes draws hypothesis aborted
     counts["completed"] = sum(v for k, v in counts.items()
-                              if k not in ("architectures", "completed"))
+                              if k not in ("architectures", "completed")
+                              and not k.startswith(("deepen", "BUG deepen")))
     return {"counts": counts, "groups": statuses, "failures": failures}
 
 
