@@ -15,7 +15,8 @@ from .apply import INITS, apply_plan
 from .errors import UnknownInitError, VerificationError
 from .groups import Analysis
 from .plan import Spec, plan_widening
-from .trace import ExampleInput, capture
+from .export import as_module
+from .trace import ExampleInput, capture as _capture
 from .verify import verify
 
 __all__ = ["analyze", "widen"]
@@ -27,6 +28,7 @@ def analyze(
     *,
     leaf_modules: Iterable[Union[str, Type[nn.Module]]] = (),
     concrete_args: Optional[Dict[str, Any]] = None,
+    capture: str = "auto",
 ) -> Analysis:
     """Find the groups of neurons that must grow together.
 
@@ -38,6 +40,10 @@ def analyze(
     example_input : Tensor, tuple of positional inputs, or dict of keyword inputs
     leaf_modules : module types or qualified names to keep as opaque leaves
     concrete_args : values to specialise while tracing
+    capture : {"auto", "fx", "export"}
+        How the graph is obtained (see :func:`fxgrow.trace.capture`): torch.fx
+        symbolic tracing, ``torch.export``, or fx with export as the fallback
+        (default).  ``model`` may also be an ``ExportedProgram``.
 
     Returns
     -------
@@ -52,7 +58,8 @@ def analyze(
     >>> [(g.size, g.status) for g in a.groups]
     [(4, 'fixed'), (8, 'growable'), (2, 'fixed')]
     """
-    cap = capture(model, example_input, leaf_modules=leaf_modules, concrete_args=concrete_args)
+    cap = _capture(model, example_input, leaf_modules=leaf_modules,
+                   concrete_args=concrete_args, capture=capture)
     return analyze_graph(cap.graph_module, cap.args, cap.kwargs)
 
 
@@ -69,6 +76,7 @@ def widen(
     rtol: Optional[float] = None,
     leaf_modules: Iterable[Union[str, Type[nn.Module]]] = (),
     concrete_args: Optional[Dict[str, Any]] = None,
+    capture: str = "auto",
 ) -> fx.GraphModule:
     """Widen a model with Net2WiderNet (or a baseline initialiser).
 
@@ -95,6 +103,8 @@ def widen(
         on exactly when the initialiser is function preserving.
     trials, rtol :
         Passed to :func:`fxgrow.verify`.
+    leaf_modules, concrete_args, capture :
+        As for :func:`analyze`; ``model`` may be an ``ExportedProgram``.
 
     Returns
     -------
@@ -122,8 +132,9 @@ def widen(
         if example_input is None:
             from .errors import ExampleInputError
             raise ExampleInputError("widen needs an example input")
+        model = as_module(model)  # an ExportedProgram runs as ep.module()
         analysis = analyze(model, example_input, leaf_modules=leaf_modules,
-                           concrete_args=concrete_args)
+                           concrete_args=concrete_args, capture=capture)
         original = model
     plan = plan_widening(analysis, spec, seed=seed)
     grown = apply_plan(plan, init=init, noise=noise)

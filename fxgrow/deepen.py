@@ -29,6 +29,7 @@ from .deepen_blocks import build_block
 from .deepen_calibrate import batches, channel_stats
 from .deepen_plan import DeepeningPlan, Location, plan_deepening
 from .errors import MissingCalibrationError, VerificationError
+from .export import as_module
 from .trace import ExampleInput
 from .verify import verify as _verify
 
@@ -50,6 +51,7 @@ def deepen(
     rtol: Optional[float] = None,
     leaf_modules: Iterable[Union[str, Type[nn.Module]]] = (),
     concrete_args: Optional[Dict[str, Any]] = None,
+    capture: str = "auto",
 ) -> fx.GraphModule:
     """Insert new layers that leave the function unchanged (Net2DeeperNet).
 
@@ -92,8 +94,8 @@ def deepen(
         but a mismatch does not raise.
     trials, rtol :
         Passed to :func:`fxgrow.verify`.
-    leaf_modules, concrete_args :
-        As for :func:`fxgrow.analyze`.
+    leaf_modules, concrete_args, capture :
+        As for :func:`fxgrow.analyze`; ``model`` may be an ``ExportedProgram``.
 
     Returns
     -------
@@ -130,8 +132,9 @@ def deepen(
     >>> fxgrow.widen(g, x, 2.0).meta["fxgrow.report"].ok   # the new layers can grow
     True
     """
+    model = as_module(model)  # an ExportedProgram runs as ep.module()
     analysis = analyze(model, example_input, leaf_modules=leaf_modules,
-                       concrete_args=concrete_args)
+                       concrete_args=concrete_args, capture=capture)
     plan = plan_deepening(analysis, after, method=method, batchnorm=batchnorm,
                           kernel_size=kernel_size, training=model.training)
     if plan.needs_calibration and calibration is None:

@@ -24,10 +24,14 @@ from typing import Any, Dict, Iterable, Optional, Tuple, Type, Union
 import torch
 from torch import fx, nn
 
-from .errors import ExampleInputError, TraceError
+from .errors import ExampleInputError, SpecError, TraceError
+from .export import as_module, copy_exported, export_module, flat_inputs, is_exported
 from .shapes import propagate
 
-__all__ = ["Captured", "capture", "normalize_input"]
+__all__ = ["Captured", "capture", "normalize_input", "CAPTURES"]
+
+#: how ``capture`` obtains the graph (see :func:`capture`)
+CAPTURES = ("auto", "fx", "export")
 
 ExampleInput = Union[torch.Tensor, Tuple[Any, ...], Dict[str, Any]]
 
@@ -111,6 +115,14 @@ def _trace(model: nn.Module, leaf_modules, concrete_args) -> fx.GraphModule:
 def _bind(gm: fx.GraphModule, args, kwargs) -> Tuple[Any, ...]:
     """Placeholder values in graph order, with defaults filled in."""
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if is_exported(gm):  # ep.module(): inputs are flattened as its forward does
+        try:
+            flat = flat_inputs(gm, args, kwargs)
+        except Exception as e:
+            raise ExampleInputError(f"the example input does not match the exported "
+                                    f"program's inputs: {type(e).__name__}: {e}") from e
+        if flat is not None:
+            return flat
     names = [n.target for n in placeholders]
     bound = list(args)
     if len(bound) > len(names):
@@ -139,6 +151,7 @@ def capture(
     *,
     leaf_modules: Iterable[Union[str, Type[nn.Module]]] = (),
     concrete_args: Optional[Dict[str, Any]] = None,
+    capture: str = "auto",
 ) -> Captured:
     """Trace ``model`` and record every node's output shape.
 
@@ -155,6 +168,14 @@ def capture(
         Values to specialise during tracing (see ``torch.fx.symbolic_trace``).
         Keyword parameters of ``forward`` that the example input does not
         give are specialised to their defaults.
+    capture : {"auto", "fx", "export"}
+        ``"fx"``: ``torch.fx`` symbolic tracing.  ``"export"``:
+        ``torch.export.export(model, args, kwargs, strict=False).module()``,
+        an ATen-level graph (see :mod:`fxgrow.export`; ``leaf_modules`` and
+        ``concrete_args`` do not apply).  ``"auto"`` (default): fx, and
+        export when fx cannot trace the model.  An ``ExportedProgram`` or a
+        ``GraphModule`` is used as is.  ``graph_module.meta["fxgrow.capture"]``
+        records ``{"method", "fallback_reason"}``.
 
     Returns
     -------
@@ -166,11 +187,26 @@ def capture(
     >>> [n.meta["fxgrow.shape"].shape for n in cap.graph_module.graph.nodes][:2]
     [(2, 4), (2, 8)]
     """
+    if capture not in CAPTURES:
+        raise SpecError(f"unknown capture {capture!r}; choose one of {CAPTURES}")
+    how: Dict[str, Any] = {"method": capture, "fallback_reason": None}
+    if isinstance(model, torch.export.ExportedProgram):
+        if capture == "fx":
+            raise TraceError("an ExportedProgram is already an ATen graph; capture='fx' "
+                             "needs the nn.Module")
+        model, how["method"] = as_module(model), "export"
     if not isinstance(model, nn.Module):
-        raise TraceError(f"expected an nn.Module or GraphModule, got {type(model).__name__}")
+        raise TraceError(f"expected an nn.Module, GraphModule or ExportedProgram, got "
+                         f"{type(model).__name__}")
     args, kwargs = normalize_input(example_input)
-    if isinstance(model, fx.GraphModule):
+    if is_exported(model):  # ep.module(), given by the user
+        gm = copy_exported(model)
+        how["method"] = "export"
+    elif isinstance(model, fx.GraphModule):
         gm = fx.GraphModule(model, copy.deepcopy(model.graph), model.__class__.__name__)
+        how["method"] = "graph_module"
+    elif capture == "export":
+        gm = export_module(model, args, kwargs)
     else:
         concrete = dict(concrete_args or {})
         try:
@@ -184,7 +220,19 @@ def capture(
                         and p.default is not inspect.Parameter.empty
                         and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)):
                     concrete[name] = p.default
-        gm = _trace(model, leaf_modules, concrete)
+        try:
+            gm = _trace(model, leaf_modules, concrete)
+            how["method"] = "fx"
+        except TraceError as e:
+            if capture == "fx":
+                raise
+            how["fallback_reason"] = str(e).splitlines()[0]
+            try:
+                gm = export_module(model, args, kwargs)
+            except TraceError as e2:
+                raise TraceError(f"{e}\n\nThe torch.export fallback failed too:\n{e2}") from e2
+            how["method"] = "export"
     values = _bind(gm, args, kwargs)
     propagate(gm, values)
+    gm.meta["fxgrow.capture"] = how
     return Captured(gm, args, kwargs)

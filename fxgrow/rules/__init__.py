@@ -52,6 +52,9 @@ class Rule:
 
 RULES: Dict[Key, Rule] = {}
 
+#: set by fxgrow/rules/aten.py: the rule of an ATen overload, or None
+_aten_hook: Optional[Callable[[Any], Optional[Rule]]] = None
+
 
 def register_rule(*targets: Key, accepts_sizes: bool = False, name: Optional[str] = None,
                   override: bool = True):
@@ -92,6 +95,11 @@ def lookup(target: Key) -> Optional[Rule]:
     if rule is None and callable(target) and not isinstance(target, type):
         name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
         rule = RULES_BY_NAME.get(name)
+    if rule is None and _aten_hook is not None:
+        # torch.export front end: an ATen overload (aten.linear.default, ...) runs
+        # the rule of the canonical op it computes, through an argument adapter
+        # (fxgrow/rules/aten.py); a rule registered for the overload itself wins.
+        rule = _aten_hook(target)
     if rule is not None or not isinstance(target, type) or not issubclass(target, nn.Module):
         return rule
     for base in inspect.getmro(target)[1:]:
@@ -110,3 +118,7 @@ def _load_builtin() -> None:
 from .elementwise import elementwise  # noqa: E402  (re-exported for users)
 
 _load_builtin()
+
+# The torch.export front end: ATen overloads read as canonical ops (rules/aten.py).
+from . import aten as _aten  # noqa: E402,F401
+_aten_hook = _aten.aten_rule
