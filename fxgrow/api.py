@@ -145,6 +145,12 @@ def widen(
         report = _verify(original, grown, example_input, trials=trials, rtol=rtol, seed=seed)
         grown.meta["fxgrow.report"] = report
         if not report.ok:
+            from .diagnose import first_divergence
+            from .trace import _bind
+            where = first_divergence(plan, grown, _bind(analysis.graph_module, analysis.args,
+                                                        analysis.kwargs))
+            if where:
+                report.problems.append(f"first divergence from the analysis: {where}")
             raise VerificationError(
                 "the widened model does not match the original"
                 + ("" if exact else f" (init={init!r}, noise={noise} is not function "

@@ -257,9 +257,13 @@ def build_analysis(state: "_State", gm: fx.GraphModule, args: tuple, kwargs: dic
         if not mem:
             continue
         producers = tuple(dict.fromkeys(m.module for m in mem if m.role == "producer"))
-        status = table.status(root)
-        groups.append(Group(gid, table.size(root), status,
-                            tuple(table.reasons(root)), producers, mem,
+        status, reasons = table.status(root), tuple(table.reasons(root))
+        if status == GROWABLE and not any(m.role in ("producer", "consumer") for m in mem):
+            # Only tensor attributes read by the graph touch these neurons (an
+            # index buffer, say): no layer gives them a meaning to preserve.
+            status, reasons = "fixed", ("no layer produces or consumes these neurons; "
+                                        f"only {', '.join(m.tensor for m in mem)} reads them",)
+        groups.append(Group(gid, table.size(root), status, reasons, producers, mem,
                             tuple(uniform_of.get(gid, ()))))
     spaces = {gid: (table.size(root), table.status(root), table.is_free(root))
               for root, gid in order.items()}

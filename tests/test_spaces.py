@@ -66,11 +66,14 @@ def test_interleaving_cut_is_refused():
         t.cut(p, 2)
 
 
-def test_concatenation_cannot_become_a_product():
+def test_concatenation_viewed_as_product_ties_its_blocks():
+    # cat(a, b) viewed as (2, 4), as a channel shuffle after a concat does: both
+    # blocks must widen by one map, over a fixed axis saying which block
     t = SpaceTable()
-    c = Cat((t.fresh(4), t.fresh(4)))
-    with pytest.raises(Unalignable):
-        t.factor(c, [2, 4])
+    a, b = t.fresh(4), t.fresh(4)
+    which, inner = t.factor(Cat((a, b)), [2, 4])
+    assert t.find(a.space) == t.find(b.space) and t.norm(inner) == t.norm(a)
+    assert t.status(which.space) == FIXED
 
 
 def test_size_one_factors_are_dropped_and_fixed():

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import RuleError
-from ..layout import Layout
+from ..layout import Layout, leaves
 from ..shapes import TensorSpec
-from ..values import TV, SizeOf
+from ..values import TV, SizeOf, iter_sizes
 from . import register_rule
 
 __all__ = ["reshape", "flatten", "permute", "cat", "split", "getitem", "spatial"]
@@ -64,7 +64,17 @@ def _reshape_dims(ctx, x: TV, in_shape: Sequence[int], out_shape: Sequence[int])
                 ib.append(outs[b])
                 pb *= outs[b][1]
         merged = ctx.prod([x.dims[i] for i, _ in ia])
-        pieces = [merged] if len(ib) == 1 else ctx.factor(merged, [n for _, n in ib])
+        if len(ib) == 1:
+            pieces = [merged]
+        elif all(ctx.table.status(l.space) != "growable" for l in leaves(ctx.norm(merged))):
+            # Nothing here can grow (e.g. spatial extents, which window
+            # partitions factor in different orders): no need to relate the
+            # pieces to the merged dims, only to keep them fixed.
+            pieces = [ctx.table.fresh(n, free=True, status="fixed",
+                                      reason=f"reshaped from a fixed dimension by `{ctx.node.name}`")
+                      for _, n in ib]
+        else:
+            pieces = ctx.factor(merged, [n for _, n in ib])
         for (j, _), piece in zip(ib, pieces):
             result[j] = piece
         a += 1
@@ -73,40 +83,67 @@ def _reshape_dims(ctx, x: TV, in_shape: Sequence[int], out_shape: Sequence[int])
 
 
 def _shape_literal(ctx, entries: List[Any], dims: List[Layout], rebuild) -> None:
-    """Recompute shape entries whose dims change size; keep -1 and untouched ones."""
+    """Recompute shape entries after growth.
+
+    An entry becomes a literal when its dim changes size, or when it is read
+    from a size (``x.shape[3]``) of a dim that grows: otherwise the grown
+    model would compute a new number for a dim whose neurons did not change
+    (the two dims can have equal sizes without being the same neurons).
+    ``-1`` and untouched entries are kept, so batch sizes stay dynamic.
+    """
+    whole = bool(entries) and all(e is entries[0] for e in entries) and len(entries) > 1 \
+        and isinstance(entries[0], fx.Node) and isinstance(ctx.value(entries[0]), tuple)
+
+    def grows(raw, size) -> bool:
+        v = ctx.value(raw) if isinstance(raw, fx.Node) else None
+        provenance = [l for sz in iter_sizes(v) for l in sz.layouts]
+        return any(size(l) != ctx.norm(l).size for l in provenance)
+
     def fn(size):
-        new = []
+        new, changed = [], False
         for raw, lay in zip(entries, dims):
             n = size(lay)
             if isinstance(raw, int) and raw == -1:
                 new.append(-1)
-            elif n != ctx.norm(lay).size or not isinstance(raw, (int, fx.Node)):
+            elif n != ctx.norm(lay).size or not isinstance(raw, (int, fx.Node)) or grows(raw, size):
                 new.append(n)
+                changed = True
             else:
                 new.append(raw)
+        if whole:  # x.view(y.size()): all or nothing
+            if not changed:
+                return rebuild(None)
+            new = [size(lay) for lay in dims]
         return rebuild(new)
     ctx.literal(fn)
 
 
 def _shape_entries(ctx, first: int) -> Tuple[List[Any], Any]:
-    """Shape arguments of view/reshape/expand, and how to write them back."""
+    """Shape arguments of view/reshape/expand, and how to write them back.
+
+    ``rebuild(None)`` gives the node's arguments unchanged.
+    """
     node = ctx.node
     args = list(node.args)
+    same = (tuple(args), dict(node.kwargs))
     if "size" in node.kwargs or "shape" in node.kwargs:
         key = "size" if "size" in node.kwargs else "shape"
         entries = list(node.kwargs[key])
-        return entries, lambda new: (tuple(args), {**node.kwargs, key: tuple(new)})
+        return entries, lambda new: same if new is None else (
+            tuple(args), {**node.kwargs, key: tuple(new)})
     rest = args[first:]
     if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
         entries = list(rest[0])
-        return entries, lambda new: (tuple(args[:first]) + (tuple(new),), dict(node.kwargs))
+        return entries, lambda new: same if new is None else (
+            tuple(args[:first]) + (tuple(new),), dict(node.kwargs))
     if len(rest) == 1 and isinstance(rest[0], fx.Node):
         v = ctx.value(rest[0])  # a whole size tuple, e.g. x.view(y.size())
         if isinstance(v, tuple):
-            spec = ctx.spec(rest[0])
-            entries = [rest[0]] * len(spec)
-            return entries, lambda new: (tuple(args[:first]) + (tuple(new),), dict(node.kwargs))
-    return rest, lambda new: (tuple(args[:first]) + tuple(new), dict(node.kwargs))
+            entries = [rest[0]] * len(ctx.spec(rest[0]))
+            return entries, lambda new: same if new is None else (
+                tuple(args[:first]) + (tuple(new),), dict(node.kwargs))
+    return rest, lambda new: same if new is None else (
+        tuple(args[:first]) + tuple(new), dict(node.kwargs))
 
 
 @register_rule("view", "reshape", torch.reshape, accepts_sizes=True)
