@@ -74,6 +74,8 @@ def shifted_window_attention(ctx) -> TV:
 def relative_position_bias(ctx) -> TV:
     table = ctx.tensor(ctx.arg(0, "relative_position_bias_table"))
     ctx.fix(table.dims[0], "relative positions are indexed")
+    for d in ctx.tensor(ctx.arg(1, "relative_position_index")).dims:
+        ctx.fix(d, "an index of positions")
     shape = ctx.out_shape
     return TV((ctx.free(shape[0]), table.dims[1], ctx.free(shape[2]), ctx.free(shape[3])))
 
