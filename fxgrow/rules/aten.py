@@ -131,10 +131,11 @@ def _to_canonical(form: AtenForm, bound: Dict[str, Any]) -> Tuple[tuple, dict]:
 def _from_canonical(op, form: AtenForm, args: tuple, kwargs: dict) -> Tuple[tuple, dict]:
     if len(args) > len(form.params):
         raise RuleError(f"a rewrite of {op} gave {len(args)} positional arguments")
-    inv = {c: a for a, c in form.rename}
-    named = {inv.get(k, k): v for k, v in {**dict(zip(form.params, args)), **kwargs}.items()}
     schema = _schema_args(op)
-    unknown = set(named) - {a.name for a in schema}
+    names = {a.name for a in schema}
+    inv = {c: a for a, c in form.rename if a in names}
+    named = {inv.get(k, k): v for k, v in {**dict(zip(form.params, args)), **kwargs}.items()}
+    unknown = set(named) - names
     if unknown:
         raise RuleError(f"a rewrite of {op} uses arguments it does not have: {sorted(unknown)}")
     out_args, out_kwargs = [], {}
@@ -521,6 +522,41 @@ def convolution(ctx) -> Any:
         raise RuleError(f"no rule for a {nd}-d convolution")
     form = AtenForm(canon, _CONV_FORM)
     return _run(op, form, rule, ctx)
+
+
+# ``aten.addmm(bias, x, W)`` (GPT-2's Conv1D): the matmul rule, then a bias add
+@register_rule(*(op for op in (_overload("addmm.default"),) if op is not None), name="addmm")
+def addmm(ctx) -> Any:
+    """``beta * bias + alpha * (x @ W)``: the canonical matmul rule for ``x @ W``;
+    a parameter bias is produced like a Linear's, a computed one broadcasts."""
+    from . import lookup
+    from ..roles import PRODUCER
+    op = ctx.node.target
+    bound = bind(op, ctx.node.args, ctx.node.kwargs)
+    rule = lookup(torch.matmul)
+    if rule is None:
+        raise RuleError("no matmul rule")
+    bias = bound["self"]
+    form = AtenForm(torch.matmul, ("input", "other"),
+                    adapt=lambda c, b: ((b["mat1"], b["mat2"]), {}),
+                    unadapt=lambda c, a, k, b: (_ for _ in ()).throw(
+                        RuleError("addmm operands cannot be rewritten")))
+    out = _run(op, form, rule, ctx)
+    if not isinstance(bias, fx.Node):
+        return out
+    spec, out_shape = ctx.spec(bias), ctx.out_shape
+    if not isinstance(spec, TensorSpec):
+        raise RuleError("addmm bias is not a tensor")
+    if len(spec.shape) == 1 and spec.shape[0] == out_shape[-1] and bias.op == "get_attr":
+        ctx.unify(ctx.weight(bias, 0, PRODUCER), out.dims[-1])
+        return out
+    b = ctx.tensor(bias)
+    for k in range(1, len(spec.shape) + 1):
+        if spec.shape[-k] == out_shape[-k]:
+            ctx.unify(b.dims[-k], out.dims[-k])
+        else:
+            ctx.fix(b.dims[-k], "broadcast against a larger dimension")
+    return out
 
 
 # -- ops that compute no tensor -------------------------------------------------------
