@@ -59,6 +59,7 @@ class _State:
         self.node_literals: List[Tuple[str, Callable[..., Any]]] = []
         self.module_literals: List[Tuple[str, str, Callable[..., Any]]] = []
         self.node_notes: Dict[fx.Node, List[str]] = {}
+        self.consumer_uses: Dict[Tuple[str, int], List[fx.Node]] = {}
         # one tensor reachable under several names (tied weights) is one tensor
         self.canonical: Dict[str, str] = {}
         first: Dict[int, str] = {}
@@ -66,7 +67,8 @@ class _State:
                 list(gm.named_buffers(remove_duplicate=False)):
             self.canonical[name] = first.setdefault(id(t), name)
 
-    def param(self, qualname: str, dim: int, role: Optional[str]) -> Axis:
+    def param(self, qualname: str, dim: int, role: Optional[str],
+              node: Optional[fx.Node] = None) -> Axis:
         """The space of dim ``dim`` of tensor ``qualname``; record ``role`` if given."""
         qualname = self.canonical.get(qualname, qualname)
         key = (qualname, dim)
@@ -82,6 +84,8 @@ class _State:
                 self.param_order.append(key)
         if role is not None:
             self.roles[key].add(role)
+            if role == CONSUMER and node is not None:
+                self.consumer_uses.setdefault(key, []).append(node)
         return self.params[key]
 
 
@@ -203,7 +207,7 @@ class RuleContext:
     def param(self, name: str, dim: int, role: str) -> Axis:
         """Layout of dimension ``dim`` of this module's tensor ``name``."""
         prefix = f"{self.node.target}." if self.node.op == "call_module" else ""
-        return self._s.param(prefix + name, dim, role)
+        return self._s.param(prefix + name, dim, role, self.node)
 
     def has_tensor(self, name: str) -> bool:
         return self.module is not None and isinstance(getattr(self.module, name, None), torch.Tensor)
@@ -218,7 +222,7 @@ class RuleContext:
         """
         if isinstance(a, fx.Node) and a.op == "get_attr":
             self._s.claims.add((self.node, a))
-            return self._s.param(a.target, dim, role)
+            return self._s.param(a.target, dim, role, self.node)
         return None
 
     def literal(self, fn: Callable[[Callable[[Layout], int]], Tuple[tuple, dict]]) -> None:
@@ -342,6 +346,56 @@ def _walk_node(state: _State, node: fx.Node) -> Any:
         return _block_node(ctx, f"{op}: {e}")
 
 
+def _gains(state: _State, node: fx.Node) -> Optional[List[Tuple[str, int]]]:
+    """Per-neuron gain tensors applied last by ``node`` (a norm's affine weight and
+    bias, or a multiplication by a 1-D parameter), or None."""
+    if node.op == "call_module":
+        mod = state.gm.get_submodule(node.target)
+        if type(mod).__name__ in ("LayerNorm", "RMSNorm") and getattr(mod, "weight", None) is not None \
+                and mod.weight.dim() == 1:
+            names = ["weight"] + (["bias"] if getattr(mod, "bias", None) is not None else [])
+            return [(state.canonical.get(f"{node.target}.{n}", f"{node.target}.{n}"), 0)
+                    for n in names]
+        return None
+    if node.op == "call_function" and node.target in (operator.mul, torch.mul):
+        attrs = [a for a in node.args if isinstance(a, fx.Node) and a.op == "get_attr"]
+        if len(attrs) == 1 and isinstance(state.env.get(attrs[0]), TV) \
+                and state.env[attrs[0]].ndim == 1:
+            return [(state.canonical.get(attrs[0].target, attrs[0].target), 0)]
+    return None
+
+
+def _move_scaling(state: _State, key: Tuple[str, int]) -> bool:
+    """Tied weights: move a consumer's 1/count scaling onto the gain before it.
+
+    A tensor dim that produces a group (an embedding's columns) and also
+    consumes it (the tied output layer's columns) cannot be both copied and
+    divided.  If every consuming use reads the output of a per-neuron gain
+    (the final norm's weight and bias, or ``x * weight``) used by nothing
+    else, dividing that gain by the counts instead gives the consumer copies
+    that are already divided: ``Σ_j W[g(j)] γ[g(j)]/c · n[g(j)] = Σ_i W[i] γ[i] n[i]``.
+    """
+    uses = state.consumer_uses.get(key, [])
+    moves = []
+    for use in uses:
+        src = use.args[0] if use.args else None
+        if not isinstance(src, fx.Node) or len(src.users) != 1:
+            return False
+        gains = _gains(state, src)
+        if not gains or any(g not in state.params for g in gains):
+            return False
+        lay = state.table.norm(state.params[key])
+        if any(state.table.norm(state.params[g]) != lay for g in gains):
+            return False
+        moves += gains
+    if not moves:
+        return False
+    state.roles[key].discard(CONSUMER)
+    for g in moves:
+        state.roles[g] = {CONSUMER}
+    return True
+
+
 def analyze_graph(gm: fx.GraphModule, args: tuple = (), kwargs: Optional[dict] = None) -> Analysis:
     """Analyse a captured graph (every node must carry ``fxgrow.shape``).
 
@@ -364,6 +418,8 @@ def analyze_graph(gm: fx.GraphModule, args: tuple = (), kwargs: Optional[dict] =
     # One tensor dimension has one index map: it cannot be both divided by the
     # replication counts (consumer) and copied unscaled (producer/pass-through).
     for key, roles in state.roles.items():
+        if CONSUMER in roles and roles & {PRODUCER, PASS} and _move_scaling(state, key):
+            continue
         if CONSUMER in roles and roles & {PRODUCER, PASS}:
             state.table.mark(state.params[key], BLOCKED,
                              f"`{key[0]}` dim {key[1]} is used both as a consumer "

@@ -1,8 +1,8 @@
 """Bugs the fuzz campaign (``fxgrow.testing``) found, shrunk to hand-written models.
 
-Each test reproduces one bug and is marked ``xfail(strict=True)`` until the
-core is fixed: when a fix lands the test starts passing, the strict xfail
-fails, and the marker must be removed, so the regression stays guarded.
+Each test reproduces one bug.  While a bug is open its test is marked
+``xfail(strict=True)``; when the fix lands the marker is removed, so the
+regression stays guarded.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class ShuffleFromShape(nn.Module):
         return self.head(x)
 
 
-@pytest.mark.xfail(strict=True, reason="view(b, g, c // g, ...): literal g is rewritten but "
-                                       "the size-derived c // g node is kept (shape_ops._shape_literal)")
+# Fixed: a size read from a dim that grows (c // g) is replaced by the new literal
+# (shape_ops._shape_literal), not kept as a node computing the old arithmetic.
 @pytest.mark.parametrize("groups", [2, 4])
 def test_shuffle_with_size_derived_group_width(groups):
     torch.manual_seed(0)

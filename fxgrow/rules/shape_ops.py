@@ -371,12 +371,14 @@ def _pieces(ctx, x: TV, d: int) -> List[Layout]:
     return ctx.split_at(x.dims[d], list(accumulate(sizes))[:-1])
 
 
-@register_rule("split", torch.split, "chunk", torch.chunk, "tensor_split", torch.tensor_split)
+@register_rule("split", torch.split, "chunk", torch.chunk, "tensor_split", torch.tensor_split,
+               accepts_sizes=True)
 def split(ctx) -> tuple:
     """``split``/``chunk``: cut the layout; a cut inside a space refines it.
 
-    After growth the pieces may differ in size, so the call is rewritten to
-    ``split`` with explicit sizes.
+    After growth the pieces may differ in size, or a split size read from
+    another dim (``qkv.split(x.size(-1))``) may change while the pieces do
+    not, so the call is rewritten to ``split`` with explicit sizes.
     """
     x = ctx.tensor(ctx.arg(0, "input"))
     node = ctx.node
@@ -385,9 +387,13 @@ def split(ctx) -> tuple:
         raise RuleError("unexpected output")
     pieces = _pieces(ctx, x, d)
 
+    provenance = [l for a in list(node.args[1:]) + list(node.kwargs.values())
+                  for sz in iter_sizes(ctx.value(a)) for l in sz.layouts]
+
     def fn(size):
         new = [size(p) for p in pieces]
-        if new == [ctx.norm(p).size for p in pieces]:
+        if new == [ctx.norm(p).size for p in pieces] and \
+                all(size(l) == ctx.norm(l).size for l in provenance):
             return tuple(node.args), dict(node.kwargs)
         target = "split" if isinstance(node.target, str) else torch.split
         return target, (node.args[0], new, d), {}

@@ -1,0 +1,122 @@
+"""Transformers (issue 5): residual width, MLP width and heads grow exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fxgrow
+from conftest import assert_same_function
+from transformer_models import GPT, Bert, EncoderClassifier, MHANet
+
+
+def _groups_by(a, *tensors):
+    """The group(s) of dim `dim` of a tensor: [(tensor, dim), ...] -> groups."""
+    out = []
+    for t, d in tensors:
+        lay = a.members[(t, d)].layout
+        from fxgrow.layout import leaves
+        out += [a.group(leaf.space) for leaf in leaves(lay)]
+    return out
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_torch_transformer_encoder(norm_first, batch_first):
+    m = EncoderClassifier(norm_first, batch_first).eval()
+    x = torch.randn(3, 5, 6)
+    a = fxgrow.analyze(m, x)
+    # nn.MultiheadAttention ties the model dim to (heads x head dim): it grows by heads
+    heads, head_dim = a.groups_of("inp")
+    assert heads.growable and heads.size == 4 and heads.uniform
+    assert head_dim.status == "blocked" and "head dim" in head_dim.reason
+    g = fxgrow.widen(a, x, 2.0)
+    enc = g.get_submodule("enc.layers.0")
+    assert enc.self_attn.num_heads == 8 and enc.self_attn.embed_dim == 32
+    assert enc.linear1.out_features == 64
+    # MLP widths are free: any size
+    g = fxgrow.widen(a, x, {"enc.layers.0.linear1": 45, "enc.layers.1.linear1": 33})
+    assert g.meta["fxgrow.report"].ok
+
+
+def test_multihead_attention_with_averaged_weights():
+    m = MHANet().eval()
+    x = torch.randn(2, 4, 5)
+    a = fxgrow.analyze(m, x)
+    g = fxgrow.widen(a, x, 3)
+    assert g.get_submodule("mha").num_heads == 9
+    assert_same_function(m, g, x)
+
+
+def test_gpt_tied_rmsnorm_sdpa_swiglu():
+    m = GPT().eval()
+    idx = torch.randint(0, 50, (2, 12))
+    a = fxgrow.analyze(m, idx)
+    (residual,) = _groups_by(a, ("wte.weight", 1))
+    assert residual.growable and residual.uniform
+    # tied embeddings: grown once; the final RMSNorm's weight takes the 1/count scaling
+    roles = {(mm.tensor, mm.role) for mm in residual.members}
+    assert ("wte.weight", "producer") in roles and ("ln_f.weight", "consumer") in roles
+    # the output projection reads (heads x value head dim): both grow; the
+    # query/key head dim is contracted by SDPA and blocked
+    heads, v_dim = _groups_by(a, ("blocks.0.attn.proj.weight", 1))
+    assert (heads.size, v_dim.size) == (4, 4) and heads.growable and v_dim.growable
+    qk = [g for g in a.groups if g.status == "blocked"]
+    assert qk and all("scaled_dot_product_attention" in g.reason for g in qk)
+    g = fxgrow.widen(a, idx, 2.0)
+    assert g.lm_head.weight is g.wte.weight and g.wte.weight.shape == (50, 32)
+    assert g.get_submodule("blocks.0.mlp.w1").out_features == 48
+    # x1.5 for heads and MLP; the residual (uniform) stays
+    spec = {gr.id: 1.5 for gr in a.growable if not gr.uniform}
+    g = fxgrow.widen(a, idx, {heads.id: 6})
+    assert g.get_submodule("blocks.0.attn.qkv").out_features == 3 * 6 * 4  # 6 heads of 4
+    g = fxgrow.widen(a, idx, spec)
+    assert g.meta["fxgrow.report"].ok
+    with pytest.raises(fxgrow.ConstraintError):
+        fxgrow.widen(a, idx, {residual.id: 20})
+
+
+def test_bert_post_ln_with_mask():
+    m = Bert().eval()
+    ids = torch.randint(0, 40, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    a = fxgrow.analyze(m, inputs)
+    (residual,) = a.groups_of("tok")
+    assert residual.growable and residual.uniform
+    g = fxgrow.widen(a, inputs, 2.0)
+    assert g.tok.embedding_dim == 32 and g.get_submodule("layers.0.ff1").out_features == 64
+    spec = {gr.id: 1.5 for gr in a.growable if not gr.uniform}
+    assert fxgrow.widen(a, inputs, spec).meta["fxgrow.report"].ok
+
+
+def test_scale_read_from_the_width_blocks_it():
+    m = Bert(scale_from_size=True).eval()
+    a = fxgrow.analyze(m, {"input_ids": torch.randint(0, 40, (1, 4)),
+                           "attention_mask": torch.ones(1, 4, dtype=torch.long)})
+    (residual,) = a.groups_of("tok")
+    assert residual.status == "blocked" and "sqrt" in residual.reason
+
+
+def test_head_dim_contracted_by_attention_is_blocked_with_reason():
+    a = fxgrow.analyze(Bert().eval(), {"input_ids": torch.randint(0, 40, (1, 4)),
+                                       "attention_mask": torch.ones(1, 4, dtype=torch.long)})
+    blocked = [g for g in a.groups if g.status == "blocked"]
+    assert blocked and all("contracted" in g.reason or "softmax" in g.reason for g in blocked)
+
+
+torchvision = pytest.importorskip("torchvision")
+
+
+@pytest.mark.parametrize("name", ["vit_b_16", "swin_t", "maxvit_t"])
+def test_torchvision_transformers(name):
+    from fxgrow import zoo
+    model, x = zoo.build(name, batch=1)
+    a = fxgrow.analyze(model, x)
+    mlp = [g for g in a.growable if not g.uniform]
+    residual = [g for g in a.growable if g.uniform]
+    assert mlp and residual
+    assert fxgrow.widen(a, x, 2.0, trials=1).meta["fxgrow.report"].ok
+    spec = {g.id: (2.0 if g.uniform else 1.5) for g in a.growable}
+    assert fxgrow.widen(a, x, spec, trials=1).meta["fxgrow.report"].ok
