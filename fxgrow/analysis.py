@@ -287,6 +287,8 @@ def _op_name(node: fx.Node, module: Optional[nn.Module]) -> str:
     if node.op == "call_method":
         return f"Tensor.{node.target}"
     t = node.target
+    if isinstance(t, torch._ops.OpOverload):  # ATen, from torch.export
+        return str(t)
     mod = getattr(t, "__module__", None) or ""
     name = getattr(t, "__qualname__", None) or getattr(t, "__name__", str(t))
     if "_VariableFunctions" in name or "TensorBase" in name:  # torch builtins

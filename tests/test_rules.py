@@ -75,3 +75,17 @@ def test_custom_rule_with_context_verbs():
         assert "roll moves neurons" in a.group("a").reason
     finally:
         RULES.pop(torch.roll, None)
+
+
+def test_more_elementwise_functions_pass_through():
+    class E(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 4)
+            self.b = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(torch.atan(torch.special.expit(self.a(x))) + torch.sinh(self.a(x)))
+
+    m, x = E(), torch.randn(2, 3)
+    assert_same_function(m, fxgrow.widen(m, x, 2.0), x)

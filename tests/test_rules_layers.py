@@ -115,3 +115,20 @@ def test_tied_weights_are_blocked_not_broken():
     a = fxgrow.analyze(Tied(), torch.randint(0, 10, (2, 3)))
     (g,) = [g for g in a.groups if g.size == 4]
     assert g.status == "blocked" and "tied" in g.reason
+
+
+def test_functional_depthwise_conv_follows_its_input():
+    class DW(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 6, 1)
+            self.w = nn.Parameter(torch.randn(6, 1, 3, 3))
+            self.b = nn.Conv2d(6, 2, 1)
+
+        def forward(self, x):
+            return self.b(F.relu(F.conv2d(self.a(x), self.w, None, 1, 1, 1, 6)))
+
+    m, x = DW(), torch.randn(2, 3, 5, 5)
+    g = _grow(m, x, {"a": 9})
+    conv = next(n for n in g.graph.nodes if n.target is F.conv2d)
+    assert conv.args[6] == 9

@@ -98,14 +98,21 @@ _FUNCTIONS = [
     torch.clamp, torch.clip, torch.pow, torch.sin, torch.cos, torch.erf, torch.reciprocal,
     torch.add, torch.sub, torch.subtract, torch.mul, torch.multiply, torch.div, torch.divide,
     torch.true_divide, torch.maximum, torch.minimum, torch.where, torch.lerp,
-    torch.nan_to_num, torch.sign, torch.floor, torch.ceil, torch.round,
+    torch.nan_to_num, torch.sign, torch.floor, torch.ceil, torch.round, torch.atan,
+    torch.asin, torch.acos, torch.sinh, torch.cosh, torch.asinh, torch.atanh, torch.expm1,
+    torch.log1p, torch.log2, torch.log10, torch.exp2, torch.sigmoid_, torch.special.expit,
+    torch.special.erf, torch.erfc, torch.logit, torch.frac, torch.trunc, torch.fmod,
+    torch.remainder, torch.atan2, torch.hypot, torch.float_power, torch.logaddexp,
+    torch.xlogy, torch.heaviside, torch.clamp_min, torch.clamp_max, torch.addcmul,
+    torch.addcdiv,
 ]
 _METHODS = [
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "log", "sqrt", "rsqrt",
     "abs", "neg", "square", "clamp", "clamp_", "clamp_min", "clamp_max", "clip", "pow",
     "reciprocal", "sin", "cos", "erf", "add", "add_", "sub", "sub_", "mul", "mul_", "div",
     "div_", "masked_fill", "masked_fill_", "maximum", "minimum", "where", "lerp", "sign",
-    "floor", "ceil", "round",
+    "floor", "ceil", "round", "atan", "sinh", "cosh", "expm1", "log1p", "trunc", "frac",
+    "erfc", "square_", "exp_", "abs_", "neg_", "tanh_", "pow_", "sqrt_",
 ]
 _CASTS = [
     "contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "to", "type",

@@ -163,9 +163,19 @@ def _conv_functional(nd: int):
             raise RuleError("non-literal groups")
         weight = _functional_weight(ctx, {"weight": (1, "weight"), "bias": (2, "bias")})
         x = ctx.tensor(ctx.arg(0, "input"))
-        cin = ctx.norm(x.dims[len(x.dims) - nd - 1])
-        if groups > 1 and cin.size == groups:
-            raise RuleError("functional depthwise conv: `groups` would have to follow C_in")
+        cin = x.dims[len(x.dims) - nd - 1]
+        if groups > 1 and ctx.norm(cin).size == groups:
+            # depthwise: the group count is the channel count, so it follows C_in
+            node = ctx.node
+
+            def fn(size):
+                args, kwargs = list(node.args), dict(node.kwargs)
+                if len(args) > 6:
+                    args[6] = size(cin)
+                else:
+                    kwargs["groups"] = size(cin)
+                return tuple(args), kwargs
+            ctx.literal(fn)
         return _conv(ctx, nd, groups, weight, False)
     rule.__name__ = f"conv{nd}d_functional"
     return rule
