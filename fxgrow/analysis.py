@@ -201,7 +201,7 @@ class RuleContext:
 
     def uniform(self, layout: Layout, why: str) -> None:
         """Every neuron of ``layout`` must be replicated the same number of times."""
-        self.table.uniform.append((layout, f"{why} (node `{self.node.name}`)"))
+        self.table.uniform.append((layout, f"{why} (node `{self.node.name}`)", self.node.name))
 
     # -- parameters and literals ---------------------------------------------
     def param(self, name: str, dim: int, role: str) -> Axis:

@@ -91,7 +91,7 @@ class _Expander:
     def __init__(self, plan: GrowthPlan) -> None:
         self.maps = plan.maps()
         old_flags = {g: (gg.index, (torch.arange(gg.new) < gg.old).to(torch.float64))
-                     for g, gg in plan.growth.items()}
+                     for g, gg in plan.growth.items() if g in self.maps}
         self.old_flags = old_flags
         self._cache: Dict[Tuple[Layout, str], Any] = {}
 
@@ -120,13 +120,61 @@ def _bcast(v: torch.Tensor, dim: int, ndim: int) -> torch.Tensor:
     return v.view(shape)
 
 
+class _MeanPad:
+    """How mean-padded groups fill their new neurons (see :mod:`fxgrow.meanpad`)."""
+
+    def __init__(self, plan: GrowthPlan) -> None:
+        analysis = plan.analysis
+        self.groups = plan.mean_padded
+        self.ln_weight: Dict[str, int] = {}
+        self.ln_bias: Dict[str, int] = {}
+        self.ln_modules: Dict[str, int] = {}
+        nodes = {n.name: n for n in analysis.graph_module.graph.nodes}
+        for layout, name in analysis.uniform_sites:
+            gid = getattr(layout, "space", None)
+            if gid in self.groups:
+                target = nodes[name].target
+                self.ln_modules[target] = gid
+                self.ln_weight[f"{target}.weight"] = gid
+                self.ln_bias[f"{target}.bias"] = gid
+
+    def grows(self, m: Member) -> bool:
+        return getattr(m.layout, "space", None) in self.groups and m.layout.size == \
+            self.groups[m.layout.space].old
+
+    def pad(self, out: torch.Tensor, m: Member, qualname: str) -> torch.Tensor:
+        gg = self.groups[m.layout.space]
+        n, extra = gg.old, gg.new - gg.old
+        shape = list(out.shape)
+        shape[m.dim] = extra
+        if qualname in self.ln_weight:
+            # LayerNorm over n' neurons sees variance var·n/n': γ·√(n/n') undoes it
+            out = out * (n / gg.new) ** 0.5
+            fill = torch.ones(shape, dtype=out.dtype, device=out.device)
+        elif qualname in self.ln_bias or m.role == "consumer":
+            # new LayerNorm outputs are 0; consumers read new neurons through zeros
+            fill = torch.zeros(shape, dtype=out.dtype, device=out.device)
+        else:
+            # producers: new rows are the mean of the old, so every affine
+            # combination downstream has new entries equal to its old mean
+            fill = out.mean(dim=m.dim, keepdim=True).expand(shape)
+        return torch.cat([out, fill], dim=m.dim)
+
+
 def _grow_tensor(t: torch.Tensor, members: List[Member], ex: _Expander,
-                 scale_consumers: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                 scale_consumers: bool, mp: Optional["_MeanPad"] = None
+                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Gather ``t`` along every growing dim; return it and its new-position mask."""
     new_mask = None
     with torch.no_grad():
         out = t.detach()
         for m in members:
+            if mp is not None and mp.grows(m):
+                out = mp.pad(out, m, m.tensor)
+                is_new = _bcast(torch.arange(out.shape[m.dim], device=out.device)
+                                >= m.layout.size, m.dim, out.dim())
+                new_mask = is_new if new_mask is None else (new_mask | is_new)
+                continue
             if not ex.grows(m.layout):
                 continue
             idx, scale = ex.index_scale(m.layout, t.device)
@@ -198,13 +246,18 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
             # "self_attn.embed_dim" names an attribute of a submodule
             owner, _, name = f"{path}.{attr}".rpartition(".")
             setattr(new.get_submodule(owner), name, fn(size))
+        mp = _MeanPad(plan)
+        for path, gid in mp.ln_modules.items():
+            gg = mp.groups[gid]
+            ln = new.get_submodule(path)
+            ln.eps = ln.eps * gg.old / gg.new  # with γ·√(n/n'): the old outputs are exact
         pending = []
         for qualname, members in by_tensor.items():
-            if not any(ex.grows(m.layout) for m in members):
+            if not any(ex.grows(m.layout) or mp.grows(m) for m in members):
                 continue
             mod, name = _owner(new, qualname)
             t = getattr(mod, name)
-            grown, mask = _grow_tensor(t, members, ex, scale_consumers=(init == "net2net"))
+            grown, mask = _grow_tensor(t, members, ex, scale_consumers=(init == "net2net"), mp=mp)
             pending.append((qualname, t, grown, mask, members))
         for qualname, t, grown, mask, members in pending:
             if init == "net2net" and noise and mask is not None and grown.is_floating_point():

@@ -105,6 +105,8 @@ class Analysis:
         self.args = args
         self.kwargs = kwargs
         self._by_id = {g.id: g for g in groups}
+        #: (layout, node name) of every uniform-replication constraint
+        self.uniform_sites: List[Tuple[Layout, str]] = []
 
     # -- lookup --------------------------------------------------------------
     def group(self, key: Union[int, str]) -> Group:
@@ -241,7 +243,8 @@ def build_analysis(state: "_State", gm: fx.GraphModule, args: tuple, kwargs: dic
             if m not in lst:
                 lst.append(m)
 
-    uniform = [(rename(lay), why) for lay, why in table.uniform]
+    uniform = [(rename(lay), why) for lay, why, _ in table.uniform]
+    uniform_sites = [(rename(lay), node) for lay, _, node in table.uniform]
     uniform_of: Dict[int, List[str]] = {}
     for lay, why in uniform:
         for leaf in leaves(lay):
@@ -272,8 +275,10 @@ def build_analysis(state: "_State", gm: fx.GraphModule, args: tuple, kwargs: dic
             node.meta["fxgrow.value"] = _rename_value(state.env[node], rename)
         if node in state.node_notes:
             node.meta["fxgrow.blocked"] = tuple(state.node_notes[node])
-    return Analysis(gm, tuple(groups), spaces, members, rename,
-                    state.node_literals, state.module_literals, uniform, args, kwargs)
+    analysis = Analysis(gm, tuple(groups), spaces, members, rename,
+                        state.node_literals, state.module_literals, uniform, args, kwargs)
+    analysis.uniform_sites = uniform_sites
+    return analysis
 
 
 def _layouts(value: Any) -> Iterable[Layout]:

@@ -39,6 +39,9 @@ class GroupGrowth:
     new: int
     index: torch.Tensor  # (new,) old neuron copied by each new neuron
     counts: torch.Tensor  # (old,) how many times each old neuron appears
+    #: "replicate" (Net2WiderNet copies) or "mean" (new neurons are the mean of the
+    #: old ones; LayerNorm rescaled, see fxgrow.meanpad): then index/counts are unused
+    mode: str = "replicate"
 
     @property
     def scale(self) -> torch.Tensor:
@@ -59,8 +62,14 @@ class GrowthPlan:
         return {g: gg.new for g, gg in self.growth.items()}
 
     def maps(self) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
-        """``{group: (index, consumer scale)}`` as :func:`fxgrow.layout.expand` takes them."""
-        return {g: (gg.index, gg.scale) for g, gg in self.growth.items()}
+        """``{group: (index, consumer scale)}`` of replicated groups, as
+        :func:`fxgrow.layout.expand` takes them."""
+        return {g: (gg.index, gg.scale) for g, gg in self.growth.items()
+                if gg.mode == "replicate"}
+
+    @property
+    def mean_padded(self) -> Dict[int, GroupGrowth]:
+        return {g: gg for g, gg in self.growth.items() if gg.mode == "mean"}
 
     def summary(self) -> Dict[int, Tuple[int, int]]:
         """``{group: (old size, new size)}``."""
@@ -70,7 +79,8 @@ class GrowthPlan:
         lines = [f"GrowthPlan ({len(self.growth)} groups grow)"]
         for g, gg in self.growth.items():
             prods = ", ".join(self.analysis.group(g).producers) or "-"
-            lines.append(f"  group {g}: {gg.old} -> {gg.new}  ({prods})")
+            how = " (mean-padded)" if gg.mode == "mean" else ""
+            lines.append(f"  group {g}: {gg.old} -> {gg.new}{how}  ({prods})")
         return "\n".join(lines)
 
 
@@ -163,10 +173,18 @@ def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0, *,
         if new == group.size:
             continue
         if group.uniform and new % group.size and not _allow_blocked:
+            from .meanpad import mean_pad_problem
+            problem = mean_pad_problem(analysis, gid)
+            if problem is None:
+                growth[gid] = GroupGrowth(gid, group.size, new,
+                                          torch.arange(new) % group.size,
+                                          torch.ones(group.size, dtype=torch.long), "mean")
+                continue
             raise ConstraintError(
                 f"group {gid} ({', '.join(group.producers) or 'no producer'}, {group.size} "
                 f"neurons) can only grow by an integer factor: {'; '.join(group.uniform)}; "
-                f"{new} is not a multiple of {group.size}")
+                f"{new} is not a multiple of {group.size}, and mean-padding does not apply "
+                f"({problem})")
         gen = torch.Generator().manual_seed(hash((seed, gid)) & 0x7FFF_FFFF_FFFF)
         index = _index_map(group.size, new, bool(group.uniform), gen)
         counts = torch.bincount(index, minlength=group.size)
@@ -180,7 +198,7 @@ def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0, *,
 def _check_uniform(plan: GrowthPlan) -> None:
     """Every uniformly-averaged dim must replicate each of its neurons equally."""
     counted = {g: (gg.index, gg.counts.to(torch.float64)[gg.index])
-               for g, gg in plan.growth.items()}
+               for g, gg in plan.growth.items() if gg.mode == "replicate"}
     for layout, why in plan.analysis.uniform:
         _, counts = expand(layout, counted)
         if counts.numel() and not torch.all(counts == counts[0]):

@@ -47,12 +47,22 @@ class SwiGLU(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
+def _norm(kind, d):
+    if kind == "rms":
+        return RMSNorm(d)
+    ln = nn.LayerNorm(d)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.normal_(0, 0.1)
+    return ln
+
+
 class GPTBlock(nn.Module):
-    def __init__(self, d, heads, hidden):
+    def __init__(self, d, heads, hidden, norm="rms"):
         super().__init__()
-        self.ln1 = RMSNorm(d)
+        self.ln1 = _norm(norm, d)
         self.attn = CausalSelfAttention(d, heads)
-        self.ln2 = RMSNorm(d)
+        self.ln2 = _norm(norm, d)
         self.mlp = SwiGLU(d, hidden)
 
     def forward(self, x):
@@ -61,14 +71,15 @@ class GPTBlock(nn.Module):
 
 
 class GPT(nn.Module):
-    """Pre-norm causal decoder: RMSNorm, SDPA, SwiGLU, learned positions, tied embeddings."""
+    """Pre-norm causal decoder: RMSNorm (or LayerNorm), SDPA, SwiGLU, learned positions,
+    tied embeddings."""
 
-    def __init__(self, vocab=50, d=16, heads=4, hidden=24, layers=2, ctx=12):
+    def __init__(self, vocab=50, d=16, heads=4, hidden=24, layers=2, ctx=12, norm="rms"):
         super().__init__()
         self.wte = nn.Embedding(vocab, d)
         self.wpe = nn.Parameter(torch.randn(ctx, d) * 0.1)
-        self.blocks = nn.ModuleList(GPTBlock(d, heads, hidden) for _ in range(layers))
-        self.ln_f = RMSNorm(d)
+        self.blocks = nn.ModuleList(GPTBlock(d, heads, hidden, norm) for _ in range(layers))
+        self.ln_f = _norm(norm, d)
         self.lm_head = nn.Linear(d, vocab, bias=False)
         self.lm_head.weight = self.wte.weight  # tied
 
