@@ -15,7 +15,12 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-__all__ = ["cnn_names", "transformer_names", "build", "input_size"]
+__all__ = ["cnn_names", "transformer_names", "build", "input_size", "deepen_locations",
+           "DEEPEN_ALL_MAX_PARAMS"]
+
+#: models up to this many parameters are deepened at every eligible location;
+#: larger ones at a spread of them, so the zoo stays within a CI machine's memory
+DEEPEN_ALL_MAX_PARAMS = 30_000_000
 
 _TRANSFORMERS = ("vit_", "swin_", "maxvit_")
 
@@ -71,3 +76,15 @@ def build(name: str, seed: int = 0, batch: int = 2) -> Tuple[nn.Module, torch.Te
                 m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
     s = input_size(name)
     return model.eval(), torch.randn(batch, 3, s, s, generator=g)
+
+
+def deepen_locations(model: nn.Module, analysis, limit: int = 8):
+    """``"all"`` for small models; else ``limit`` eligible node names spread over the depth."""
+    if sum(p.numel() for p in model.parameters()) <= DEEPEN_ALL_MAX_PARAMS:
+        return "all"
+    from .deepen_plan import plan_deepening
+    nodes = [i.node for i in plan_deepening(analysis, "all", method="auto").insertions]
+    if len(nodes) <= limit:
+        return nodes
+    step = (len(nodes) - 1) / (limit - 1)
+    return list(dict.fromkeys(nodes[round(k * step)] for k in range(limit)))
