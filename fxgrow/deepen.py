@@ -28,6 +28,7 @@ from .api import analyze
 from .deepen_blocks import build_block
 from .deepen_calibrate import batches, channel_stats
 from .deepen_plan import DeepeningPlan, Location, plan_deepening
+from .deepen_transformer import BlockSpec
 from .errors import MissingCalibrationError, VerificationError
 from .export import as_module
 from .trace import ExampleInput
@@ -41,10 +42,11 @@ def deepen(
     example_input: ExampleInput,
     after: Location = "all",
     *,
-    method: str = "identity",
+    method: Optional[str] = None,
     calibration: Any = None,
     batchnorm: Optional[bool] = None,
     kernel_size: Optional[int] = None,
+    block: Union[None, str, BlockSpec] = None,
     seed: int = 0,
     verify: Optional[bool] = None,
     trials: int = 3,
@@ -67,7 +69,8 @@ def deepen(
         (``"layer1_0_relu_1"``), a predicate on ``fx.Node``, or ``"all"``:
         the end of every layer (after conv/linear -> BN -> activation, and
         after residual adds) whose channels are not fixed.
-    method : {"identity", "residual", "auto"}
+    method : {"identity", "residual", "auto"}, optional
+        Default ``identity``, or ``residual`` when ``block`` is given.
         ``identity``: a Linear with ``I`` / ConvNd with a centred Dirac kernel
         (same padding), then a BatchNorm if the surrounding layer has one,
         then the node's activation if the node is an idempotent activation
@@ -85,6 +88,18 @@ def deepen(
     kernel_size : int, optional
         Odd kernel size of inserted convs; default: the producing conv's
         (if odd), else 3.
+    block : {"mlp", "attention", "transformer"} or BlockSpec, optional
+        Insert a zero-residual transformer sub-block instead of the default
+        residual block, on token sequences ``(N, T, C)``:
+        ``x + W2(act(W1(norm(x))))`` (``"mlp"``), ``x + Wo(attn(norm(x)))``
+        (``"attention"``: multi-head self-attention, q/k/v Linears and SDPA),
+        or both in turn (``"transformer"``), with ``W2``/``Wo`` zero.  A
+        :class:`~fxgrow.deepen_transformer.BlockSpec` sets heads, MLP width,
+        norm, activation and causality (defaults: read from the model where
+        it has them, else ``C // 64`` or a small divisor of ``C`` heads,
+        ``4 C``, LayerNorm, GELU, not causal).  Implies
+        ``method="residual"``; locations that are no token sequence raise
+        :class:`NotDeepenableError` (``after="all"`` skips them).
     seed : int
         Seeds the random first layer of residual blocks and verification.
     verify : bool, optional
@@ -131,12 +146,21 @@ def deepen(
     True
     >>> fxgrow.widen(g, x, 2.0).meta["fxgrow.report"].ok   # the new layers can grow
     True
+
+    A transformer layer (attention then MLP, both zero-residual) on tokens:
+
+    >>> enc = nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.Linear(16, 3))
+    >>> tokens = torch.randn(2, 5, 6)
+    >>> g = fxgrow.deepen(enc, tokens, after="1", block="transformer")
+    >>> r = g.meta["fxgrow.deepen"][0]
+    >>> (r["module"], r["layer"], r["heads"], r["hidden"], g.meta["fxgrow.report"].ok)
+    ('1_deepen0', 'transformer', 2, 64, True)
     """
     model = as_module(model)  # an ExportedProgram runs as ep.module()
     analysis = analyze(model, example_input, leaf_modules=leaf_modules,
                        concrete_args=concrete_args, capture=capture)
     plan = plan_deepening(analysis, after, method=method, batchnorm=batchnorm,
-                          kernel_size=kernel_size, training=model.training)
+                          kernel_size=kernel_size, training=model.training, block=block)
     if plan.needs_calibration and calibration is None:
         where = ", ".join(f"`{i.node}`" for i in plan.needs_calibration)
         raise MissingCalibrationError(

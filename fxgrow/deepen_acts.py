@@ -5,9 +5,11 @@ Net2DeeperNet inserts ``φ(I·h)`` after a node whose value is ``h``.  That is
 is the identity there, i.e. when the node *is* ``φ`` and ``φ`` is idempotent
 (``φ(φ(z)) = φ(z)``): ReLU, ReLU6 and Hardtanh (with the same bounds) are;
 GELU, SiLU, tanh, sigmoid, LeakyReLU, ... are not.  This module recognises
-the activation a node computes and builds an equivalent ``nn.Module`` for the
-inserted block (functional calls such as ``F.relu`` become modules, so every
-inserted op is a named submodule).
+the activation a node computes -- a module, a functional call, or the ATen op
+of a ``torch.export`` graph (``aten.relu_.default``, read through
+:func:`fxgrow.rules.aten.canonical_target`) -- and builds an equivalent
+``nn.Module`` for the inserted block (functional calls such as ``F.relu``
+become modules, so every inserted op is a named submodule).
 
 Examples
 --------
@@ -16,6 +18,9 @@ Examples
 >>> gm = fx.symbolic_trace(nn.Sequential(nn.Linear(2, 2), nn.ReLU6(), nn.GELU()))
 >>> [(a.name, a.idempotent) for a in map(activation_of, gm.graph.nodes) if a]
 [('ReLU6', True), ('GELU', False)]
+>>> ep = torch.export.export(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), (torch.randn(1, 2),))
+>>> [a.name for a in map(activation_of, ep.module().graph.nodes) if a]
+['ReLU']
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+
+from .rules.aten import canonical_target
 
 __all__ = ["Activation", "activation_of"]
 
@@ -65,9 +72,25 @@ def _fresh(module: nn.Module) -> Callable[[], nn.Module]:
     return make
 
 
+def _aten_name(node: fx.Node) -> Optional[str]:
+    """``"hardtanh"`` for ``aten.hardtanh_.default`` (the packet, in-place ``_`` dropped)."""
+    if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+        return node.target._schema.name.split("::")[-1].rstrip("_")
+    return None
+
+
 def _functional(node: fx.Node) -> Optional[Activation]:
     t = node.target if node.op == "call_function" else None
     m = node.target if node.op == "call_method" else None
+    aten = _aten_name(node)
+    if aten is not None:
+        # an export graph: read the ATen op as the torch function it computes.  Their
+        # arguments sit at the same positions with the same names (gelu's approximate,
+        # hardtanh's bounds, leaky_relu's slope, elu's alpha), so the checks below apply.
+        # Hardtanh is read by name: the rule table files it under F.relu6.
+        t = F.hardtanh if aten == "hardtanh" else canonical_target(node)
+        if t is F.relu6 and aten != "relu6":
+            return None
 
     def const(*vals: Any) -> bool:
         return all(not isinstance(v, fx.Node) for v in vals)

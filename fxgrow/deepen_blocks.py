@@ -11,6 +11,8 @@ whose output is a *fresh* neuron space: the deepened model can be widened.
   its own input position, multiplied by 1).
 * :class:`ResidualBlock` -- ``h + L2(φ(BN(L1(h))))`` with ``L2``'s weight and
   bias zero, so the branch adds exactly 0 whatever ``L1``, BN and ``φ`` do.
+* :class:`~fxgrow.deepen_transformer.TransformerBlock` -- zero-residual
+  attention and/or MLP sub-blocks on token sequences (``block=``).
 
 Identity weights are built with one vectorised scatter (no loop over
 channels, unlike ``nn.init.dirac_``).
@@ -33,6 +35,7 @@ import torch
 from torch import fx, nn
 
 from .deepen_plan import Insertion
+from .deepen_transformer import TransformerBlock
 
 __all__ = ["identity_layer", "IdentityBlock", "ResidualBlock", "build_block"]
 
@@ -163,6 +166,10 @@ class ResidualBlock(nn.Module):
 def build_block(ins: Insertion, ndim: int, *, device: Optional[torch.device],
                 mode: bool) -> nn.Module:
     """The block of ``ins`` (random parts drawn from the current RNG), in ``mode``."""
-    cls = IdentityBlock if ins.method == "identity" else ResidualBlock
-    block = cls(ins, ndim).to(device=device, dtype=ins.dtype)
+    if ins.block is not None:  # a transformer sub-block (block="mlp"/"attention"/...)
+        block = TransformerBlock(ins.block)
+    else:
+        cls = IdentityBlock if ins.method == "identity" else ResidualBlock
+        block = cls(ins, ndim)
+    block = block.to(device=device, dtype=ins.dtype)
     return block.train(mode)

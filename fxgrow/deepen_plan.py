@@ -46,6 +46,11 @@ import torch
 from torch import fx, nn
 
 from .deepen_acts import Activation, activation_of
+from .deepen_ops import (batchnorm_params, is_passthrough, is_residual_add, layer_kind,
+                         module_outputs, scope_paths)
+from .deepen_ops import kernel_size as _producer_kernel
+from .deepen_transformer import BlockSpec, ResolvedBlock, as_spec, model_defaults, resolve, \
+    scale_note
 from .errors import (NotDeepenableError, NotIdempotentError, SpecError, UnknownLocationError)
 from .groups import Analysis
 from .layout import Layout, leaves
@@ -59,10 +64,6 @@ METHODS = ("identity", "residual", "auto")
 
 Location = Union[str, Iterable[str], Callable[[fx.Node], bool]]
 
-_CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-_PASS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
-_ADD = ("add", "sub")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,12 @@ class Insertion:
     batchnorm: Optional[BatchNormSpec]
     dtype: torch.dtype
     why: str
+    block: Optional[ResolvedBlock] = None  # a transformer sub-block (``block=``)
+
+    @property
+    def layer(self) -> str:
+        """What is inserted: ``linear``/``convNd``, or the transformer block's kind."""
+        return self.block.kind if self.block is not None else self.kind
 
     @property
     def needs_calibration(self) -> bool:
@@ -108,12 +115,16 @@ class Insertion:
 
     def record(self) -> Dict[str, object]:
         """What ``gm.meta["fxgrow.deepen"]`` lists for this insertion."""
-        return {"after": self.node, "module": self.name, "method": self.method,
-                "layer": self.kind, "channels": self.channels,
-                "kernel_size": self.kernel_size if self.kind != "linear" else None,
-                "activation": (self.activation.name if self.activation else
-                               "ReLU" if self.method == "residual" else None),
-                "batchnorm": self.batchnorm is not None, "why": self.why}
+        rec = {"after": self.node, "module": self.name, "method": self.method,
+               "layer": self.layer, "channels": self.channels,
+               "kernel_size": self.kernel_size if self.kind != "linear" else None,
+               "activation": (self.block.activation.name if self.block is not None else
+                              self.activation.name if self.activation else
+                              "ReLU" if self.method == "residual" else None),
+               "batchnorm": self.batchnorm is not None, "why": self.why}
+        if self.block is not None:
+            rec.update(self.block.record())
+        return rec
 
 
 @dataclass(frozen=True)
@@ -130,52 +141,55 @@ class DeepeningPlan:
 
 
 # -- locating ------------------------------------------------------------------
-
-def _module(gm: fx.GraphModule, node: fx.Node) -> Optional[nn.Module]:
-    return gm.get_submodule(node.target) if node.op == "call_module" else None
-
-
-def _is(gm: fx.GraphModule, node: fx.Node, types: tuple) -> bool:
-    return isinstance(_module(gm, node), types)
-
+# Ops are recognised through :mod:`fxgrow.deepen_ops`, which reads call_module nodes
+# (symbolic_trace) and ATen calls with their nn_module_stack (torch.export) alike.
 
 def _first_input(node: fx.Node) -> Optional[fx.Node]:
     return node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
 
 
-def _is_layer_end(gm: fx.GraphModule, node: fx.Node) -> bool:
+def _is_layer_end(node: fx.Node) -> bool:
     """A node that ends a layer: what ``after="all"`` inserts after.
 
     Producers, BatchNorms, activations and residual adds qualify, unless a
     BatchNorm or activation reads them next (then the layer ends later):
     conv -> BN -> ReLU gives one location, after the ReLU.
     """
-    kind = (_is(gm, node, tuple(_CONV) + (nn.Linear,) + _BN) or activation_of(node) is not None
-            or (node.op == "call_function" and getattr(node.target, "__name__", "") in _ADD)
-            or (node.op == "call_method" and node.target in _ADD))
-    if not kind:
+    if not (layer_kind(node) is not None or activation_of(node) is not None
+            or is_residual_add(node)):
         return False
-    return not any(_first_input(u) is node and (_is(gm, u, _BN) or activation_of(u) is not None)
+    return not any(_first_input(u) is node and (layer_kind(u) == "bn"
+                                                or activation_of(u) is not None)
                    for u in node.users)
 
 
-def _resolve(gm: fx.GraphModule, after: Location) -> Tuple[List[fx.Node], bool]:
-    """The nodes ``after`` names, and whether ineligible ones are skipped ("all")."""
+def _resolve(gm: fx.GraphModule, after: Location
+             ) -> Tuple[List[fx.Node], bool, Dict[fx.Node, str]]:
+    """The nodes ``after`` names, whether ineligible ones are skipped ("all"), and
+    the module name each node was asked for by (it names the new block).
+
+    A name is looked up as a leaf module (``call_module`` nodes), then as a
+    module any node was computed in (``nn_module_stack``: the leaves of an
+    exported graph, and containers such as ``"blocks.0"``, whose calls end at
+    their output nodes), then as a node name.
+    """
     nodes = [n for n in gm.graph.nodes if n.op != "output"]
     if isinstance(after, str) and after == "all":
-        return [n for n in nodes if _is_layer_end(gm, n)], True
+        return [n for n in nodes if _is_layer_end(n)], True, {}
     if callable(after) and not isinstance(after, (str, fx.Node)):
         picked = [n for n in nodes if after(n)]
         if not picked:
             raise UnknownLocationError("the `after` predicate matches no node of the graph")
-        return picked, False
+        return picked, False, {}
     names = [after] if isinstance(after, (str, fx.Node)) else list(after)
     by_name = {n.name: n for n in nodes}
     by_module: Dict[str, List[fx.Node]] = {}
     for n in nodes:
         if n.op == "call_module":
             by_module.setdefault(n.target, []).append(n)
+    scopes = {p for n in nodes for p in scope_paths(n) if p}
     picked: List[fx.Node] = []
+    asked: Dict[fx.Node, str] = {}
     for name in names:
         if isinstance(name, fx.Node):
             name = name.name
@@ -183,10 +197,15 @@ def _resolve(gm: fx.GraphModule, after: Location) -> Tuple[List[fx.Node], bool]:
             raise SpecError(f"`after` items must be node or module names, got {name!r}")
         if name in by_module:  # a module called twice gets a block after each call
             picked += by_module[name]
+        elif name in scopes and module_outputs(gm, name):
+            for n in module_outputs(gm, name):
+                picked.append(n)
+                asked.setdefault(n, name)
         elif name in by_name:
             picked.append(by_name[name])
         else:
-            close = difflib.get_close_matches(name, list(by_module) + list(by_name), n=3)
+            close = difflib.get_close_matches(name, list(by_module) + sorted(scopes)
+                                              + list(by_name), n=3)
             raise UnknownLocationError(
                 f"no node or module named `{name}`"
                 + (f"; did you mean {close}?" if close else "")
@@ -194,7 +213,7 @@ def _resolve(gm: fx.GraphModule, after: Location) -> Tuple[List[fx.Node], bool]:
                   "torch.fx names, e.g. `layer1_0_relu_1`)")
     if not names:
         raise UnknownLocationError("`after` names no location")
-    return list(dict.fromkeys(picked)), False
+    return list(dict.fromkeys(picked)), False, asked
 
 
 # -- checking one location -------------------------------------------------------
@@ -229,7 +248,10 @@ def _channel_dim(analysis: Analysis, node: fx.Node) -> Tuple[int, str]:
     nd = len(value.dims)
     if nd >= 3 and neuron[1] and not any(neuron[2:]) and nd - 2 in (1, 2, 3):
         dim, kind = 1, f"conv{nd - 2}d"
-    elif nd >= 2 and neuron[-1] and not any(neuron[1:-1]):
+    elif nd >= 2 and neuron[-1] and not any(
+            n and _fixed_reason(analysis, d) is None for n, d in zip(neuron[1:-1], value.dims[1:-1])):
+        # a Linear acts on the last dim position by position; the dims before it may be
+        # neuron dims that can never grow (token positions tied to a fixed position table)
         dim, kind = nd - 1, "linear"
     else:
         why = ("the model input" if node.op == "placeholder" else
@@ -244,22 +266,26 @@ def _channel_dim(analysis: Analysis, node: fx.Node) -> Tuple[int, str]:
     return dim, kind
 
 
-def _walk_back(gm: fx.GraphModule, node: fx.Node):
-    """``(BatchNorm, producer)`` of the pattern producer -> [BN] -> [dropout] -> [act] -> node."""
+def _walk_back(node: fx.Node):
+    """``(BatchNorm params, producer kernel size)`` of producer -> [BN] -> [dropout] -> [act] -> node.
+
+    BatchNorm params are ``(eps, momentum, training, type name)`` or None; the
+    kernel size is None unless the producer is a conv.
+    """
     cur: Optional[fx.Node] = node
     if activation_of(node) is not None:
         cur = _first_input(node)
-    while cur is not None and _is(gm, cur, _PASS):
+    while cur is not None and is_passthrough(cur):
         cur = _first_input(cur)
     bn = None
-    if cur is not None and _is(gm, cur, _BN):
-        bn = _module(gm, cur)
+    if cur is not None and layer_kind(cur) == "bn":
+        bn = batchnorm_params(cur)
         cur = _first_input(cur)
-    producer = _module(gm, cur) if cur is not None else None
-    return bn, producer if isinstance(producer, tuple(_CONV) + (nn.Linear,)) else None
+    return bn, _producer_kernel(cur) if cur is not None else None
 
 
-def _kernel(kind: str, producer: Optional[nn.Module], kernel_size: Optional[int]) -> int:
+def _kernel(kind: str, producer_kernel: Optional[Tuple[int, ...]],
+            kernel_size: Optional[int]) -> int:
     if kind == "linear":
         return 1
     if kernel_size is not None:
@@ -267,13 +293,13 @@ def _kernel(kind: str, producer: Optional[nn.Module], kernel_size: Optional[int]
             raise SpecError(f"kernel_size must be a positive odd int (a Dirac kernel is centred "
                             f"at (k-1)/2), got {kernel_size}")
         return kernel_size
-    ks = getattr(producer, "kernel_size", None)
+    ks = producer_kernel
     if ks and len(set(ks)) == 1 and ks[0] % 2 == 1:
         return ks[0]  # mirror the producer's receptive field
     return 3
 
 
-def _bn_spec(bn: Optional[nn.Module], dim: int, force: Optional[bool],
+def _bn_spec(bn: Optional[tuple], dim: int, force: Optional[bool],
              training: bool, where: str) -> Optional[BatchNormSpec]:
     if force is False or (force is None and bn is None):
         return None
@@ -283,17 +309,19 @@ def _bn_spec(bn: Optional[nn.Module], dim: int, force: Optional[bool],
         return None
     if bn is None:
         return BatchNormSpec(training=training)
-    return BatchNormSpec(bn.eps, bn.momentum, bn.training, type(bn).__name__)
+    eps, momentum, bn_training, name = bn
+    return BatchNormSpec(eps, momentum, bn_training, name)
 
 
 def plan_deepening(
     analysis: Analysis,
     after: Location,
     *,
-    method: str = "identity",
+    method: Optional[str] = None,
     batchnorm: Optional[bool] = None,
     kernel_size: Optional[int] = None,
     training: bool = False,
+    block: Union[None, str, BlockSpec] = None,
 ) -> DeepeningPlan:
     """Decide every insertion (pure: nothing is built, run or changed).
 
@@ -301,7 +329,7 @@ def plan_deepening(
     ----------
     analysis : Analysis
         Of the model to deepen (its nodes carry ``fxgrow.value`` layouts).
-    after, method, batchnorm, kernel_size :
+    after, method, batchnorm, kernel_size, block :
         As for :func:`fxgrow.deepen`.
     training : bool
         Mode of a BatchNorm forced by ``batchnorm=True`` where none is mirrored.
@@ -314,16 +342,28 @@ def plan_deepening(
     ------
     UnknownLocationError, NotDeepenableError, NotIdempotentError, SpecError
     """
+    spec = as_spec(block)
+    if method is None:  # a transformer block is a zero-residual block
+        method = "identity" if spec is None else "residual"
     if method not in METHODS:
         raise SpecError(f"unknown method {method!r}; choose one of {METHODS}")
+    if spec is not None:
+        if method == "identity":
+            raise SpecError(f"block={spec.kind!r} is a zero-residual block: use "
+                            "method='residual' (or 'auto')")
+        if batchnorm:
+            raise SpecError("transformer blocks have their own norm: batchnorm=True does not "
+                            "apply to block=...")
     gm = analysis.graph_module
-    nodes, skip = _resolve(gm, after)
+    nodes, skip, asked = _resolve(gm, after)
+    defaults = model_defaults(gm) if spec is not None else {}
     taken = {name for name, _ in gm.named_modules()}
     out: List[Insertion] = []
     skipped: Dict[str, str] = {}
     for node in nodes:
         try:
-            out.append(_plan_one(analysis, node, method, batchnorm, kernel_size, training, taken))
+            out.append(_plan_one(analysis, node, method, batchnorm, kernel_size, training, taken,
+                                 asked.get(node), spec, defaults))
         except (NotDeepenableError, NotIdempotentError) as e:
             if not skip:
                 raise
@@ -331,28 +371,60 @@ def plan_deepening(
     return DeepeningPlan(analysis, tuple(out), skipped)
 
 
+def _base_name(node: fx.Node, asked: Optional[str]) -> str:
+    """What the new block is named after: the module asked for, the module called,
+    the innermost module the node was computed in (export graphs), or the node."""
+    if asked:
+        return asked
+    if node.op == "call_module":
+        return node.target
+    paths = [p for p in scope_paths(node) if p]
+    return paths[-1] if paths else node.name
+
+
+def _check_tokens(node: fx.Node, kind: str, spec: BlockSpec) -> None:
+    """Transformer blocks act on the last dim; attention also needs a token dim."""
+    shape = tuple(node.meta["fxgrow.shape"].shape)
+    where = f"cannot insert a {spec.kind} block after `{node.name}`"
+    if kind != "linear":
+        raise NotDeepenableError(
+            f"{where}: its {shape} output is a feature map with channels in dim 1; "
+            f"{spec.kind} blocks need a token sequence (N, T, C) with neurons in the last dim "
+            "(use the default block, a conv residual block, there)", "not a token sequence")
+    if spec.kind != "mlp" and len(shape) < 3:
+        raise NotDeepenableError(
+            f"{where}: its {shape} output has no token dimension; attention needs (N, T, C)",
+            "no token dimension")
+
+
 def _plan_one(analysis: Analysis, node: fx.Node, method: str, batchnorm: Optional[bool],
-              kernel_size: Optional[int], training: bool, taken: set) -> Insertion:
-    gm = analysis.graph_module
+              kernel_size: Optional[int], training: bool, taken: set, asked: Optional[str],
+              block: Optional[BlockSpec], defaults: Dict[str, object]) -> Insertion:
     dim, kind = _channel_dim(analysis, node)
     spec: TensorSpec = node.meta["fxgrow.shape"]
     act = activation_of(node)
-    identity_exact = act is None or act.idempotent
-    if method == "identity" and not identity_exact:
-        raise NotIdempotentError(
-            f"cannot insert an identity layer after `{node.name}` exactly: it is {act.name}, "
-            f"and {act.name}({act.name}(z)) != {act.name}(z), so repeating it changes the "
-            "function (only ReLU, ReLU6 and Hardtanh are idempotent); use method='residual' "
-            "or 'auto'")
-    chosen = method if method != "auto" else ("identity" if identity_exact else "residual")
-    if chosen == "identity":
-        why = ("identity layer; " + (f"{act.name} is idempotent, so repeating it is exact"
-                                     if act else "no activation at this point"))
+    resolved = None
+    if block is not None:
+        _check_tokens(node, kind, block)
+        resolved = resolve(block, spec.shape[dim], defaults, spec.dtype)
+        chosen, why = "residual", scale_note(resolved)
     else:
-        why = ("residual block with a zero last layer: exact for any activation"
-               + (f" ({act.name} is not idempotent)" if act and not act.idempotent else ""))
-    bn, producer = _walk_back(gm, node)
-    base = node.target if node.op == "call_module" else node.name
+        identity_exact = act is None or act.idempotent
+        if method == "identity" and not identity_exact:
+            raise NotIdempotentError(
+                f"cannot insert an identity layer after `{node.name}` exactly: it is "
+                f"{act.name}, and {act.name}({act.name}(z)) != {act.name}(z), so repeating it "
+                "changes the function (only ReLU, ReLU6 and Hardtanh are idempotent); use "
+                "method='residual' or 'auto'")
+        chosen = method if method != "auto" else ("identity" if identity_exact else "residual")
+        if chosen == "identity":
+            why = ("identity layer; " + (f"{act.name} is idempotent, so repeating it is exact"
+                                         if act else "no activation at this point"))
+        else:
+            why = ("residual block with a zero last layer: exact for any activation"
+                   + (f" ({act.name} is not idempotent)" if act and not act.idempotent else ""))
+    bn, producer_kernel = _walk_back(node)
+    base = _base_name(node, asked)
     k = 0
     while f"{base}_deepen{k}" in taken:
         k += 1
@@ -360,8 +432,8 @@ def _plan_one(analysis: Analysis, node: fx.Node, method: str, batchnorm: Optiona
     taken.add(name)
     return Insertion(
         node=node.name, name=name, method=chosen, kind=kind, dim=dim,
-        channels=spec.shape[dim], kernel_size=_kernel(kind, producer, kernel_size),
+        channels=spec.shape[dim], kernel_size=_kernel(kind, producer_kernel, kernel_size),
         activation=act, dtype=spec.dtype,
-        batchnorm=_bn_spec(bn, dim, batchnorm, training,
-                           f"cannot mirror BatchNorm after `{node.name}`"),
-        why=why)
+        batchnorm=None if resolved is not None else _bn_spec(
+            bn, dim, batchnorm, training, f"cannot mirror BatchNorm after `{node.name}`"),
+        why=why, block=resolved)
