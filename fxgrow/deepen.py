@@ -23,15 +23,16 @@ from typing import Any, Dict, Iterable, Optional, Type, Union
 
 import torch
 from torch import fx, nn
+from torch.utils import _pytree as pytree
 
 from .api import analyze
 from .deepen_blocks import build_block
-from .deepen_calibrate import batches, channel_stats
+from .deepen_calibrate import batches, channel_stats, fixed_size
 from .deepen_plan import DeepeningPlan, Location, plan_deepening
 from .deepen_transformer import BlockSpec
 from .errors import MissingCalibrationError, VerificationError
-from .export import as_module
-from .trace import ExampleInput
+from .export import as_module, is_exported
+from .trace import ExampleInput, normalize_input
 from .verify import verify as _verify
 
 __all__ = ["deepen"]
@@ -186,6 +187,12 @@ def _device(gm: nn.Module) -> Optional[torch.device]:
     return t.device if t is not None else None
 
 
+def _batch_size(example_input: Any) -> int:
+    args, kwargs = normalize_input(example_input)
+    t = next(t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
+    return t.shape[0]
+
+
 def _rewrite(plan: DeepeningPlan, calibration: Any, example_input: Any,
              seed: int) -> fx.GraphModule:
     old = plan.analysis.graph_module
@@ -201,8 +208,10 @@ def _rewrite(plan: DeepeningPlan, calibration: Any, example_input: Any,
             blocks[ins.name] = build_block(ins, ndim, device=device, mode=mode)
     calibrated = [i for i in plan.insertions if i.batchnorm is not None]
     if calibration is not None and calibrated:
-        stats = channel_stats(old, batches(calibration, example_input),
-                              {i.node: blocks[i.name].bn_input for i in calibrated})
+        data = batches(calibration, example_input)
+        if is_exported(old):  # export fixed the batch size: feed it batches of that size
+            data = fixed_size(data, _batch_size(example_input))
+        stats = channel_stats(old, data, {i.node: blocks[i.name].bn_input for i in calibrated})
         for ins in calibrated:
             blocks[ins.name].calibrate(*stats[ins.node])
     graph = new.graph

@@ -35,7 +35,7 @@ from .errors import CalibrationError
 from .runner import call_pure
 from .trace import _bind, normalize_input
 
-__all__ = ["batches", "channel_stats"]
+__all__ = ["batches", "fixed_size", "channel_stats"]
 
 Args = Tuple[Tuple[Any, ...], Dict[str, Any]]
 
@@ -83,6 +83,41 @@ def batches(calibration: Any, example_input: Any) -> Iterator[Args]:
         yield args, kwargs
     if n == 0:
         raise CalibrationError("the calibration data holds no batch")
+
+
+def fixed_size(data: Iterable[Args], size: int) -> Iterator[Args]:
+    """Cut every batch into chunks of exactly ``size`` samples; a remainder is dropped.
+
+    A graph captured by ``torch.export`` from a static example has its batch
+    size baked in (a guard checks it, and views carry it as a literal), so
+    calibration data must reach it in batches of that size.  The statistics
+    are sums over all chunks, so only the dropped remainder is lost.
+
+    Raises
+    ------
+    CalibrationError
+        No batch holds ``size`` samples.
+
+    Examples
+    --------
+    >>> data = batches(torch.randn(10, 3), torch.randn(4, 3))
+    >>> [a[0].shape[0] for a, _ in fixed_size(data, 4)]
+    [4, 4]
+    """
+    n = 0
+    for args, kwargs in data:
+        leaves = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        total = leaves[0].shape[0] if leaves and leaves[0].dim() else 0
+        for start in range(0, total - size + 1, size):
+            n += 1
+            yield pytree.tree_map(
+                lambda t: t[start:start + size] if isinstance(t, torch.Tensor) else t,
+                (args, kwargs))
+    if n == 0:
+        raise CalibrationError(
+            f"the model was captured by torch.export with a fixed batch size of {size}: "
+            f"calibration batches must hold at least {size} samples (they are cut into "
+            f"chunks of {size})")
 
 
 def _show(sig) -> str:
