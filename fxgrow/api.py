@@ -118,7 +118,7 @@ def widen(
     >>> import torch, fxgrow
     >>> m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     >>> g = fxgrow.widen(m, torch.randn(3, 4), 2.0)
-    >>> g[0].out_features, g.meta["fxgrow.report"].ok
+    >>> g.get_submodule("0").out_features, g.meta["fxgrow.report"].ok
     (16, True)
     """
     if init not in INITS:

@@ -4,8 +4,9 @@ A *group* is one atomic neuron space after all unions and refinements.  It
 lists its *members* (parameter and buffer dimensions, each with a role), the
 modules that *produce* it, its status (``growable``, ``fixed`` or
 ``blocked``) and, when it cannot grow, the reasons.  Group ids are stable:
-they follow the order in which the graph first touches each group's
-parameters, so the same model gives the same ids every time.
+they follow the order in which node outputs first show each space, so the
+same model gives the same ids every time.  Other spaces (spatial extents,
+batch dims) take the ids after the groups'.
 """
 
 from __future__ import annotations
@@ -207,19 +208,26 @@ def build_analysis(state: "_State", gm: fx.GraphModule, args: tuple, kwargs: dic
     """Turn the walk's state into an :class:`Analysis` (numbering the groups)."""
     table = state.table
     order: Dict[int, int] = {}
+    grouped = {table.find(leaf.space) for key in state.param_order if state.roles[key]
+               for leaf in leaves(table.norm(state.params[key]))}
 
-    def visit(layout: Layout) -> None:
+    def visit(layout: Layout, only_groups: bool = True) -> None:
         for leaf in leaves(table.norm(layout)):
             root = table.find(leaf.space)
-            if root not in order:
+            if root not in order and (root in grouped or not only_groups):
                 order[root] = len(order)
 
+    # group ids follow the graph (the order in which node outputs first show
+    # each group) and come first; other spaces (extents) take the ids after
+    for node in gm.graph.nodes:
+        for lay in _layouts(state.env.get(node)):
+            visit(lay)
     for key in state.param_order:
         visit(state.params[key])
     n_groups = len(order)
     for node in gm.graph.nodes:
         for lay in _layouts(state.env.get(node)):
-            visit(lay)
+            visit(lay, only_groups=False)
 
     def rename(layout: Layout) -> Layout:
         def leaf(a: Axis) -> Layout:

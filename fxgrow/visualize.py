@@ -22,7 +22,7 @@ Examples
 >>> a = fxgrow.analyze(m, torch.randn(1, 4))
 >>> G = a.to_networkx()
 >>> G.nodes["_0"]["op"], G.nodes["_0"]["groups"], G.nodes["_0"]["status"]
-('Linear', (0,), 'growable')
+('Linear', (1,), 'growable')
 >>> "digraph" in a.to_dot()
 True
 """
@@ -196,14 +196,14 @@ def to_networkx(analysis, *, plan: Optional[Plan] = None) -> nx.DiGraph:
     >>> import torch, fxgrow
     >>> m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     >>> a = fxgrow.analyze(m, torch.randn(1, 4))
-    >>> G = to_networkx(a, plan={0: (8, 16)})
+    >>> G = to_networkx(a, plan={1: (8, 16)})
     >>> list(G)
     ['input_1', '_0', '_1', '_2', 'output']
     >>> G.nodes["_1"]["dim_groups"], G.nodes["_1"]["new_shape"]
-    (((), (0,)), (1, 16))
+    (((), (1,)), (1, 16))
     >>> G.nodes["_2"]["params"][0]
     ('2.weight', 0, 'producer', (2,))
-    >>> G.graph["groups"][0]["new_size"]
+    >>> G.graph["groups"][1]["new_size"]
     16
     """
     table = _group_table(analysis, plan)

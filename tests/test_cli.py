@@ -33,7 +33,7 @@ def mlp_file(tmp_path):
 def test_demo(capsys):
     assert main(["demo", "--width", "4"]) == 0
     out = capsys.readouterr().out
-    assert "function preserved: yes" in out and "group 0" in out
+    assert "function preserved: yes" in out and "group 1" in out
 
 
 def test_analyze_prints_the_group_table(capsys):
@@ -76,7 +76,8 @@ def test_widen_saves_a_grown_model(mlp_file, tmp_path, capsys):
 
 def test_widen_with_a_json_spec(capsys):
     # tiny_resnet() has width 16
-    assert main(["widen", *TINY, "--spec", '{"layer1.0.conv1": 20, "0": 1.5}']) == 0
+    # group 1 is conv1's output (group 0: the input channels)
+    assert main(["widen", *TINY, "--spec", '{"layer1.0.conv1": 20, "1": 1.5}']) == 0
     out = capsys.readouterr().out
     assert "16 -> 20  (layer1.0.conv1)" in out and "16 -> 24  (conv1," in out
 

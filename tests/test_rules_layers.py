@@ -60,15 +60,17 @@ def test_conv_transpose():
     _grow(m, torch.randn(2, 2, 6, 6))
 
 
-def test_layer_norm_needs_integer_factors():
+def test_layer_norm_integer_factors_replicate_others_mean_pad():
     m = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.GELU(), nn.Linear(6, 3))
     x = torch.randn(5, 4)
     a = fxgrow.analyze(m, x)
     assert a.group("0").uniform
     g = _grow(m, x, 3)
     assert g.get_submodule("1").normalized_shape == (18,)
+    _grow(m, x, 1.5)  # LayerNorm right after the producer: mean-padding applies
+    after_gelu = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.LayerNorm(6), nn.Linear(6, 3))
     with pytest.raises(fxgrow.ConstraintError, match="integer factor"):
-        fxgrow.widen(a, x, 1.5)
+        fxgrow.widen(after_gelu, x, 1.5)
 
 
 def test_group_norm_widens_within_groups():
