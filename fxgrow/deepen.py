@@ -66,7 +66,9 @@ def deepen(
         One batch the model runs on.
     after : str, list of str, callable or "all"
         Where to insert: module names (``"layer1.0.relu"``; a module called
-        several times gets a block after each call), torch.fx node names
+        several times gets a block after each call; a container such as
+        ``"blocks.0"`` means the node(s) its call outputs; in graphs from
+        ``capture="export"`` they are read from ``nn_module_stack``), node names
         (``"layer1_0_relu_1"``), a predicate on ``fx.Node``, or ``"all"``:
         the end of every layer (after conv/linear -> BN -> activation, and
         after residual adds) whose channels are not fixed.

@@ -12,7 +12,10 @@ Where a new layer may go
 ------------------------
 A location is a node whose output has exactly one *neuron* dimension that is
 not fixed: dim 1 of an ``(N, C, *spatial)`` map (a ConvNd is inserted) or the
-last dim of ``(N, C)`` / ``(N, T, C)`` (a Linear).  Fixed channels (they reach
+last dim of ``(N, C)`` / ``(N, T, C)`` (a Linear; the dims in between may be
+neuron dims that never grow, such as token positions tied to a position
+table).  Transformer sub-blocks (``block=``, :mod:`fxgrow.deepen_transformer`)
+need the Linear case, attention also a token dim.  Fixed channels (they reach
 the model output or input) and tensors without neuron dims (model inputs,
 flattened maps whose dim mixes channels and space, scalars) are refused.
 
@@ -22,8 +25,8 @@ Which method is exact
 to γ = √(var + ε), β = mean is the identity in eval mode; and ``φ(h) = h``
 only when the node already *is* ``φ`` and ``φ`` is idempotent.  After a node
 that is not an activation no ``φ`` is inserted (the "identity activation").
-``residual`` inserts ``h + L2(φ(BN(L1(h))))`` with ``L2 = 0``: exact for any
-``φ`` and in any mode.  ``auto`` takes identity where it is exact, else
+``residual`` inserts ``h + L2(φ(BN(L1(h))))`` with ``L2 = 0`` (or a transformer
+sub-block whose last layer is 0): exact for any ``φ`` and in any mode.  ``auto`` takes identity where it is exact, else
 residual.
 
 Examples
