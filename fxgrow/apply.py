@@ -178,14 +178,15 @@ def _grow_tensor(t: torch.Tensor, members: List[Member], ex: _Expander,
             if not ex.grows(m.layout):
                 continue
             idx, scale = ex.index_scale(m.layout, t.device)
-            out = out.index_select(m.dim, idx)
+            out = out.index_select(m.dim, idx)  # a new tensor: scaling it in place is safe
             if scale_consumers and m.role in SCALED and out.is_floating_point():
-                out = out * _bcast(scale.to(out.dtype), m.dim, out.dim())
+                out.mul_(_bcast(scale.to(out.dtype), m.dim, out.dim()))
             is_new = _bcast(ex.is_new(m.layout, t.device), m.dim, out.dim())
             new_mask = is_new if new_mask is None else (new_mask | is_new)
         if new_mask is not None:
             new_mask = new_mask.expand(out.shape)
-        return out.clone() if out is t else out, new_mask
+        # never hand back storage shared with the user's tensor
+        return (out.clone() if out.data_ptr() == t.data_ptr() else out), new_mask
 
 
 def _fresh_like(new: nn.Module, qualname: str, shape, like: torch.Tensor,
@@ -230,12 +231,22 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
         raise UnknownInitError(f"unknown init {init!r}; choose one of {INITS}")
     analysis = plan.analysis
     old = analysis.graph_module
-    new = copy.deepcopy(old)
     ex = _Expander(plan)
-    aliases = _aliases(new)
+    mp = _MeanPad(plan)
     by_tensor: Dict[str, List[Member]] = {}
     for m in analysis.members.values():
         by_tensor.setdefault(m.tensor, []).append(m)
+    growing = {q: ms for q, ms in by_tensor.items()
+               if any(ex.grows(m.layout) or mp.grows(m) for m in ms)}
+    originals = {q: getattr(*_owner(old, q)) for q in growing}
+    # Tensors about to be replaced are not copied: the peak is old + new
+    # weights, not twice the old ones plus the new.
+    memo: Dict[int, Any] = {}
+    for t in originals.values():
+        empty = torch.empty(0, dtype=t.dtype, device=t.device)
+        memo[id(t)] = nn.Parameter(empty, t.requires_grad) if isinstance(t, nn.Parameter) else empty
+    new = copy.deepcopy(old, memo)
+    aliases = _aliases(old)  # names of each original tensor, by identity
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(plan.seed)
@@ -246,35 +257,29 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
             # "self_attn.embed_dim" names an attribute of a submodule
             owner, _, name = f"{path}.{attr}".rpartition(".")
             setattr(new.get_submodule(owner), name, fn(size))
-        mp = _MeanPad(plan)
         for path, gid in mp.ln_modules.items():
             gg = mp.groups[gid]
             ln = new.get_submodule(path)
             ln.eps = ln.eps * gg.old / gg.new  # with γ·√(n/n'): the old outputs are exact
         pending = []
-        for qualname, members in by_tensor.items():
-            if not any(ex.grows(m.layout) or mp.grows(m) for m in members):
-                continue
-            mod, name = _owner(new, qualname)
-            t = getattr(mod, name)
+        for qualname, members in growing.items():
+            t = originals[qualname]
             grown, mask = _grow_tensor(t, members, ex, scale_consumers=(init == "net2net"), mp=mp)
-            pending.append((qualname, t, grown, mask, members))
-        for qualname, t, grown, mask, members in pending:
             if init == "net2net" and noise and mask is not None and grown.is_floating_point():
                 if any(m.role == PRODUCER and ex.grows(m.layout) for m in members):
                     std = float(t.detach().float().std()) if t.numel() > 1 else 1.0
                     grown = grown + noise * std * torch.randn_like(grown) * mask
             _set_tensor(new, aliases.get(id(t), [qualname]), t, grown)
+            pending.append((qualname, t, mask))
         if init == "random_pad":
             # fresh values come from modules that already have the new shapes
-            for qualname, t, grown, mask, _ in pending:
+            for qualname, t, mask in pending:
                 if mask is None:
                     continue
-                fresh = _fresh_like(new, qualname, grown.shape, grown, fresh_modules)
-                mod, name = _owner(new, qualname)
-                current = getattr(mod, name)
-                _set_tensor(new, aliases.get(id(t), [qualname]), current,
-                            torch.where(mask, fresh.to(grown.device), grown))
+                current = getattr(*_owner(new, qualname))
+                fresh = _fresh_like(new, qualname, current.shape, current, fresh_modules)
+                _set_tensor(new, aliases.get(id(t), [qualname]), t,
+                            torch.where(mask, fresh.to(current.device), current.detach()))
         if init == "random_init":
             _reinit_all(new)
 
