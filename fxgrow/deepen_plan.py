@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
-from torch import fx, nn
+from torch import fx
 
 from .deepen_acts import Activation, activation_of
 from .deepen_ops import (batchnorm_params, is_passthrough, is_residual_add, layer_kind,
