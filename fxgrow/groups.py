@@ -238,7 +238,7 @@ def build_analysis(state: "_State", gm: fx.GraphModule, args: tuple, kwargs: dic
         return map_layout(table.norm(layout), leaf)
 
     members: Dict[Tuple[str, int], Member] = {}
-    by_group: Dict[int, List[Member]] = {}
+    by_group: Dict[int, Dict[Member, None]] = {}  # insertion-ordered sets: linear, not quadratic
     for key in state.param_order:
         roles = state.roles[key]
         if not roles:  # e.g. the kernel dims of a functional conv weight
@@ -247,18 +247,14 @@ def build_analysis(state: "_State", gm: fx.GraphModule, args: tuple, kwargs: dic
         m = Member(key[0], key[1], role, rename(state.params[key]))
         members[key] = m
         for leaf in leaves(m.layout):
-            lst = by_group.setdefault(leaf.space, [])
-            if m not in lst:
-                lst.append(m)
+            by_group.setdefault(leaf.space, {})[m] = None
 
     uniform = [(rename(lay), why) for lay, why, _ in table.uniform]
     uniform_sites = [(rename(lay), node) for lay, _, node in table.uniform]
-    uniform_of: Dict[int, List[str]] = {}
+    uniform_of: Dict[int, Dict[str, None]] = {}
     for lay, why in uniform:
         for leaf in leaves(lay):
-            lst = uniform_of.setdefault(leaf.space, [])
-            if why not in lst:
-                lst.append(why)
+            uniform_of.setdefault(leaf.space, {})[why] = None
 
     inverse = {gid: root for root, gid in order.items()}
     groups = []

@@ -328,3 +328,12 @@ def test_huggingface_models_widen_exactly(name):
         assert_same_function(model, fxgrow.widen(a, ids, {group.id: group.size + 1}
                                                  if not group.uniform else {group.id: 2.0}),
                              ids, trials=1)
+
+
+def test_gpt_heads_grow_through_export():
+    """A resized view after SDPA's transpose becomes a reshape (export drops `.contiguous()`)."""
+    from transformer_models import GPT
+
+    m, idx = GPT().eval(), torch.randint(0, 50, (2, 12))
+    grown = fxgrow.widen(m, idx, 2.0, capture="export")
+    assert grown.meta["fxgrow.report"].ok

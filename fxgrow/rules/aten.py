@@ -266,13 +266,21 @@ def _run(op, form: AtenForm, rule: Rule, ctx) -> Any:
             return (new_op,) + _from_canonical(new_op, new_form, tuple(c_args), dict(c_kwargs))
         if form.unadapt is not None:
             return form.unadapt(ctx, tuple(c_args), dict(c_kwargs), bound)
-        return _from_canonical(op, form, tuple(c_args), dict(c_kwargs))
+        args, kwargs = _from_canonical(op, form, tuple(c_args), dict(c_kwargs))
+        if op in _VIEWS and (tuple(args), dict(kwargs)) != (tuple(node.args), dict(node.kwargs)):
+            # export drops a `.contiguous()` that was a no-op at trace time; after
+            # growth the input's strides may differ, so a resized view must be a
+            # reshape (same values, copying only when it has to)
+            return (torch.ops.aten.reshape.default, tuple(args), dict(kwargs))
+        return args, kwargs
 
     view = NodeView(node, form.canonical, args, kwargs)
     adapted = (_TupleSpecContext if form.extra else _AdaptedContext)(ctx, view, back)
     value = rule.fn(adapted)
     return _extra_outputs(ctx, value, form.extra) if form.extra else value
 
+
+_VIEWS = {torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default}
 
 _CACHE: Dict[Tuple[Any, Rule], Rule] = {}
 
