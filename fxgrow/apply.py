@@ -161,30 +161,55 @@ class _MeanPad:
         return torch.cat([out, fill], dim=m.dim)
 
 
+def _gather(t: torch.Tensor, index: Dict[int, torch.Tensor]) -> torch.Tensor:
+    """``t`` gathered along several dims, allocating the result once.
+
+    Adjacent dims are gathered by one broadcast advanced index (which keeps
+    them in place); anything else falls back to one ``index_select`` per dim.
+    """
+    dims = sorted(index)
+    if len(dims) > 1 and dims == list(range(dims[0], dims[-1] + 1)):
+        k = len(dims)
+        idx = tuple(index[d].view([-1 if j == i else 1 for j in range(k)])
+                    for i, d in enumerate(dims))
+        return t[(slice(None),) * dims[0] + idx]
+    for d in dims:
+        t = t.index_select(d, index[d])
+    return t
+
+
 def _grow_tensor(t: torch.Tensor, members: List[Member], ex: _Expander,
-                 scale_consumers: bool, mp: Optional["_MeanPad"] = None
-                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Gather ``t`` along every growing dim; return it and its new-position mask."""
-    new_mask = None
+                 scale_consumers: bool, mp: Optional["_MeanPad"] = None,
+                 want_mask: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Gather ``t`` along every growing dim; return it (and, if asked, where it is new)."""
     with torch.no_grad():
         out = t.detach()
+        masks = []
         for m in members:
             if mp is not None and mp.grows(m):
                 out = mp.pad(out, m, m.tensor)
-                is_new = _bcast(torch.arange(out.shape[m.dim], device=out.device)
-                                >= m.layout.size, m.dim, out.dim())
-                new_mask = is_new if new_mask is None else (new_mask | is_new)
+                masks.append((m.dim, torch.arange(out.shape[m.dim], device=out.device)
+                              >= m.layout.size))
+        index, scales = {}, []
+        for m in members:
+            if (mp is not None and mp.grows(m)) or not ex.grows(m.layout):
                 continue
-            if not ex.grows(m.layout):
-                continue
-            idx, scale = ex.index_scale(m.layout, t.device)
-            out = out.index_select(m.dim, idx)  # a new tensor: scaling it in place is safe
+            index[m.dim], scale = ex.index_scale(m.layout, t.device)
             if scale_consumers and m.role in SCALED and out.is_floating_point():
-                out.mul_(_bcast(scale.to(out.dtype), m.dim, out.dim()))
-            is_new = _bcast(ex.is_new(m.layout, t.device), m.dim, out.dim())
-            new_mask = is_new if new_mask is None else (new_mask | is_new)
-        if new_mask is not None:
-            new_mask = new_mask.expand(out.shape)
+                scales.append((m.dim, scale))
+            if want_mask:
+                masks.append((m.dim, ex.is_new(m.layout, t.device)))
+        if index:
+            out = _gather(out, index)  # a new tensor: scaling it in place is safe
+        for d, scale in scales:
+            out.mul_(_bcast(scale.to(out.dtype), d, out.dim()))
+        new_mask = None
+        if want_mask:
+            for d, is_new in masks:
+                b = _bcast(is_new, d, out.dim())
+                new_mask = b if new_mask is None else (new_mask | b)
+            if new_mask is not None:
+                new_mask = new_mask.expand(out.shape)
         # never hand back storage shared with the user's tensor
         return (out.clone() if out.data_ptr() == t.data_ptr() else out), new_mask
 
@@ -264,7 +289,8 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
         pending = []
         for qualname, members in growing.items():
             t = originals[qualname]
-            grown, mask = _grow_tensor(t, members, ex, scale_consumers=(init == "net2net"), mp=mp)
+            grown, mask = _grow_tensor(t, members, ex, scale_consumers=(init == "net2net"), mp=mp,
+                                       want_mask=(init == "random_pad" or bool(noise)))
             if init == "net2net" and noise and mask is not None and grown.is_floating_point():
                 if any(m.role == PRODUCER and ex.grows(m.layout) for m in members):
                     std = float(t.detach().float().std()) if t.numel() > 1 else 1.0
