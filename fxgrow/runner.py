@@ -8,12 +8,35 @@ the module private copies of its buffers for the duration of the call.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["call_pure"]
+__all__ = ["call_pure", "full_precision"]
+
+
+@contextlib.contextmanager
+def full_precision():
+    """Disable TF32 (and reduced-precision matmuls) for the duration.
+
+    CUDA convolutions default to TF32 on Ampere and later GPUs, which rounds
+    float32 products to 10 mantissa bits: two computations of the same
+    function then differ by ~1e-4, which would hide (or fake) a real
+    difference.  Comparisons run in full float32.
+    """
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    precision = torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.set_float32_matmul_precision(precision)
 
 
 class _Forward(nn.Module):

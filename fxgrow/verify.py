@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from .errors import ExampleInputError
-from .runner import call_pure
+from .runner import call_pure, full_precision
 from .trace import normalize_input
 
 __all__ = ["OutputError", "Report", "verify", "default_rtol", "random_like_input"]
@@ -160,6 +160,11 @@ def verify(original: nn.Module, grown: nn.Module, example_input: Any, *, trials:
     -------
     Report
 
+    Notes
+    -----
+    Both models run with TF32 disabled (:func:`fxgrow.runner.full_precision`),
+    so float32 tolerances hold on GPUs whose convolutions default to TF32.
+
     Examples
     --------
     >>> import copy, torch
@@ -167,6 +172,11 @@ def verify(original: nn.Module, grown: nn.Module, example_input: Any, *, trials:
     >>> verify(m, copy.deepcopy(m), torch.randn(4, 3)).ok
     True
     """
+    with full_precision():
+        return _verify(original, grown, example_input, trials, rtol, seed)
+
+
+def _verify(original, grown, example_input, trials, rtol, seed) -> Report:
     args, kwargs = normalize_input(example_input)
     report = Report()
     gen = torch.Generator().manual_seed(seed)

@@ -22,3 +22,12 @@ def test_seeded_calls_repeat_and_leave_global_rng_alone():
     b = call_pure(m, (x,), seed=7)
     assert torch.equal(a, b)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_full_precision_restores_flags():
+    from fxgrow.runner import full_precision
+    before = (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    with full_precision():
+        assert not torch.backends.cudnn.allow_tf32
+        assert torch.get_float32_matmul_precision() == "highest"
+    assert (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()) == before
