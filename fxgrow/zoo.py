@@ -44,6 +44,8 @@ def input_size(name: str) -> int:
     """The smallest convenient square input the model accepts."""
     if name == "inception_v3":
         return 75
+    if name == "alexnet":
+        return 64  # three stride-2 max-pools after a stride-4 conv
     if name.startswith("vit_"):
         return 32  # built with image_size=32: 2x2 (or 1x1) patches
     if name.startswith("maxvit_"):
