@@ -233,6 +233,24 @@ class RuleContext:
         """
         self._s.node_literals.append((self.node.name, fn))
 
+    def literal_arg(self, index: int, name: str,
+                    fn: Callable[[Callable[[Layout], int]], Any]) -> None:
+        """Recompute one argument (by position ``index`` or keyword ``name``) after growth.
+
+        ``fn(size)`` gives its new value, e.g. ``lambda size: size(heads)`` for a
+        ``num_heads`` argument.
+        """
+        node = self.node
+
+        def rewrite(size):
+            args, kwargs = list(node.args), dict(node.kwargs)
+            if len(args) > index:
+                args[index] = fn(size)
+            else:
+                kwargs[name] = fn(size)
+            return tuple(args), kwargs
+        self.literal(rewrite)
+
     def module_attr(self, attr: str, fn: Callable[[Callable[[Layout], int]], Any]) -> None:
         """Register how attribute ``attr`` of this node's module is recomputed.
 

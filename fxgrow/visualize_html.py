@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import networkx as nx
 
+from .visualize import _fmt_shape  # one formatter for the page and the DOT text
 from .visualize_layout import layout_with_routes
 
 __all__ = ["render"]
@@ -49,16 +50,6 @@ def _esc(s: Any) -> str:
 
 def _clip(s: str, n: int = _MAX_CHARS) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def _fmt_shape(shape: Any) -> str:
-    if shape is None:
-        return ""
-    if shape and all(isinstance(s, int) for s in shape):
-        return "×".join(map(str, shape))
-    if not shape:
-        return "()"
-    return "(" + ", ".join(_fmt_shape(s) for s in shape) + ")"
 
 
 def _short_op(d: Mapping[str, Any]) -> str:

@@ -196,6 +196,11 @@ class _AdaptedContext:
             raise RuleError(f"missing argument {name or index}")
         return default
 
+    def literal_arg(self, index: int, name: str, fn: Callable[[Callable[[Any], int]], Any]) -> None:
+        # the canonical positions belong to the view: rewrite them there, then map back
+        from ..analysis import RuleContext
+        RuleContext.literal_arg(self, index, name, fn)
+
     def literal(self, fn: Callable[[Callable[[Any], int]], tuple]) -> None:
         back, real = self._back, self._ctx.node
 

@@ -166,16 +166,7 @@ def _conv_functional(nd: int):
         cin = x.dims[len(x.dims) - nd - 1]
         if groups > 1 and ctx.norm(cin).size == groups:
             # depthwise: the group count is the channel count, so it follows C_in
-            node = ctx.node
-
-            def fn(size):
-                args, kwargs = list(node.args), dict(node.kwargs)
-                if len(args) > 6:
-                    args[6] = size(cin)
-                else:
-                    kwargs["groups"] = size(cin)
-                return tuple(args), kwargs
-            ctx.literal(fn)
+            ctx.literal_arg(6, "groups", lambda size: size(cin))
         return _conv(ctx, nd, groups, weight, False)
     rule.__name__ = f"conv{nd}d_functional"
     return rule
@@ -258,16 +249,8 @@ def layer_norm_functional(ctx) -> TV:
     # weights are 1-D per normalised dim only when k == 1; for k > 1 dim i is dim i
     y = _layer_norm(ctx, x, k, weight)
     dims = x.dims[len(x.dims) - k:]
-    node = ctx.node
-
-    def new_args(size):
-        args = list(node.args)
-        new = tuple(size(d) for d in dims)
-        if len(args) > 1:
-            args[1] = type(shape)(new) if isinstance(shape, (list, tuple)) else new
-            return tuple(args), dict(node.kwargs)
-        return tuple(args), {**node.kwargs, "normalized_shape": new}
-    ctx.literal(new_args)
+    as_type = type(shape) if isinstance(shape, (list, tuple)) else tuple
+    ctx.literal_arg(1, "normalized_shape", lambda size: as_type(size(d) for d in dims))
     return y
 
 

@@ -206,16 +206,7 @@ def unflatten(ctx) -> TV:
     sizes = ctx.out_shape[d:d + k]
     pieces = ctx.factor(x.dims[d], sizes)
     if ctx.module is None:
-        node = ctx.node
-
-        def fn(size):
-            args = list(node.args)
-            new = tuple(size(p) for p in pieces)
-            if len(args) > 2:
-                args[2] = new
-                return tuple(args), dict(node.kwargs)
-            return tuple(args), {**node.kwargs, "sizes": new}
-        ctx.literal(fn)
+        ctx.literal_arg(2, "sizes", lambda size: tuple(size(p) for p in pieces))
     else:
         ctx.fix(x.dims[d], "nn.Unflatten has literal sizes")
     return TV(x.dims[:d] + tuple(p if ctx.norm(p).size > 1 else ctx.free(1) for p in pieces)

@@ -57,16 +57,7 @@ def shifted_window_attention(ctx) -> TV:
     scale = ctx.arg(11, "logit_scale", None)
     if scale is not None:
         ctx.unify(ctx.tensor(scale).dims[0], heads)
-    node = ctx.node
-
-    def fn(size):
-        args, kwargs = list(node.args), dict(node.kwargs)
-        if len(args) > 5:
-            args[5] = size(heads)
-        else:
-            kwargs["num_heads"] = size(heads)
-        return tuple(args), kwargs
-    ctx.literal(fn)
+    ctx.literal_arg(5, "num_heads", lambda size: size(heads))
     return TV(x.dims[:-1] + (out,))
 
 
