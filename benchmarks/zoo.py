@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
+import subprocess
 import platform
 import sys
 import time
@@ -46,7 +48,8 @@ def measure(name: str) -> dict:
     row["blocked"] = sum(g.status == "blocked" for g in a.groups)
     grow_tensors = {m.tensor for g in a.growable for m in g.members}
     row["frac"] = sum(p.numel() for n, p in model.named_parameters() if n in grow_tensors) / row["params"]
-    row["reasons"] = Counter(_reason_kind(r) for g in a.groups if g.status == "blocked" for r in g.reasons)
+    row["reasons"] = dict(Counter(_reason_kind(r) for g in a.groups if g.status == "blocked"
+                                  for r in g.reasons))
     t = time.perf_counter()
     wide = fxgrow.widen(a, x, 2.0, trials=1)
     row["t_widen"] = time.perf_counter() - t
@@ -102,7 +105,7 @@ def write(rows, path):
     lines += ["", "## Why groups are blocked", ""]
     for r in ok:
         if r["reasons"]:
-            top = "; ".join(f"{k} ×{v}" for k, v in r["reasons"].most_common(3))
+            top = "; ".join(f"{k} ×{v}" for k, v in Counter(r["reasons"]).most_common(3))
             lines.append(f"- **{r['model']}**: {top}")
     lines.append("")
     with open(path, "w") as f:
@@ -114,19 +117,27 @@ def main(argv=None) -> int:
     p.add_argument("models", nargs="*")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "zoo.md"))
+    p.add_argument("--one", help=argparse.SUPPRESS)  # measure one model, print a JSON row
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.one:
+        try:
+            row = measure(args.one)
+        except Exception as e:  # report, never hide
+            row = {"model": args.one, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+        print(json.dumps(row))
+        return 0
     names = args.models or (zoo.cnn_names() + zoo.transformer_names())
     rows = []
     for i, name in enumerate(names):
         _progress(i, len(names), name)
+        # one process per model: memory is returned to the system between models
+        proc = subprocess.run([sys.executable, __file__, "--one", name],
+                              capture_output=True, text=True)
         try:
-            import gc
-            gc.collect()
-            rows.append(measure(name))
-        except Exception as e:  # report, never hide
-            rows.append({"model": name, "error": f"{type(e).__name__}: {str(e)[:200]}"})
-        torch.manual_seed(0)
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        except (IndexError, json.JSONDecodeError):
+            rows.append({"model": name, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]})
     _progress(len(names), len(names), "done")
     print(file=sys.stderr)
     for r in rows:

@@ -46,6 +46,8 @@ def input_size(name: str) -> int:
         return 75
     if name == "alexnet":
         return 64  # three stride-2 max-pools after a stride-4 conv
+    if name == "vit_h_14":
+        return 28  # built with image_size=28: 2x2 patches of 14
     if name.startswith("vit_"):
         return 32  # built with image_size=32: 2x2 (or 1x1) patches
     if name.startswith("maxvit_"):
