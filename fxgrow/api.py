@@ -11,12 +11,13 @@ from typing import Any, Dict, Iterable, Optional, Type, Union
 from torch import fx, nn
 
 from .analysis import analyze_graph
+from .diagnose import first_divergence
 from .apply import INITS, apply_plan
-from .errors import UnknownInitError, VerificationError
+from .errors import ExampleInputError, UnknownInitError, VerificationError
 from .groups import Analysis
 from .plan import Spec, plan_widening
 from .export import as_module
-from .trace import ExampleInput, capture as _capture
+from .trace import ExampleInput, _bind, capture as _capture
 from .verify import verify
 
 __all__ = ["analyze", "widen"]
@@ -130,7 +131,6 @@ def widen(
             example_input = analysis.kwargs or analysis.args
     else:
         if example_input is None:
-            from .errors import ExampleInputError
             raise ExampleInputError("widen needs an example input")
         model = as_module(model)  # an ExportedProgram runs as ep.module()
         analysis = analyze(model, example_input, leaf_modules=leaf_modules,
@@ -145,8 +145,6 @@ def widen(
         report = _verify(original, grown, example_input, trials=trials, rtol=rtol, seed=seed)
         grown.meta["fxgrow.report"] = report
         if not report.ok:
-            from .diagnose import first_divergence
-            from .trace import _bind
             where = first_divergence(plan, grown, _bind(analysis.graph_module, analysis.args,
                                                         analysis.kwargs))
             if where:

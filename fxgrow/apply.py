@@ -40,7 +40,7 @@ from torch import fx, nn
 
 from .errors import UnknownInitError
 from .groups import Member
-from .layout import Layout, expand, new_size
+from .layout import Layout, expand, leaves, new_size
 from .plan import GrowthPlan
 from .roles import PRODUCER, SCALED
 
@@ -96,7 +96,6 @@ class _Expander:
         self._cache: Dict[Tuple[Layout, str], Any] = {}
 
     def grows(self, layout: Layout) -> bool:
-        from .layout import leaves
         return any(leaf.space in self.maps for leaf in leaves(layout))
 
     def index_scale(self, layout: Layout, device) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ import torch
 from .errors import (ConstraintError, GroupNotGrowableError, NarrowingError, SpecError,
                      UnknownTargetError)
 from .groups import Analysis, Group
-from .layout import expand
+from .layout import expand, leaves
 
 __all__ = ["GroupGrowth", "GrowthPlan", "plan_widening", "Spec"]
 
@@ -202,12 +202,7 @@ def _check_uniform(plan: GrowthPlan) -> None:
     for layout, why in plan.analysis.uniform:
         _, counts = expand(layout, counted)
         if counts.numel() and not torch.all(counts == counts[0]):
-            groups = sorted({leaf for leaf in _leaf_ids(layout)})
+            groups = sorted({leaf.space for leaf in leaves(layout)})
             raise ConstraintError(
                 f"{why}: groups {groups} must all grow by the same integer factor "
                 "(uniform replication keeps the mean and variance exact)")
-
-
-def _leaf_ids(layout):
-    from .layout import leaves
-    return [leaf.space for leaf in leaves(layout)]
