@@ -371,8 +371,9 @@ def _gains(state: _State, node: fx.Node) -> Optional[List[Tuple[str, int]]]:
     bias, or a multiplication by a 1-D parameter), or None."""
     if node.op == "call_module":
         mod = state.gm.get_submodule(node.target)
-        if type(mod).__name__ in ("LayerNorm", "RMSNorm") and getattr(mod, "weight", None) is not None \
-                and mod.weight.dim() == 1:
+        calls = sum(1 for n in node.graph.nodes if n.op == "call_module" and n.target == node.target)
+        if calls == 1 and type(mod).__name__ in ("LayerNorm", "RMSNorm") \
+                and getattr(mod, "weight", None) is not None and mod.weight.dim() == 1:
             names = ["weight"] + (["bias"] if getattr(mod, "bias", None) is not None else [])
             return [(state.canonical.get(f"{node.target}.{n}", f"{node.target}.{n}"), 0)
                     for n in names]
@@ -380,7 +381,9 @@ def _gains(state: _State, node: fx.Node) -> Optional[List[Tuple[str, int]]]:
     if node.op == "call_function" and node.target in (operator.mul, torch.mul):
         attrs = [a for a in node.args if isinstance(a, fx.Node) and a.op == "get_attr"]
         if len(attrs) == 1 and isinstance(state.env.get(attrs[0]), TV) \
-                and state.env[attrs[0]].ndim == 1:
+                and state.env[attrs[0]].ndim == 1 and len(attrs[0].users) == 1 \
+                and sum(1 for n in node.graph.nodes
+                        if n.op == "get_attr" and n.target == attrs[0].target) == 1:
             return [(state.canonical.get(attrs[0].target, attrs[0].target), 0)]
     return None
 
@@ -391,8 +394,8 @@ def _move_scaling(state: _State, key: Tuple[str, int]) -> bool:
     A tensor dim that produces a group (an embedding's columns) and also
     consumes it (the tied output layer's columns) cannot be both copied and
     divided.  If every consuming use reads the output of a per-neuron gain
-    (the final norm's weight and bias, or ``x * weight``) used by nothing
-    else, dividing that gain by the counts instead gives the consumer copies
+    (the final norm's weight and bias, or ``x * weight``) that nothing else
+    reads (the norm is called once, the weight read once), dividing that gain by the counts instead gives the consumer copies
     that are already divided: ``Σ_j W[g(j)] γ[g(j)]/c · n[g(j)] = Σ_i W[i] γ[i] n[i]``.
     """
     uses = state.consumer_uses.get(key, [])
