@@ -120,3 +120,14 @@ def test_torchvision_transformers(name):
     assert fxgrow.widen(a, x, 2.0, trials=1).meta["fxgrow.report"].ok
     spec = {g.id: (2.0 if g.uniform else 1.5) for g in a.growable}
     assert fxgrow.widen(a, x, spec, trials=1).meta["fxgrow.report"].ok
+
+
+def test_explicit_causal_mask_buffer():
+    from transformer_models import NanoGPTAttention
+    m, x = NanoGPTAttention().eval(), torch.randn(2, 6, 16)
+    a = fxgrow.analyze(m, x)
+    heads = [g for g in a.growable if g.size == 4 and "c_attn" in g.producers]
+    assert heads, str(a)
+    g = fxgrow.widen(a, x, {h.id: 7 for h in heads})
+    assert g.meta["fxgrow.report"].ok
+    assert fxgrow.widen(a, x, 2.0).meta["fxgrow.report"].ok

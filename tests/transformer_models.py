@@ -174,3 +174,27 @@ class MHANet(nn.Module):
         h = self.inp(x)
         y, w = self.mha(h, h, h)
         return self.out(self.norm(h + y)), w
+
+
+class NanoGPTAttention(nn.Module):
+    """nanoGPT's explicit attention: a causal-mask buffer, softmax, dropout."""
+
+    def __init__(self, d=16, heads=4, ctx=8):
+        super().__init__()
+        self.heads = heads
+        self.c_attn = nn.Linear(d, 3 * d)
+        self.c_proj = nn.Linear(d, d)
+        self.register_buffer("bias", torch.tril(torch.ones(ctx, ctx)).view(1, 1, ctx, ctx))
+        self.head = nn.Linear(d, 5)
+
+    def forward(self, x):
+        b, t, c = x.size()
+        q, k, v = self.c_attn(x).split(16, dim=2)
+        q = q.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+        k = k.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+        v = v.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(4))
+        att = att.masked_fill(self.bias[:, :, :t, :t] == 0, float("-inf"))
+        att = torch.softmax(att, dim=-1)
+        y = (att @ v).transpose(1, 2).contiguous().view(b, t, c)
+        return self.head(x + self.c_proj(y))
