@@ -69,6 +69,9 @@ class _Tracer(fx.Tracer):
 
     def __init__(self, leaf_modules: Iterable[Union[str, Type[nn.Module]]] = ()) -> None:
         super().__init__()
+        # buffers become get_attr nodes, so `self.mask[:, :, :t, :t]` with a traced `t`
+        # (nanoGPT's causal mask) traces instead of failing on a real tensor
+        self.proxy_buffer_attributes = True
         leaf = tuple(leaf_modules)
         self._leaf_types = tuple(t for t in leaf if isinstance(t, type))
         self._leaf_names = {t for t in leaf if isinstance(t, str)}

@@ -494,6 +494,8 @@ _ELEMENTWISE = {
     torch.mul: "mul mul_", torch.div: "div div_", torch.maximum: "maximum",
     torch.minimum: "minimum", torch.where: "where", torch.lerp: "lerp",
     torch.nan_to_num: "nan_to_num", "masked_fill": "masked_fill masked_fill_",
+    torch.eq: "eq ne lt le gt ge logical_and logical_or logical_not logical_xor isnan isinf "
+              "isfinite bitwise_not bitwise_and bitwise_or",
 }
 _CAST = {"contiguous": "contiguous", "clone": "clone lift_fresh_copy",
          "detach": "detach detach_ alias", "to": "to _to_copy type_as",

@@ -126,7 +126,15 @@ register_rule("torchvision.ops.stochastic_depth.stochastic_depth",
               name="stochastic_depth")(elementwise)
 register_rule(operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
               operator.mod, operator.neg, operator.pow, operator.iadd, operator.imul,
-              operator.isub, operator.itruediv, math.sqrt, accepts_sizes=True)(arithmetic)
+              operator.isub, operator.itruediv, math.sqrt,
+              # comparisons and logic: elementwise on tensors (masks), plain on ints
+              operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+              operator.and_, operator.or_, operator.invert, operator.not_,
+              accepts_sizes=True)(arithmetic)
+register_rule(torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge, torch.logical_and,
+              torch.logical_or, torch.logical_not, torch.logical_xor, torch.isnan, torch.isinf,
+              torch.isfinite, "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or",
+              "logical_not", "bool", "long", "int", name="comparison")(elementwise)
 
 
 @register_rule(nn.PReLU)
