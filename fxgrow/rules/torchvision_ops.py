@@ -73,6 +73,11 @@ def relative_position_bias(ctx) -> TV:
 
 @register_rule(_SWIN + "_patch_merging_pad")
 def patch_merging_pad(ctx) -> TV:
+    """Pads H and W to even, takes the four 2x2-strided sub-grids and concatenates them
+    along channels: the output channels are ``Cat(C, C, C, C)``, one space four times."""
     x = ctx.tensor(ctx.arg(0, "x"))
     shape = ctx.out_shape
-    return TV(x.dims[:-3] + (ctx.free(shape[-3]), ctx.free(shape[-2]), x.dims[-1]))
+    c = x.dims[-1]
+    if shape[-1] != 4 * ctx.norm(c).size:
+        raise RuleError("unexpected channel count")
+    return TV(x.dims[:-3] + (ctx.free(shape[-3]), ctx.free(shape[-2]), ctx.cat([c, c, c, c])))
