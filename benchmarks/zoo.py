@@ -7,12 +7,14 @@ and the time to analyse and to widen.
 
     python benchmarks/zoo.py                 # all models, writes docs/zoo.md
     python benchmarks/zoo.py resnet18 vit_b_16 --no-write
+    python benchmarks/zoo.py swin_t swin_s --update       # re-measure some rows in place
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import subprocess
@@ -55,8 +57,10 @@ def measure(name: str) -> dict:
     row["t_widen"] = time.perf_counter() - t
     row["err_x2"] = wide.meta["fxgrow.report"].max_rel
     del wide
+    gc.collect()  # a GraphModule is a reference cycle: free its weights now
     spec = {g.id: (2.0 if g.uniform else 1.5) for g in a.growable}
     row["err_x1.5"] = fxgrow.widen(a, x, spec, trials=1).meta["fxgrow.report"].max_rel
+    gc.collect()
     where = zoo.deepen_locations(model, a)
     row["deepen_all"] = where == "all"
     deep = fxgrow.deepen(model, x, after=where, method="auto", calibration=x, kernel_size=1,
@@ -64,6 +68,43 @@ def measure(name: str) -> dict:
     row["err_deepen"] = deep.meta["fxgrow.report"].max_rel
     row["inserted"] = len(deep.meta["fxgrow.deepen"])
     return row
+
+
+def _row_line(r) -> str:
+    if "error" in r:
+        return f"| {r['model']} | error: {r['error']} |" + " |" * 10
+    return (f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['nodes']} | {r['groups']} | "
+            f"{r['growable']} | {r['blocked']} | {r['frac']:.1%} | {r['err_x2']:.1e} | "
+            f"{r['err_x1.5']:.1e} | {r['err_deepen']:.1e} ({r['inserted']}"
+            f"{'' if r['deepen_all'] else '*'}) | {r['t_analyze']:.2f} | {r['t_widen']:.2f} |")
+
+
+def _reasons_line(r) -> str:
+    top = "; ".join(f"{k} ×{v}" for k, v in Counter(r["reasons"]).most_common(3))
+    return f"- **{r['model']}**: {top}"
+
+
+def update(rows, path) -> None:
+    """Replace the given models' rows (and blocked-reason lines) in an existing page."""
+    import re
+    text = open(path).read()
+    for r in rows:
+        text = re.sub(rf"^\| {re.escape(r['model'])} \|.*$", _row_line(r), text, flags=re.M)
+        text = re.sub(rf"^- \*\*{re.escape(r['model'])}\*\*:.*\n", "", text, flags=re.M)
+        if r.get("reasons"):
+            text = text.rstrip("\n") + "\n" + _reasons_line(r) + "\n"
+    fracs = [float(m.group(1)) for m in re.finditer(
+        r"^\| \S+ \| [\d.]+M \| \d+ \| \d+ \| \d+ \| \d+ \| ([\d.]+)% \|", text, re.M)]
+    errs = [max(float(v) for v in m.groups()) for m in re.finditer(
+        r"^\| \S+ \| [\d.]+M \|(?: [^|]+ \|){5} ([\d.e+-]+) \| ([\d.e+-]+) \| ([\d.e+-]+) ",
+        text, re.M)]
+    total = len(re.findall(r"^\| \S+ \| (?:[\d.]+M|error)", text, re.M))
+    text = re.sub(r"\*\*\d+/\d+ models analysed and grown;.*\*\*",
+                  f"**{len(fracs)}/{total} models analysed and grown; mean fraction of parameters in "
+                  f"growable groups {sum(fracs) / max(len(fracs), 1):.1f}%; mismatches: "
+                  f"{sum(e > 1e-5 for e in errs)}.**", text)
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def write(rows, path):
@@ -92,21 +133,9 @@ def write(rows, path):
         "| err x2 | err x1.5 | err deepen (blocks) | analyse s | widen s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['model']} | error: {r['error']} |" + " |" * 10)
-            continue
-        lines.append(
-            f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['nodes']} | {r['groups']} | "
-            f"{r['growable']} | {r['blocked']} | {r['frac']:.1%} | {r['err_x2']:.1e} | "
-            f"{r['err_x1.5']:.1e} | {r['err_deepen']:.1e} ({r['inserted']}"
-            f"{'' if r['deepen_all'] else '*'}) | "
-            f"{r['t_analyze']:.2f} | {r['t_widen']:.2f} |")
+    lines += [_row_line(r) for r in rows]
     lines += ["", "## Why groups are blocked", ""]
-    for r in ok:
-        if r["reasons"]:
-            top = "; ".join(f"{k} ×{v}" for k, v in Counter(r["reasons"]).most_common(3))
-            lines.append(f"- **{r['model']}**: {top}")
+    lines += [_reasons_line(r) for r in ok if r["reasons"]]
     lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -116,6 +145,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("models", nargs="*")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--update", action="store_true",
+                   help="replace only these models' rows in the existing page")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "zoo.md"))
     p.add_argument("--one", help=argparse.SUPPRESS)  # measure one model, print a JSON row
     args = p.parse_args(argv)
@@ -143,7 +174,9 @@ def main(argv=None) -> int:
     for r in rows:
         print(r["model"], {k: (round(v, 8) if isinstance(v, float) else v)
                            for k, v in r.items() if k not in ("model", "reasons")})
-    if not args.no_write:
+    if args.update:
+        update(rows, args.out)
+    elif not args.no_write:
         write(rows, args.out)
     return 0
 
