@@ -134,3 +134,24 @@ def test_functional_depthwise_conv_follows_its_input():
     g = _grow(m, x, {"a": 9})
     conv = next(n for n in g.graph.nodes if n.target is F.conv2d)
     assert conv.args[6] == 9
+
+
+def test_rms_norm_module_and_functional_need_integer_factors():
+    class FnRMS(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 8)
+            self.w = nn.Parameter(torch.rand(8) + 0.5)
+            self.b = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.b(F.rms_norm(self.a(x), (8,), self.w))
+
+    x = torch.randn(4, 3)
+    for m in (nn.Sequential(nn.Linear(3, 8), nn.RMSNorm(8), nn.SiLU(), nn.Linear(8, 2)), FnRMS()):
+        a = fxgrow.analyze(m, x)
+        g = a.group(1)
+        assert g.growable and any("RMSNorm" in u for u in g.uniform)
+        _grow(m, x, 2.0)
+        with pytest.raises(fxgrow.ConstraintError, match="integer factor"):
+            fxgrow.widen(a, x, 1.5)

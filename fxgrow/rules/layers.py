@@ -218,15 +218,40 @@ def batch_norm_functional(ctx) -> TV:
     return _per_channel(ctx, x, 1, weight, _BN_TENSORS)
 
 
-def _layer_norm(ctx, x: TV, k: int, weight: WeightFn) -> TV:
+def _layer_norm(ctx, x: TV, k: int, weight: WeightFn, what: str = "LayerNorm") -> TV:
     dims = x.dims[len(x.dims) - k:]
     for i, d in enumerate(dims):
-        ctx.uniform(d, "LayerNorm averages over this dimension")
+        ctx.uniform(d, f"{what} averages over this dimension")
         for name in ("weight", "bias"):
             lay = weight(name, i, PASS)
             if lay is not None:
                 ctx.unify(lay, d)
     return x
+
+
+@register_rule(*([nn.RMSNorm] if hasattr(nn, "RMSNorm") else []))
+def rms_norm(ctx) -> TV:
+    """RMSNorm: the mean of squares over the normalised dims survives uniform replication."""
+    x = ctx.tensor(ctx.arg(0, "x"))
+    k = len(ctx.module.normalized_shape)
+    y = _layer_norm(ctx, x, k, _module_weight(ctx), "RMSNorm")
+    dims = x.dims[len(x.dims) - k:]
+    ctx.module_attr("normalized_shape", lambda size: tuple(size(d) for d in dims))
+    return y
+
+
+if hasattr(F, "rms_norm"):
+    @register_rule(F.rms_norm)
+    def rms_norm_functional(ctx) -> TV:
+        x = ctx.tensor(ctx.arg(0, "input"))
+        shape = ctx.arg(1, "normalized_shape")
+        y = _layer_norm(ctx, x, len(shape),
+                        _functional_weight(ctx, {"weight": (2, "weight"), "bias": (None, "bias")}),
+                        "RMSNorm")
+        dims = x.dims[len(x.dims) - len(shape):]
+        as_type = type(shape) if isinstance(shape, (list, tuple)) else tuple
+        ctx.literal_arg(1, "normalized_shape", lambda size: as_type(size(d) for d in dims))
+        return y
 
 
 @register_rule(nn.LayerNorm)
