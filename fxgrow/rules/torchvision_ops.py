@@ -14,18 +14,14 @@ from ..errors import RuleError
 from ..roles import CONSUMER, PRODUCER
 from ..values import TV
 from . import register_rule
+from .layers import _functional_weight
 
 _SWIN = "torchvision.models.swin_transformer."
 
 
 def _weight(ctx, index, name, dim, role):
-    a = ctx.arg(index, name, None)
-    if a is None:
-        return None
-    lay = ctx.weight(a, dim, role)
-    if lay is None:
-        raise RuleError(f"`{name}` is computed in the graph")
-    return lay
+    """The layout of a weight argument (None if absent), as the functional layer rules read it."""
+    return _functional_weight(ctx, {name: (index, name)})(name, dim, role)
 
 
 @register_rule(_SWIN + "shifted_window_attention")
