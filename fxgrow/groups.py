@@ -94,7 +94,8 @@ class Analysis:
                  node_literals: List[Tuple[str, Callable[..., Any]]],
                  module_literals: List[Tuple[str, str, Callable[..., Any]]],
                  uniform: List[Tuple[Layout, str]],
-                 args: tuple, kwargs: dict) -> None:
+                 args: tuple, kwargs: dict,
+                 uniform_sites: Optional[List[Tuple[Layout, str]]] = None) -> None:
         self.graph_module = graph_module
         self.groups = groups
         self.spaces = spaces
@@ -107,7 +108,7 @@ class Analysis:
         self.kwargs = kwargs
         self._by_id = {g.id: g for g in groups}
         #: (layout, node name) of every uniform-replication constraint
-        self.uniform_sites: List[Tuple[Layout, str]] = []
+        self.uniform_sites: List[Tuple[Layout, str]] = list(uniform_sites or [])
 
     # -- lookup --------------------------------------------------------------
     def group(self, key: Union[int, str]) -> Group:
@@ -279,10 +280,8 @@ def build_analysis(state: "_State", gm: fx.GraphModule, args: tuple, kwargs: dic
             node.meta["fxgrow.value"] = _rename_value(state.env[node], rename)
         if node in state.node_notes:
             node.meta["fxgrow.blocked"] = tuple(state.node_notes[node])
-    analysis = Analysis(gm, tuple(groups), spaces, members, rename,
-                        state.node_literals, state.module_literals, uniform, args, kwargs)
-    analysis.uniform_sites = uniform_sites
-    return analysis
+    return Analysis(gm, tuple(groups), spaces, members, rename, state.node_literals,
+                    state.module_literals, uniform, args, kwargs, uniform_sites)
 
 
 def _layouts(value: Any) -> Iterable[Layout]:

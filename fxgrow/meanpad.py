@@ -44,6 +44,13 @@ _MOVE = {"contiguous", "clone", "to", "float", "double", "half", "type_as", "per
 _MOVE_MODULES = (nn.Dropout, nn.Identity, nn.Flatten)
 
 
+def _inputs(node: fx.Node) -> list:
+    """Every node among ``node``'s arguments, nested ones included."""
+    flat: list = []
+    fx.node.map_arg((node.args, node.kwargs), flat.append)
+    return flat
+
+
 def _has(node: fx.Node, gid: int) -> bool:
     v = node.meta.get("fxgrow.value")
     return isinstance(v, TV) and any(leaf.space == gid for d in v.dims for leaf in leaves(d))
@@ -94,14 +101,10 @@ def _affine(analysis: Analysis, node: fx.Node, gid: int, seen: Dict[fx.Node, Opt
             analysis.graph_module.get_submodule(node.target), _MOVE_MODULES):
         result = _affine(analysis, node.args[0], gid, seen)
     elif node.op in ("call_function", "call_method") and node.target in _ADD | _MOVE:
-        inputs = [a for a in fx.node.map_aggregate(list(node.args) + list(node.kwargs.values()),
-                                                   lambda x: x) if isinstance(a, fx.Node)]
-        flat = []
-        fx.node.map_arg((node.args, node.kwargs), lambda n: flat.append(n))
-        result = next((r for r in (_affine(analysis, n, gid, seen) for n in flat) if r), None)
+        result = next((r for r in (_affine(analysis, n, gid, seen) for n in _inputs(node)) if r),
+                      None)
     elif node.op in ("call_function", "call_method") and node.target in _SCALE:
-        flat = []
-        fx.node.map_arg((node.args, node.kwargs), lambda n: flat.append(n))
+        flat = _inputs(node)
         carrying = [n for n in flat if _has(n, gid)]
         if len(carrying) != 1 or (node.target in (operator.truediv, torch.div, "div", "div_",
                                                   operator.itruediv)
