@@ -190,6 +190,21 @@ def split_net():
     return SplitNet(), torch.randn(5, 6)
 
 
+class HardtanhMLP(nn.Module):
+    """A functional activation with non-default bounds (deepen must keep them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.b(F.hardtanh(self.a(x), -0.5, 2.0))
+
+
+def hardtanh_mlp():
+    return HardtanhMLP(), torch.randn(6, 4)
+
+
 ALL = {
     "mlp": mlp, "lenet": lenet, "vgg_bn": vgg_bn, "resnet": resnet, "densenet": densenet,
     "se_block": se_block, "mobilenet_block": mobilenet_block, "grouped": grouped,

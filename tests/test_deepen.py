@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxgrow
+from models import hardtanh_mlp
 from conftest import assert_same_function, assert_unchanged, snapshot
 from fxgrow.deepen_blocks import identity_layer
 from fxgrow.errors import (CalibrationError, DeepenError, MissingCalibrationError,
@@ -97,15 +98,7 @@ def test_linear_on_last_dim_of_sequences():
 
 
 def test_functional_activations_become_modules():
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
-
-        def forward(self, x):
-            return self.b(F.hardtanh(self.a(x), -0.5, 2.0))
-
-    model, x = Net(), torch.randn(6, 4)
+    model, x = hardtanh_mlp()
     g = fxgrow.deepen(model, x, after="hardtanh")
     act = g.get_submodule("hardtanh_deepen0.act")
     assert isinstance(act, nn.Hardtanh) and (act.min_val, act.max_val) == (-0.5, 2.0)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxgrow
+from models import hardtanh_mlp
 from conftest import assert_same_function
 from fxgrow.errors import CalibrationError, NotIdempotentError
 from fxgrow.models import tiny_resnet
@@ -88,15 +89,7 @@ def test_resnet_module_names_through_export():
 
 
 def test_aten_hardtanh_keeps_its_bounds():
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
-
-        def forward(self, x):
-            return self.b(F.hardtanh(self.a(x), -0.5, 2.0))
-
-    model, x = Net(), torch.randn(6, 4)
+    model, x = hardtanh_mlp()
     g = fxgrow.deepen(model, x, after="all", capture="export")
     assert_same_function(model, g, x)
     (rec,) = g.meta["fxgrow.deepen"]
