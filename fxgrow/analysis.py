@@ -23,12 +23,13 @@ import torch
 from torch import fx, nn
 
 from . import rules as _rules
+from .contraction import resolve as resolve_contractions
 from .errors import AnalysisError, RuleError
 from .roles import ATTR, CONSUMER, PASS, PRODUCER
 from .groups import Analysis, build_analysis
 from .layout import Axis, Layout
 from .shapes import TensorSpec
-from .spaces import BLOCKED, FIXED, SpaceTable, Unalignable
+from .spaces import BLOCKED, FIXED, Contraction, SpaceTable, Unalignable
 from .values import TV, SizeOf, iter_sizes, iter_tensors
 
 __all__ = ["RuleContext", "analyze_graph"]
@@ -60,6 +61,8 @@ class _State:
         self.module_literals: List[Tuple[str, str, Callable[..., Any]]] = []
         self.node_notes: Dict[fx.Node, List[str]] = {}
         self.consumer_uses: Dict[Tuple[str, int], List[fx.Node]] = {}
+        self.pairings: list = []  # contraction.Pairing, once the walk is done
+        self.halved: Dict[int, str] = {}  # spaces contracted with themselves -> node
         # one tensor reachable under several names (tied weights) is one tensor
         self.canonical: Dict[str, str] = {}
         first: Dict[int, str] = {}
@@ -198,6 +201,35 @@ class RuleContext:
         """Spaces of ``layout`` cannot grow exactly through this node."""
         self.table.mark(layout, BLOCKED, f"{why} (node `{self.node.name}`)")
         self._s.node_notes.setdefault(self.node, []).append(why)
+
+    def contract(self, a: Layout, b: Layout, why: str, *, operands: Sequence[Any] = (),
+                 vouched: bool = False, sqrt_scale: bool = False) -> None:
+        """This node sums over ``a`` (one operand's dim) paired with ``b`` (the other's).
+
+        Copies would be counted twice, so the sides are recorded (two spaces
+        kept apart, or one space contracted with itself); after the walk
+        :mod:`fxgrow.contraction` proves how the counts can be divided out, or
+        blocks them saying ``why``.  Free dims (the keys' positions in
+        ``attn @ v``) are unified and blocked.  ``operands``: the argument
+        nodes holding ``a`` and ``b`` (other tensor arguments pass through,
+        linearly, like the values of attention).
+        """
+        na, nb = self.norm(a), self.norm(b)
+        if na.size != nb.size:
+            raise Unalignable(f"contracted dims of size {na.size} and {nb.size}")
+        table = self.table
+        try:
+            pairs = table.pair(na, nb)
+        except Unalignable:
+            pairs = []
+        if pairs and not any(table.is_free(x.space) or table.is_free(y.space) for x, y in pairs):
+            for x, y in pairs:
+                table.contractions.append(Contraction(
+                    x, y, why, self.node.name, vouched, sqrt_scale,
+                    tuple(n.name for n in operands if isinstance(n, fx.Node))))
+            return
+        self.unify(a, b)
+        self.block(a, why)
 
     def uniform(self, layout: Layout, why: str) -> None:
         """Every neuron of ``layout`` must be replicated the same number of times."""
@@ -447,5 +479,7 @@ def analyze_graph(gm: fx.GraphModule, args: tuple = (), kwargs: Optional[dict] =
             state.table.mark(state.params[key], BLOCKED,
                              f"`{key[0]}` dim {key[1]} is used both as a consumer "
                              f"(scaled) and unscaled (e.g. tied weights)")
+    # Products between activations: prove one side can be divided by the counts.
+    state.pairings, state.halved = resolve_contractions(state)
     state.table.finalize()
     return build_analysis(state, gm, args, kwargs or {})

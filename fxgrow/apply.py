@@ -93,6 +93,11 @@ class _Expander:
         old_flags = {g: (gg.index, (torch.arange(gg.new) < gg.old).to(torch.float64))
                      for g, gg in plan.growth.items() if g in self.maps}
         self.old_flags = old_flags
+        # producers are copied unscaled, except the divided side of a contraction
+        rescaled = plan.rescaled()
+        self.producer_maps = {g: rescaled.get(g, (idx, torch.ones(idx.numel(), dtype=torch.float64)))
+                              for g, (idx, _) in self.maps.items()}
+        self.rescaled = set(rescaled)
         self._cache: Dict[Tuple[Layout, str], Any] = {}
 
     def grows(self, layout: Layout) -> bool:
@@ -104,6 +109,15 @@ class _Expander:
             self._cache[key] = expand(layout, self.maps)
         idx, scale = self._cache[key]
         return idx.to(device), scale.to(device)
+
+    def producer_scale(self, layout: Layout, device) -> Optional[torch.Tensor]:
+        """What a producer's rows along ``layout`` are multiplied by (None: nothing)."""
+        if not any(leaf.space in self.rescaled for leaf in leaves(layout)):
+            return None
+        key = (layout, "producer")
+        if key not in self._cache:
+            self._cache[key] = expand(layout, self.producer_maps)[1]
+        return self._cache[key].to(device)
 
     def is_new(self, layout: Layout, device) -> torch.Tensor:
         """True at positions that belong to a new neuron of any leaf."""
@@ -196,6 +210,11 @@ def _grow_tensor(t: torch.Tensor, members: List[Member], ex: _Expander,
             index[m.dim], scale = ex.index_scale(m.layout, t.device)
             if scale_consumers and m.role in SCALED and out.is_floating_point():
                 scales.append((m.dim, scale))
+            elif scale_consumers and m.role == PRODUCER and out.is_floating_point():
+                # the divided side of a contraction: Σ_j q_g(j) k_g(j)/c = Σ_i q_i k_i
+                rows = ex.producer_scale(m.layout, t.device)
+                if rows is not None:
+                    scales.append((m.dim, rows))
             if want_mask:
                 masks.append((m.dim, ex.is_new(m.layout, t.device)))
         if index:

@@ -23,6 +23,7 @@ from .values import TV, SizeOf
 
 if TYPE_CHECKING:  # pragma: no cover
     from .analysis import _State
+    from .contraction import Pairing
 
 __all__ = ["Member", "Group", "Analysis"]
 
@@ -95,7 +96,9 @@ class Analysis:
                  module_literals: List[Tuple[str, str, Callable[..., Any]]],
                  uniform: List[Tuple[Layout, str]],
                  args: tuple, kwargs: dict,
-                 uniform_sites: Optional[List[Tuple[Layout, str]]] = None) -> None:
+                 uniform_sites: Optional[List[Tuple[Layout, str]]] = None,
+                 pairings: Tuple["Pairing", ...] = (),
+                 halved: Optional[Dict[int, str]] = None) -> None:
         self.graph_module = graph_module
         self.groups = groups
         self.spaces = spaces
@@ -109,6 +112,24 @@ class Analysis:
         self._by_id = {g.id: g for g in groups}
         #: (layout, node name) of every uniform-replication constraint
         self.uniform_sites: List[Tuple[Layout, str]] = list(uniform_sites or [])
+        #: contractions between activations (see fxgrow.contraction), in group ids
+        self.pairings: Tuple["Pairing", ...] = tuple(pairings)
+        #: ``{rescaled group: primary group}``: the rescaled group copies the
+        #: primary's index map, and its producer rows are divided by the counts
+        self.partners: Dict[int, int] = {p.rescaled: p.primary for p in self.pairings}
+        #: ``{group: node}`` for groups contracted with themselves (``h @ hᵀ``):
+        #: producers and consumers are both divided by ``sqrt(count)``
+        self.halved: Dict[int, str] = dict(halved or {})
+
+    def exponent(self, gid: int) -> float:
+        """Producers of group ``gid`` are divided by ``count**exponent`` and its consumers
+        by ``count**(1 - exponent)`` (0 for plain Net2WiderNet; see fxgrow.contraction)."""
+        return 1.0 if gid in self.partners else 0.5 if gid in self.halved else 0.0
+
+    def family(self, gid: int) -> List[int]:
+        """Groups that share ``gid``'s index map (itself and its contraction partners)."""
+        primary = self.partners.get(gid, gid)
+        return [primary] + [g for g, p in self.partners.items() if p == primary]
 
     # -- lookup --------------------------------------------------------------
     def group(self, key: Union[int, str]) -> Group:
@@ -257,6 +278,16 @@ def build_analysis(state: "_State", gm: fx.GraphModule, args: tuple, kwargs: dic
         for leaf in leaves(lay):
             uniform_of.setdefault(leaf.space, {})[why] = None
 
+    from .contraction import Pairing
+    pairings = tuple(Pairing(order[p.primary], order[p.rescaled], p.node, p.sqrt_scale)
+                     for p in state.pairings)
+    # one index map for a whole family: every member obeys every uniform constraint
+    for p in pairings:
+        for a, b in ((p.primary, p.rescaled), (p.rescaled, p.primary)):
+            uniform_of.setdefault(a, {}).update(uniform_of.get(b, {}))
+    for p in pairings:
+        uniform_of.setdefault(p.rescaled, {}).update(uniform_of.get(p.primary, {}))
+
     inverse = {gid: root for root, gid in order.items()}
     groups = []
     for gid in range(n_groups):
@@ -281,7 +312,8 @@ def build_analysis(state: "_State", gm: fx.GraphModule, args: tuple, kwargs: dic
         if node in state.node_notes:
             node.meta["fxgrow.blocked"] = tuple(state.node_notes[node])
     return Analysis(gm, tuple(groups), spaces, members, rename, state.node_literals,
-                    state.module_literals, uniform, args, kwargs, uniform_sites)
+                    state.module_literals, uniform, args, kwargs, uniform_sites, pairings,
+                    {order[root]: node for root, node in state.halved.items()})
 
 
 def _layouts(value: Any) -> Iterable[Layout]:

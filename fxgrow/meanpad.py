@@ -20,36 +20,16 @@ it cannot be proved, and the plan then insists on integer factors.
 
 from __future__ import annotations
 
-import operator
-from typing import Dict, Optional, Set
+from typing import Dict, Optional
 
-import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from .groups import Analysis
 from .layout import Axis, leaves
+from .linearity import kind, node_inputs
 from .values import TV
 
 __all__ = ["mean_pad_problem"]
-
-_ADD = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub,
-        "add", "sub", "add_", "sub_"}
-_SCALE = {operator.mul, operator.truediv, operator.imul, operator.itruediv, torch.mul,
-          torch.div, "mul", "div", "mul_", "div_"}
-_MOVE = {"contiguous", "clone", "to", "float", "double", "half", "type_as", "permute",
-         "transpose", "view", "reshape", "unsqueeze", "squeeze", "expand", "flatten",
-         torch.permute, torch.transpose, torch.reshape, torch.unsqueeze, torch.squeeze,
-         torch.flatten, operator.getitem, torch.cat, F.dropout, torch.clone}
-_MOVE_MODULES = (nn.Dropout, nn.Identity, nn.Flatten)
-
-
-def _inputs(node: fx.Node) -> list:
-    """Every node among ``node``'s arguments, nested ones included."""
-    flat: list = []
-    fx.node.map_arg((node.args, node.kwargs), flat.append)
-    return flat
-
 
 def _has(node: fx.Node, gid: int) -> bool:
     v = node.meta.get("fxgrow.value")
@@ -69,19 +49,16 @@ def _whole(node: fx.Node, gid: int) -> bool:
 
 def _producing(analysis: Analysis, node: fx.Node, gid: int) -> bool:
     """``node`` is a layer whose output dim of the group is made by its own weight rows."""
-    gm = analysis.graph_module
     if node.op == "get_attr":
         return True
     if node.op == "call_module":
-        prefix = f"{node.target}."
-    elif node.op == "call_function" and node.target in (F.linear, F.embedding):
-        w = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
-        if not isinstance(w, fx.Node) or w.op != "get_attr":
-            return False
-        prefix = w.target
+        owns = lambda t: t.startswith(f"{node.target}.")  # noqa: E731
+    elif kind(analysis.graph_module, node) == "layer":
+        attrs = {n.target for n in node_inputs(node) if n.op == "get_attr"}
+        owns = attrs.__contains__
     else:
         return False
-    return any(m.role == "producer" and m.tensor.startswith(prefix) and m.layout == Axis(gid, m.layout.size)
+    return any(m.role == "producer" and owns(m.tensor) and m.layout == Axis(gid, m.layout.size)
                for m in analysis.members.values() if any(l.space == gid for l in leaves(m.layout)))
 
 
@@ -97,17 +74,13 @@ def _affine(analysis: Analysis, node: fx.Node, gid: int, seen: Dict[fx.Node, Opt
         result = f"node `{node.name}` holds the group inside a product or a slice"
     elif _producing(analysis, node, gid):
         result = None
-    elif node.op == "call_module" and isinstance(
-            analysis.graph_module.get_submodule(node.target), _MOVE_MODULES):
-        result = _affine(analysis, node.args[0], gid, seen)
-    elif node.op in ("call_function", "call_method") and node.target in _ADD | _MOVE:
-        result = next((r for r in (_affine(analysis, n, gid, seen) for n in _inputs(node)) if r),
+    elif kind(analysis.graph_module, node) in ("move", "add"):
+        result = next((r for r in (_affine(analysis, n, gid, seen) for n in node_inputs(node)) if r),
                       None)
-    elif node.op in ("call_function", "call_method") and node.target in _SCALE:
-        flat = _inputs(node)
+    elif kind(analysis.graph_module, node) in ("scale", "divide"):
+        flat = node_inputs(node)
         carrying = [n for n in flat if _has(n, gid)]
-        if len(carrying) != 1 or (node.target in (operator.truediv, torch.div, "div", "div_",
-                                                  operator.itruediv)
+        if len(carrying) != 1 or (kind(analysis.graph_module, node) == "divide"
                                   and flat and flat[-1] is carrying[0] and len(flat) > 1):
             result = f"node `{node.name}` multiplies neurons of the group together"
         else:
@@ -133,6 +106,8 @@ def mean_pad_problem(analysis: Analysis, gid: int) -> Optional[str]:
     group = analysis.group(gid)
     if not group.uniform:
         return "the group has no uniform-replication constraint"
+    if len(analysis.family(gid)) > 1 or analysis.exponent(gid):
+        return "it is one side of a product between activations, whose partner copies its map"
     for m in group.members:
         if m.layout != Axis(gid, group.size):
             return f"`{m.tensor}` dim {m.dim} holds the group inside a larger layout"

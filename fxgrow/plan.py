@@ -61,11 +61,27 @@ class GrowthPlan:
     def sizes(self) -> Dict[int, int]:
         return {g: gg.new for g, gg in self.growth.items()}
 
+    def rescaled(self) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
+        """``{group: (index, producer scale)}`` of growing groups whose producer rows
+        are divided too: one side of a product between activations (see
+        :mod:`fxgrow.contraction`).  Other groups' producers are copied unscaled."""
+        out = {}
+        sqrt_scaled = {p.rescaled for p in self.analysis.pairings if p.sqrt_scale}
+        for g, gg in self.growth.items():
+            alpha = self.analysis.exponent(g)
+            if not alpha or gg.mode != "replicate":
+                continue
+            scale = gg.scale ** alpha
+            if g in sqrt_scaled:  # the product divides by sqrt(width) read at run time
+                scale = scale * (gg.new / gg.old) ** 0.5
+            out[g] = (gg.index, scale)
+        return out
+
     def maps(self) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
         """``{group: (index, consumer scale)}`` of replicated groups, as
         :func:`fxgrow.layout.expand` takes them."""
-        return {g: (gg.index, gg.scale) for g, gg in self.growth.items()
-                if gg.mode == "replicate"}
+        return {g: (gg.index, gg.scale ** (1.0 - self.analysis.exponent(g)))
+                for g, gg in self.growth.items() if gg.mode == "replicate"}
 
     @property
     def mean_padded(self) -> Dict[int, GroupGrowth]:
@@ -125,6 +141,21 @@ def _resolve(analysis: Analysis, spec: Spec, allow_blocked: bool = False) -> Dic
                 raise SpecError(f"group {group.id} is asked for two sizes "
                                 f"({out[group.id]} and {new})")
             out[group.id] = new
+    return _whole_families(analysis, out)
+
+
+def _whole_families(analysis: Analysis, sizes: Dict[int, int]) -> Dict[int, int]:
+    """Groups that share an index map (contraction partners) grow to one size."""
+    out = dict(sizes)
+    for gid in sizes:
+        family = analysis.family(gid)
+        asked = {out[g] for g in family if g in out}
+        if len(asked) > 1:
+            raise SpecError(
+                f"groups {family} are the two sides of a product between activations and "
+                f"share one index map; they cannot grow to different sizes {sorted(asked)}")
+        for g in family:
+            out[g] = out[gid]
     return out
 
 
@@ -170,7 +201,7 @@ def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0, *,
     for gid in sorted(requested):
         group = analysis.group(gid)
         new = requested[gid]
-        if new == group.size:
+        if new == group.size or gid in analysis.partners:
             continue
         if group.uniform and new % group.size and not _allow_blocked:
             from .meanpad import mean_pad_problem
@@ -189,6 +220,11 @@ def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0, *,
         index = _index_map(group.size, new, bool(group.uniform), gen)
         counts = torch.bincount(index, minlength=group.size)
         growth[gid] = GroupGrowth(gid, group.size, new, index, counts)
+    for gid, primary in analysis.partners.items():
+        if primary in growth:  # one index map: the same copies on both sides
+            gg = growth[primary]
+            growth[gid] = GroupGrowth(gid, gg.old, gg.new, gg.index, gg.counts, gg.mode)
+    growth = dict(sorted(growth.items()))
     plan = GrowthPlan(analysis, growth, seed)
     if not _allow_blocked:
         _check_uniform(plan)

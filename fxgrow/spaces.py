@@ -34,7 +34,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .layout import Axis, Cat, Layout, Prod, leaves
 
-__all__ = ["GROWABLE", "FIXED", "BLOCKED", "SpaceTable", "Unalignable", "UNIT"]
+__all__ = ["GROWABLE", "FIXED", "BLOCKED", "Contraction", "SpaceTable", "Unalignable", "UNIT"]
 
 GROWABLE, FIXED, BLOCKED = "growable", "fixed", "blocked"
 _RANK = {GROWABLE: 0, FIXED: 1, BLOCKED: 2}
@@ -46,6 +46,28 @@ UNIT = Prod(())
 
 class Unalignable(Exception):
     """Two layouts cannot be made to index the same neurons exactly."""
+
+
+@dataclass(frozen=True)
+class Contraction:
+    """A product that sums over neurons ``a`` of one operand paired with ``b`` of the other.
+
+    The two sides stay separate spaces: they will share one index map, and one
+    side's producers will be divided by the counts (see :mod:`fxgrow.contraction`).
+    ``vouched``: the rule that recorded it knows ``b`` is the side to rescale and
+    that its producers feed the product linearly (a fused attention module).
+    ``sqrt_scale``: the product is also multiplied by ``1/sqrt(size)`` read at run
+    time, so the rescaled side must undo the change of that factor too.
+    """
+
+    a: Layout
+    b: Layout
+    why: str
+    node: str
+    vouched: bool = False
+    sqrt_scale: bool = False
+    #: names of the two operand nodes (the rest of the node's inputs pass through)
+    operands: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -64,6 +86,7 @@ class SpaceTable:
     def __init__(self) -> None:
         self._spaces: List[_Space] = []
         self.uniform: List[Tuple[Layout, str]] = []
+        self.contractions: List[Contraction] = []
 
     # -- creation and lookup -------------------------------------------------
     def fresh(self, size: int, *, free: bool = False, status: str = GROWABLE,
@@ -245,6 +268,43 @@ class SpaceTable:
             for x, y in zip(self.split_at(a, bounds), self.split_at(b, bounds)):
                 self.unify(x, y)
 
+    def pair(self, a: Layout, b: Layout) -> List[Tuple[Axis, Axis]]:
+        """Refine ``a`` and ``b`` to one structure and pair their leaves, merging nothing.
+
+        What a contraction needs: position ``i`` of ``a`` meets position ``i`` of
+        ``b``, but the two sides stay separate spaces.
+        """
+        a, b = self.norm(a), self.norm(b)
+        if a.size != b.size:
+            raise Unalignable(f"dimensions of size {a.size} and {b.size} cannot be paired")
+        if isinstance(a, Axis) and isinstance(b, Axis):
+            return [(a, b)]
+        if isinstance(a, Axis) or isinstance(b, Axis):
+            # refine the atomic side into a fresh copy of the other's structure
+            atom, other = (a, b) if isinstance(a, Axis) else (b, a)
+            self.define(atom.space, self._fresh_copy(other, atom))
+            return self.pair(a, b)
+        if isinstance(a, Prod) and isinstance(b, Prod):
+            if [f.size for f in a.factors] != [f.size for f in b.factors]:
+                sizes = _common_factors([f.size for f in a.factors], [f.size for f in b.factors])
+                a, b = self.make_prod(self.factor(a, sizes)), self.make_prod(self.factor(b, sizes))
+                if not (isinstance(a, Prod) and isinstance(b, Prod)) or \
+                        [f.size for f in a.factors] != [f.size for f in b.factors]:
+                    raise Unalignable(f"{a} and {b} have no common factors")
+            return [p for x, y in zip(a.factors, b.factors) for p in self.pair(x, y)]
+        if isinstance(a, Cat) and isinstance(b, Cat):
+            bounds = sorted(set(_bounds(a)) | set(_bounds(b)))
+            return [p for x, y in zip(self.split_at(a, bounds), self.split_at(b, bounds))
+                    for p in self.pair(x, y)]
+        raise Unalignable(f"{a} and {b} cannot be paired")
+
+    def _fresh_copy(self, layout: Layout, like: Axis) -> Layout:
+        if isinstance(layout, Axis):
+            return self._child(like, layout.size)
+        if isinstance(layout, Cat):
+            return Cat(tuple(self._fresh_copy(p, like) for p in layout.parts))
+        return Prod(tuple(self._fresh_copy(f, like) for f in layout.factors))
+
     def _unify_factors(self, fa: List[Layout], fb: List[Layout]) -> None:
         while fa and fb:
             x, y = self.norm(fa.pop(0)), self.norm(fb.pop(0))
@@ -386,4 +446,26 @@ def _bounds(layout: Layout) -> List[int]:
     for part in layout.parts[:-1]:
         offset += part.size
         out.append(offset)
+    return out
+
+
+def _common_factors(xs: Sequence[int], ys: Sequence[int]) -> List[int]:
+    """The coarsest row-major factor sizes that refine both ``xs`` and ``ys``."""
+    out: List[int] = []
+    xs, ys = list(xs), list(ys)
+    while xs and ys:
+        x, y = xs[0], ys[0]
+        if x == y:
+            out.append(x)
+            xs.pop(0), ys.pop(0)
+        elif x > y and x % y == 0:
+            out.append(y)
+            ys.pop(0)
+            xs[0] = x // y
+        elif y > x and y % x == 0:
+            out.append(x)
+            xs.pop(0)
+            ys[0] = y // x
+        else:
+            raise Unalignable(f"factors {x} and {y} do not nest")
     return out

@@ -839,6 +839,9 @@ def campaign(n: int = 5000, *, seed: int = 0, family: Optional[str] = None,
                                 if data.draw(st.booleans())
                                 else data.draw(st.sampled_from([1.5, 2.0, 3.0, 1.34])))
                          for g in chosen}
+                # the two sides of a product share one index map: one size per family
+                wspec = {gid: wspec[next(f for f in analysis.family(gid) if f in wspec)]
+                         for gid in wspec}
                 outcome, detail = _classify_widen(model, x, wspec, data.draw(st.integers(0, 3)))
                 detail = f"widen spec {wspec}\n{detail}"
         if hasattr(fxgrow, "deepen") and not outcome.startswith("BUG"):

@@ -79,12 +79,15 @@ def test_blocks_at_several_depths_then_widen_them(name):
         assert hidden.growable and hidden.size == 64
         heads, qk_dim = a.groups_of(f"{mod}.attn.q")
         assert heads.growable and heads.size == 4
-        assert qk_dim.status == "blocked"  # contracted by SDPA, as in the model's attention
-        spec[hidden.id], spec[heads.id] = 96, 6
+        # SDPA contracts it with the key's head dim: the k Linear's rows are divided
+        (k_dim,) = [a.group(g) for g, p in a.partners.items() if p == qk_dim.id]
+        assert qk_dim.growable and k_dim.producers == (f"{mod}.attn.k",)
+        spec[hidden.id], spec[heads.id], spec[qk_dim.id] = 96, 6, 5
     w = fxgrow.widen(a, x, spec)
     assert_same_function(model, w, x)
     q = w.get_submodule(f"{mods[0]}.attn.q")
-    assert q.out_features == 6 * 4  # 6 heads of 4
+    assert q.out_features == 6 * 5  # 6 heads of 5
+    assert w.get_submodule(f"{mods[0]}.attn.v").out_features == 6 * 4  # value dim unchanged
     assert w.get_submodule(f"{mods[0]}.mlp.fc1").out_features == 96
     # and everything at once, the model's own groups included
     assert_same_function(model, fxgrow.widen(a, x, 2.0), x)
@@ -92,7 +95,10 @@ def test_blocks_at_several_depths_then_widen_them(name):
 
 def test_deepen_after_widen():
     model, x, one, _ = gpt()
-    wide = fxgrow.widen(model, x, 2.0)
+    a = fxgrow.analyze(model, x)
+    # twice the heads (and residual, MLP, value dims), the query/key head dims kept
+    paired = {p.primary for p in a.pairings} | set(a.partners)
+    wide = fxgrow.widen(a, x, {g.id: 2.0 for g in a.growable if g.id not in paired})
     g = fxgrow.deepen(wide, x, after=one, block="transformer")
     assert_same_function(model, g, x)
     assert _records(g)[0]["heads"] == 8  # the widened model's heads

@@ -72,7 +72,8 @@ def _sizes(draw, analysis, groups):
             spec[g.id] = g.size + draw(st.integers(0, 2 * g.size + 1))
         else:
             spec[g.id] = draw(st.sampled_from([1.0, 1.5, 2.0, 3.0, 1.34]))
-    return spec
+    # the two sides of a product share one index map: one size per family
+    return {gid: spec[next(f for f in analysis.family(gid) if f in spec)] for gid in spec}
 
 
 def _check_equal(original, grown, x, what):

@@ -2,9 +2,11 @@
 
 A product between activations contracts a dimension: the result sums over
 it, so widening that dimension by copies would count each copy (and the
-default attention scale ``1/sqrt(E)`` would change with it).  fxgrow does not
-rescale one side of such a product, so contracted neuron dims between
-activations are blocked.  The other dims are batch-like and pass through:
+default attention scale ``1/sqrt(E)`` would change with it).  The rules
+record the two sides as contraction partners (``ctx.contract``);
+:mod:`fxgrow.contraction` then proves one side can be divided by the
+counts, or blocks both with the reason, and SDPA's default scale is pinned
+to its old value when the dim grows.  The other dims are batch-like and pass through:
 attention *heads* are a batch dim of ``q @ k^T`` and ``attn @ v``, so heads
 grow exactly (each new head copies an old head; the output projection,
 reading ``Prod(H, D)``, divides by the head counts).
@@ -13,9 +15,12 @@ A product with a parameter (``x @ W``) is a linear layer and gets the
 producer/consumer roles of one.
 
 ``nn.MultiheadAttention`` is a leaf module: its packed ``in_proj_weight``
-produces ``Cat(Prod(H, D), Prod(H, D), Prod(H, D))`` and its ``embed_dim``
-ties the input, the projections and the output to ``Prod(H, D)``, with the
-head dim ``D`` blocked (it is contracted).  So its width grows by adding heads.
+produces ``Cat(Prod(H, D), Prod(H, K), Prod(H, D))`` and its ``embed_dim``
+ties the input, the projections and the output to ``Prod(H, D)``.  The key
+head dim ``K`` is the contraction partner of ``D`` (one index map; the key
+rows are divided by the counts and multiplied by ``sqrt(D'/D)``, undoing the
+``1/sqrt(head_dim)`` the module reads at run time), so its width grows by
+heads and by head dim.
 ``nn.TransformerEncoderLayer``/``nn.TransformerEncoder`` (leaves too, since
 their fast-path checks cannot be traced) combine it with their feed-forward
 layers and LayerNorms.
@@ -23,8 +28,9 @@ layers and LayerNorms.
 
 from __future__ import annotations
 
+import math
 import operator
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -77,8 +83,7 @@ def matmul(ctx) -> TV:
         ctx.unify(b.dims[-2], w_a)
         out_last, out_row = b.dims[-1], ctx.weight(a_node, 0, PRODUCER)
     else:
-        ctx.unify(a.dims[-1], b.dims[-2])
-        ctx.block(a.dims[-1], _CONTRACT)
+        ctx.contract(a.dims[-1], b.dims[-2], _CONTRACT, operands=(a_node, b_node))
         out_last, out_row = b.dims[-1], a.dims[-2]
     out_shape = ctx.out_shape
     batch = _broadcast(ctx, [a.dims[:-2], b.dims[:-2]], [sa[:-2], sb[:-2]], out_shape[:-2])
@@ -94,9 +99,9 @@ def sdpa(ctx) -> TV:
     sq, sk, sv = ctx.spec(qn).shape, ctx.spec(kn).shape, ctx.spec(vn).shape
     if ctx.arg(7, "enable_gqa", False):
         raise RuleError("enable_gqa has no rule yet")
-    ctx.unify(q.dims[-1], k.dims[-1])
-    ctx.block(q.dims[-1], "the query/key dim of scaled_dot_product_attention is contracted "
-                          "and sets its default scale")
+    ctx.contract(q.dims[-1], k.dims[-1], "the query/key dim of scaled_dot_product_attention "
+                                         "is contracted", operands=(qn, kn))
+    _pin_scale(ctx, q.dims[-1], sq[-1])
     ctx.unify(k.dims[-2], v.dims[-2])
     out_shape = ctx.out_shape
     batch = _broadcast(ctx, [q.dims[:-2], k.dims[:-2], v.dims[:-2]],
@@ -110,25 +115,49 @@ def sdpa(ctx) -> TV:
     return TV(tuple(batch) + (q.dims[-2], v.dims[-1]))
 
 
+def _pin_scale(ctx, qk: Layout, old: int) -> None:
+    """SDPA's default scale is ``1/sqrt(E)`` of the *current* query width: once
+    the query/key dim grows, pass the old value explicitly."""
+    given = ctx.arg(6, "scale", None)
+    if isinstance(given, fx.Node):
+        return  # a scale computed in the graph: its own rule decides
+    pinned = given if given is not None else 1.0 / math.sqrt(old)
+    node = ctx.node
+
+    def rewrite(size):
+        args, kwargs = tuple(node.args), dict(node.kwargs)
+        if size(qk) == old:
+            return args, kwargs
+        if len(args) > 6:
+            return args[:6] + (pinned,) + args[7:], kwargs
+        kwargs["scale"] = pinned
+        return args, kwargs
+    ctx.literal(rewrite)
+
+
 # -- nn.MultiheadAttention and the torch.nn transformer layers ---------------------
 def _mha(ctx, prefix: str, mha: nn.MultiheadAttention, e_in: Layout,
-         kv: Optional[List[Layout]] = None) -> Layout:
-    """Constrain one packed MultiheadAttention; return its output's embedding layout."""
+         kv: Optional[List[Layout]] = None) -> Tuple[Layout, Layout]:
+    """Constrain one packed MultiheadAttention; return its output's embedding layout
+    (``Prod(heads, head_dim)``) and its heads."""
     if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
         raise RuleError("only packed-projection MultiheadAttention has a rule")
     heads = ctx.fresh(mha.num_heads)
-    head_dim = ctx.fresh(mha.head_dim)
-    ctx.block(head_dim, f"the head dim of `{ctx.node.target}{prefix and '.' + prefix}` is "
-                        "contracted by attention and sets its scale")
+    head_dim, key_dim = ctx.fresh(mha.head_dim), ctx.fresh(mha.head_dim)
+    # scores sum over the head dim and are divided by sqrt(head_dim) read at run
+    # time: the key rows take 1/count and sqrt(new/old) (fxgrow.contraction)
+    ctx.contract(head_dim, key_dim, f"the head dim of `{ctx.node.target}{prefix and '.' + prefix}` "
+                                    "is contracted by attention", vouched=True, sqrt_scale=True)
     hd = ctx.prod([heads, head_dim])
     ctx.unify(e_in, hd)  # embed_dim is one number: input, projections and output
     for other in kv or []:
         ctx.unify(other, hd)
     p = f"{prefix}." if prefix else ""
-    ctx.unify(ctx.param(p + "in_proj_weight", 0, PRODUCER), ctx.cat([hd, hd, hd]))
+    packed = ctx.cat([hd, ctx.prod([heads, key_dim]), hd])
+    ctx.unify(ctx.param(p + "in_proj_weight", 0, PRODUCER), packed)
     ctx.unify(ctx.param(p + "in_proj_weight", 1, CONSUMER), hd)
     if mha.in_proj_bias is not None:
-        ctx.unify(ctx.param(p + "in_proj_bias", 0, PRODUCER), ctx.cat([hd, hd, hd]))
+        ctx.unify(ctx.param(p + "in_proj_bias", 0, PRODUCER), packed)
     ctx.unify(ctx.param(p + "out_proj.weight", 1, CONSUMER), hd)
     ctx.unify(ctx.param(p + "out_proj.weight", 0, PRODUCER), hd)
     if mha.out_proj.bias is not None:
@@ -137,7 +166,8 @@ def _mha(ctx, prefix: str, mha: nn.MultiheadAttention, e_in: Layout,
     for attr in ("embed_dim", "kdim", "vdim", "out_proj.in_features", "out_proj.out_features"):
         ctx.module_attr(p + attr, size(hd))
     ctx.module_attr(p + "num_heads", size(heads))
-    return hd
+    ctx.module_attr(p + "head_dim", size(head_dim))
+    return hd, heads
 
 
 @register_rule(nn.MultiheadAttention)
@@ -147,7 +177,7 @@ def multihead_attention(ctx):
     q = ctx.tensor(ctx.arg(0, "query"))
     k = ctx.tensor(ctx.arg(1, "key"))
     v = ctx.tensor(ctx.arg(2, "value"))
-    hd = _mha(ctx, "", m, q.dims[-1], [k.dims[-1], v.dims[-1]])
+    hd, heads = _mha(ctx, "", m, q.dims[-1], [k.dims[-1], v.dims[-1]])
     out_spec = ctx.out_spec
     if not isinstance(out_spec, tuple) or len(out_spec) != 2:
         raise RuleError("unexpected output")
@@ -159,9 +189,9 @@ def multihead_attention(ctx):
         raise RuleError("unexpected attention weights")
     average = ctx.arg(6, "average_attn_weights", True)
     if average:
-        ctx.uniform(hd, "attention weights averaged over heads")
+        ctx.uniform(heads, "attention weights averaged over heads")
         return (out, TV(tuple(ctx.free(n) for n in w_spec.shape)))
-    ctx.block(hd, "per-head attention weights are returned")
+    ctx.block(heads, "per-head attention weights are returned")
     return (out, TV(tuple(ctx.free(n) for n in w_spec.shape)))
 
 

@@ -2,8 +2,10 @@
 
 Dims that share a letter index the same neurons and are unified (size-1
 dims broadcast and are fixed).  Letters missing from the output are summed
-over: between activations that would count copies, so they are blocked;
-letters in the output pass through, like the batch dims of a matmul.
+over: between two operands that would count copies, so the two sides are
+recorded as contraction partners (:mod:`fxgrow.contraction` divides one
+side's producers, or blocks both); a letter summed within one operand is
+blocked.  Letters in the output pass through, like the batch dims of a matmul.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def einsum(ctx) -> TV:
             sizes[letter] = max(n, sizes.get(letter, 1))
             by_letter.setdefault(letter, []).append(lay)
     for letter, lays in by_letter.items():
+        if letter not in rhs and len(lays) == 2 and len(operands) == 2 and \
+                all(term.count(letter) == 1 for term in terms):
+            # summed over between the two operands: contraction partners
+            ctx.contract(lays[0], lays[1], "summed over by einsum (copies would be counted twice)",
+                         operands=operands)
+            continue
         for other in lays[1:]:
             ctx.unify(lays[0], other)
         if letter not in rhs and lays and len(operands) > 1:

@@ -3,9 +3,10 @@
 They are registered by qualified name, so fxgrow does not import
 torchvision.  Swin's ``shifted_window_attention`` projects the channels ``C``
 into ``heads x head_dim`` and reshapes with ``C // num_heads``, so ``C`` is
-tied to ``Prod(heads, head_dim)`` as in ``nn.MultiheadAttention``; the head dim
-is contracted (blocked) and the channels grow by adding heads, with
-``num_heads`` rewritten.
+tied to ``Prod(heads, head_dim)`` as in ``nn.MultiheadAttention``; the key
+head dim is the contraction partner of the head dim (Swin V1; Swin V2's
+cosine attention blocks it), and the channels grow by heads and head dim,
+with ``num_heads`` rewritten.
 """
 
 from __future__ import annotations
@@ -33,11 +34,20 @@ def shifted_window_attention(ctx) -> TV:
     if not isinstance(num_heads, int) or size_c % num_heads:
         raise RuleError("non-literal num_heads")
     heads = ctx.fresh(num_heads)
-    head_dim = ctx.fresh(size_c // num_heads)
-    ctx.block(head_dim, "the head dim of shifted window attention is contracted")
+    head_dim, key_dim = ctx.fresh(size_c // num_heads), ctx.fresh(size_c // num_heads)
+    scale = ctx.arg(11, "logit_scale", None)
+    if scale is None:
+        # q is multiplied by (C // num_heads) ** -0.5 read at run time: the key
+        # rows take 1/count and sqrt(new/old) (fxgrow.contraction)
+        ctx.contract(head_dim, key_dim, "the head dim of shifted window attention is "
+                                        "contracted", vouched=True, sqrt_scale=True)
+    else:
+        ctx.unify(head_dim, key_dim)
+        ctx.block(head_dim, "the head dim of shifted window attention is contracted after "
+                            "a cosine normalisation (Swin V2)")
     hd = ctx.prod([heads, head_dim])
     ctx.unify(c, hd)
-    qkv = ctx.cat([hd, hd, hd])
+    qkv = ctx.cat([hd, ctx.prod([heads, key_dim]), hd])
     ctx.unify(_weight(ctx, 1, "qkv_weight", 0, PRODUCER), qkv)
     ctx.unify(_weight(ctx, 1, "qkv_weight", 1, CONSUMER), c)
     bias = _weight(ctx, 9, "qkv_bias", 0, PRODUCER)
@@ -50,7 +60,6 @@ def shifted_window_attention(ctx) -> TV:
         ctx.unify(pbias, out)
     rel = ctx.tensor(ctx.arg(3, "relative_position_bias"))
     ctx.unify(rel.dims[-3], heads)
-    scale = ctx.arg(11, "logit_scale", None)
     if scale is not None:
         ctx.unify(ctx.tensor(scale).dims[0], heads)
     ctx.literal_arg(5, "num_heads", lambda size: size(heads))
