@@ -165,6 +165,17 @@ class Analysis:
                 f"no module named `{module}`" + (f"; did you mean {close}?" if close else ""))
         raise UnknownTargetError(f"module `{module}` produces no neuron group")
 
+    def contraction_note(self, gid: int) -> str:
+        """How a product between activations shapes the group's growth ('' if none)."""
+        if gid in self.partners:
+            p = next(p for p in self.pairings if p.rescaled == gid)
+            return (f"copies group {p.primary}'s map; its rows are divided by the counts "
+                    f"(the other side of `{p.node}`)")
+        if gid in self.halved:
+            return (f"both sides of `{self.halved[gid]}`: rows and columns divided by "
+                    "sqrt(count)")
+        return ""
+
     @property
     def growable(self) -> List[Group]:
         return [g for g in self.groups if g.growable]
@@ -175,7 +186,9 @@ class Analysis:
         rows = [("group", "size", "status", "producers", "reason")]
         for g in self.groups:
             prods = ", ".join(g.producers) or "-"
-            note = g.reason or ("uniform replication: " + "; ".join(g.uniform) if g.uniform else "")
+            note = g.reason or "; ".join(filter(None, (
+                self.contraction_note(g.id),
+                "uniform replication: " + "; ".join(g.uniform) if g.uniform else "")))
             rows.append((str(g.id), str(g.size), g.status, prods, note))
         w = [max(len(r[i]) for r in rows) for i in range(4)]
         w[3] = min(w[3], 40)

@@ -132,6 +132,7 @@ def _group_table(analysis, plan: Optional[Plan]) -> Dict[int, Dict[str, Any]]:
             "producers": tuple(g.producers) if g else (),
             "members": len(g.members) if g else 0,
             "uniform": tuple(g.uniform) if g else (),
+            "contraction": analysis.contraction_note(sid) if g else "",
         }
         if plan is not None and sid in plan:
             entry["new_size"] = int(plan[sid][1])

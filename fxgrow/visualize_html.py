@@ -292,7 +292,8 @@ function selectGroup(gid){root.querySelectorAll(".legend tr").forEach(t=>t.class
  const cnt=data.views[cur].nodes.filter(n=>n.groups.includes(gid)).length;
  details.innerHTML="<b>group "+gid+"</b>: "+cnt+" nodes, "+G.size+(G.new_size!==undefined?" → "+G.new_size:"")+" neurons, "+esc(G.status)+
   (G.reasons.length?"<br><span class='why'>"+esc(G.reasons.join("; "))+"</span>":"")+
-  "<br>producers: "+esc(G.producers.join(", ")||"—")+(G.uniform.length?"<br>uniform replication: "+esc(G.uniform.join("; ")):"");}
+  "<br>producers: "+esc(G.producers.join(", ")||"—")+(G.contraction?"<br>"+esc(G.contraction):"")+
+  (G.uniform.length?"<br>uniform replication: "+esc(G.uniform.join("; ")):"");}
 svg.addEventListener("mouseover",e=>{const n=nodeOf(e.target);if(!n){tip.style.display="none";return;}
  tip.innerHTML=info(n);tip.style.display="block";});
 svg.addEventListener("mousemove",e=>{if(tip.style.display!=="block")return;const r=canvas.getBoundingClientRect();

@@ -90,3 +90,22 @@ def test_roots_are_atomic_spaces():
     a = t.fresh(4)
     t.cut(a, 1)
     assert a.space not in t.roots() and len(t.roots()) == 2
+
+
+def test_pair_refines_to_one_structure_and_merges_nothing():
+    t = SpaceTable()
+    a, b = t.fresh(6), t.fresh(6)
+    h, d = t.factor(b, [2, 3])
+    pairs = t.pair(a, b)  # a is refined into a fresh copy of b's (2 x 3)
+    assert [(x.size, y.size) for x, y in pairs] == [(2, 2), (3, 3)]
+    assert [y for _, y in pairs] == [h, d]
+    assert all(t.find(x.space) != t.find(y.space) for x, y in pairs)
+    assert isinstance(t.norm(a), Prod)
+    # products factor to their common refinement; cats cut at both sides' bounds
+    p, q = t.factor(t.fresh(12), [4, 3]), t.factor(t.fresh(12), [2, 6])
+    assert [x.size for x, _ in t.pair(Prod(tuple(p)), Prod(tuple(q)))] == [2, 2, 3]
+    c1 = Cat((t.fresh(2), t.fresh(4)))
+    c2 = Cat((t.fresh(3), t.fresh(3)))
+    assert [x.size for x, _ in t.pair(c1, c2)] == [2, 1, 3]
+    with pytest.raises(Unalignable):
+        t.pair(t.fresh(4), t.fresh(5))

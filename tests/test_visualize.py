@@ -257,3 +257,23 @@ def test_page_renders_in_headless_chromium(resnet, tmp_path):
         rgb = torch.tensor([int(colours[gid][i:i + 2], 16) for i in (1, 3, 5)])
         hits = ((canvas - rgb).abs().max(-1).values <= 3).sum().item()
         assert hits > 1000, f"group {gid}'s colour {colours[gid]} covers only {hits} pixels"
+
+
+def test_contraction_partners_are_explained():
+    import torch.nn.functional as F
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v = (nn.Linear(6, 4) for _ in range(3))
+            self.o = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.o(F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x)))
+
+    a = fxgrow.analyze(Attn(), torch.randn(2, 5, 6))
+    (k_dim,) = a.partners
+    note = to_networkx(a).graph["groups"][k_dim]["contraction"]
+    assert f"group {a.partners[k_dim]}" in note and "divided by the counts" in note
+    assert "scaled_dot_product_attention" in note
+    assert note in a.table(400) and "divided by the counts" in a.draw()
