@@ -133,42 +133,55 @@ def _bcast(v: torch.Tensor, dim: int, ndim: int) -> torch.Tensor:
     return v.view(shape)
 
 
-class _MeanPad:
-    """How mean-padded groups fill their new neurons (see :mod:`fxgrow.meanpad`)."""
+class _Pad:
+    """How mean- and zero-padded groups fill their new neurons (see :mod:`fxgrow.meanpad`)."""
 
     def __init__(self, plan: GrowthPlan) -> None:
         analysis = plan.analysis
-        self.groups = plan.mean_padded
-        self.ln_weight: Dict[str, int] = {}
-        self.ln_bias: Dict[str, int] = {}
-        self.ln_modules: Dict[str, int] = {}
+        self.groups = plan.padded
+        self.norm_weight: Dict[str, int] = {}
+        self.norm_bias: Dict[str, int] = {}
+        self.norm_modules: Dict[str, int] = {}
         nodes = {n.name: n for n in analysis.graph_module.graph.nodes}
         for layout, name in analysis.uniform_sites:
             gid = getattr(layout, "space", None)
             if gid in self.groups:
                 target = nodes[name].target
-                self.ln_modules[target] = gid
-                self.ln_weight[f"{target}.weight"] = gid
-                self.ln_bias[f"{target}.bias"] = gid
+                self.norm_modules[target] = gid
+                self.norm_weight[f"{target}.weight"] = gid
+                self.norm_bias[f"{target}.bias"] = gid
 
     def grows(self, m: Member) -> bool:
         return getattr(m.layout, "space", None) in self.groups and m.layout.size == \
             self.groups[m.layout.space].old
+
+    def rescale_eps(self, new: nn.Module) -> None:
+        """``ε·n/n'``: with ``γ·√(n/n')`` the old outputs are exact."""
+        for path, gid in self.norm_modules.items():
+            gg = self.groups[gid]
+            norm = new.get_submodule(path)
+            eps = norm.eps
+            if eps is None:  # RMSNorm's default: the input dtype's machine epsilon
+                weight = getattr(norm, "weight", None)
+                eps = torch.finfo(weight.dtype if weight is not None else
+                                  torch.get_default_dtype()).eps
+            norm.eps = eps * gg.old / gg.new
 
     def pad(self, out: torch.Tensor, m: Member, qualname: str) -> torch.Tensor:
         gg = self.groups[m.layout.space]
         n, extra = gg.old, gg.new - gg.old
         shape = list(out.shape)
         shape[m.dim] = extra
-        if qualname in self.ln_weight:
-            # LayerNorm over n' neurons sees variance var·n/n': γ·√(n/n') undoes it
+        if qualname in self.norm_weight:
+            # the norm over n' neurons sees (mean) square n/n' of the old: γ·√(n/n') undoes it
             out = out * (n / gg.new) ** 0.5
             fill = torch.ones(shape, dtype=out.dtype, device=out.device)
-        elif qualname in self.ln_bias or m.role == "consumer":
-            # new LayerNorm outputs are 0; consumers read new neurons through zeros
+        elif qualname in self.norm_bias or m.role == "consumer" or gg.mode == "zero":
+            # new norm outputs are 0 and consumers read new neurons through zeros;
+            # zero-padding: new rows 0 keep new entries 0 along every linear path
             fill = torch.zeros(shape, dtype=out.dtype, device=out.device)
         else:
-            # producers: new rows are the mean of the old, so every affine
+            # mean-padding: new rows are the mean of the old, so every affine
             # combination downstream has new entries equal to its old mean
             fill = out.mean(dim=m.dim, keepdim=True).expand(shape)
         return torch.cat([out, fill], dim=m.dim)
@@ -192,7 +205,7 @@ def _gather(t: torch.Tensor, index: Dict[int, torch.Tensor]) -> torch.Tensor:
 
 
 def _grow_tensor(t: torch.Tensor, members: List[Member], ex: _Expander,
-                 scale_consumers: bool, mp: Optional["_MeanPad"] = None,
+                 scale_consumers: bool, mp: Optional["_Pad"] = None,
                  want_mask: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Gather ``t`` along every growing dim; return it (and, if asked, where it is new)."""
     with torch.no_grad():
@@ -275,7 +288,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
     analysis = plan.analysis
     old = analysis.graph_module
     ex = _Expander(plan)
-    mp = _MeanPad(plan)
+    mp = _Pad(plan)
     by_tensor: Dict[str, List[Member]] = {}
     for m in analysis.members.values():
         by_tensor.setdefault(m.tensor, []).append(m)
@@ -300,10 +313,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
             # "self_attn.embed_dim" names an attribute of a submodule
             owner, _, name = f"{path}.{attr}".rpartition(".")
             setattr(new.get_submodule(owner), name, fn(size))
-        for path, gid in mp.ln_modules.items():
-            gg = mp.groups[gid]
-            ln = new.get_submodule(path)
-            ln.eps = ln.eps * gg.old / gg.new  # with γ·√(n/n'): the old outputs are exact
+        mp.rescale_eps(new)
         pending = []
         for qualname, members in growing.items():
             t = originals[qualname]

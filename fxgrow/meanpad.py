@@ -10,17 +10,26 @@ scaling ``γ`` by ``√(n/n')`` and ``ε`` by ``n/n'`` keeps the old outputs
 exact, and ``β_new = 0`` makes the new outputs zero.  Consumers read the new
 neurons through zero columns, so nothing they compute changes.
 
+RMSNorm has no mean to keep, so its groups are **zero-padded** instead:
+producers' new rows (and biases, and tensor attributes added in) are 0, so
+every value on a *linear* path (no constant offsets) has new entries 0.  The
+mean square over ``n'`` neurons is then ``ms·n/n'``; with ``γ·√(n/n')`` and
+``ε·n/n'`` (``ε=None`` means ``finfo(dtype).eps``) the old outputs are exact
+and the new ones are 0.
+
 This holds only where it can be proved: every uniform-replication site of
-the group must be a LayerNorm over exactly that group whose input is on an
-affine path from the group's producers (true of pre-LN transformer residual
-streams; false after a ReLU, or in a post-LN block whose normalised output
-is added back into the stream).  :func:`mean_pad_problem` says why not, when
-it cannot be proved, and the plan then insists on integer factors.
+the group must be a 1-D ``nn.LayerNorm`` (all of them) or ``nn.RMSNorm``
+(all of them) over exactly that group, whose input is on an affine (for
+LayerNorm) or linear (for RMSNorm) path from the group's producers (true
+of pre-norm transformer residual streams; false after a ReLU, or in a
+post-LN block whose normalised output is added back into the stream).
+:func:`pad_mode` says why not, when it cannot be proved, and the plan then
+insists on integer factors.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from torch import fx, nn
 
@@ -29,7 +38,12 @@ from .layout import Axis, leaves
 from .linearity import kind, node_inputs
 from .values import TV
 
-__all__ = ["mean_pad_problem"]
+__all__ = ["mean_pad_problem", "pad_mode", "NORMS"]
+
+#: what each pad mode normalises with: mean-padding keeps a LayerNorm's mean,
+#: zero-padding an RMSNorm's mean square (up to the factor n/n' undone by γ, ε)
+NORMS = {"mean": (nn.LayerNorm, "LayerNorm"),
+         "zero": (getattr(nn, "RMSNorm", ()), "RMSNorm")}
 
 def _has(node: fx.Node, gid: int) -> bool:
     v = node.meta.get("fxgrow.value")
@@ -62,8 +76,10 @@ def _producing(analysis: Analysis, node: fx.Node, gid: int) -> bool:
                for m in analysis.members.values() if any(l.space == gid for l in leaves(m.layout)))
 
 
-def _affine(analysis: Analysis, node: fx.Node, gid: int, seen: Dict[fx.Node, Optional[str]]) -> Optional[str]:
-    """None if ``node``'s new entries along the group are the mean of its old ones."""
+def _affine(analysis: Analysis, node: fx.Node, gid: int, seen: Dict[fx.Node, Optional[str]],
+            zero: bool = False) -> Optional[str]:
+    """None if ``node``'s new entries along the group are the mean of its old ones
+    (``zero``: are 0, so constants may not be added)."""
     if node in seen:
         return seen[node]
     seen[node] = "a cycle"  # graphs are acyclic; guards recursion
@@ -74,9 +90,11 @@ def _affine(analysis: Analysis, node: fx.Node, gid: int, seen: Dict[fx.Node, Opt
         result = f"node `{node.name}` holds the group inside a product or a slice"
     elif _producing(analysis, node, gid):
         result = None
+    elif zero and kind(analysis.graph_module, node) == "add" and not _all_carry(node, gid):
+        result = f"node `{node.name}` adds a constant to the group"
     elif kind(analysis.graph_module, node) in ("move", "add"):
-        result = next((r for r in (_affine(analysis, n, gid, seen) for n in node_inputs(node)) if r),
-                      None)
+        result = next((r for r in (_affine(analysis, n, gid, seen, zero)
+                                   for n in node_inputs(node)) if r), None)
     elif kind(analysis.graph_module, node) in ("scale", "divide"):
         flat = node_inputs(node)
         carrying = [n for n in flat if _has(n, gid)]
@@ -84,16 +102,69 @@ def _affine(analysis: Analysis, node: fx.Node, gid: int, seen: Dict[fx.Node, Opt
                                   and flat and flat[-1] is carrying[0] and len(flat) > 1):
             result = f"node `{node.name}` multiplies neurons of the group together"
         else:
-            result = _affine(analysis, carrying[0], gid, seen)
+            result = _affine(analysis, carrying[0], gid, seen, zero)
     else:
         op = node.meta.get("fxgrow.op") or str(node.target)
-        result = f"node `{node.name}` ({op}) is not affine"
+        result = f"node `{node.name}` ({op}) is not {'linear' if zero else 'affine'}"
     seen[node] = result
     return result
 
 
+def _all_carry(node: fx.Node, gid: int) -> bool:
+    """Every operand of an addition is a tensor holding the group (no broadcast constant)."""
+    operands = list(node.args) + [v for k, v in node.kwargs.items() if k != "alpha"]
+    return all(isinstance(a, fx.Node) and _has(a, gid) for a in operands)
+
+
+def pad_mode(analysis: Analysis, gid: int) -> Tuple[Optional[str], Optional[str]]:
+    """``(mode, problem)``: how group ``gid`` can grow to any width.
+
+    ``mode`` is ``"mean"`` (LayerNorm sites), ``"zero"`` (RMSNorm sites) or None,
+    and ``problem`` then says why neither applies.
+
+    Examples
+    --------
+    >>> import torch, fxgrow
+    >>> m = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.RMSNorm(4), torch.nn.Linear(4, 2))
+    >>> pad_mode(fxgrow.analyze(m, torch.randn(2, 3)), 1)
+    ('zero', None)
+    """
+    group = analysis.group(gid)
+    if not group.uniform:
+        return None, "the group has no uniform-replication constraint"
+    if len(analysis.family(gid)) > 1 or analysis.exponent(gid):
+        return None, "it is one side of a product between activations, whose partner copies its map"
+    for m in group.members:
+        if m.layout != Axis(gid, group.size):
+            return None, f"`{m.tensor}` dim {m.dim} holds the group inside a larger layout"
+    nodes = {n.name: n for n in analysis.graph_module.graph.nodes}
+    seen: Dict[fx.Node, Optional[str]] = {}
+    mode: Optional[str] = None
+    for layout, name in analysis.uniform_sites:
+        if not any(leaf.space == gid for leaf in leaves(layout)):
+            continue
+        node = nodes[name]
+        norm = analysis.graph_module.get_submodule(node.target) if node.op == "call_module" else None
+        here = next((k for k, (cls, _) in NORMS.items() if cls and isinstance(norm, cls)), None)
+        if here is None or len(norm.normalized_shape) != 1:
+            return None, f"node `{name}` averages over the group and is not a 1-D " \
+                         "nn.LayerNorm or nn.RMSNorm"
+        label = NORMS[here][1]
+        if mode is not None and here != mode:
+            return None, "the group is normalised by both LayerNorm and RMSNorm"
+        mode = here
+        if layout != Axis(gid, group.size):
+            return None, f"{label} `{name}` normalises more than this group"
+        problem = _affine(analysis, node.args[0], gid, seen, zero=(here == "zero"))
+        if problem:
+            path = "a linear" if here == "zero" else "an affine"
+            return None, f"the input of {label} `{name}` is not on {path} path from the " \
+                         f"group's producers: {problem}"
+    return mode, None
+
+
 def mean_pad_problem(analysis: Analysis, gid: int) -> Optional[str]:
-    """Why group ``gid`` cannot be mean-padded (None if it can).
+    """Why group ``gid`` cannot grow to any width by padding (None if it can).
 
     Examples
     --------
@@ -103,27 +174,4 @@ def mean_pad_problem(analysis: Analysis, gid: int) -> Optional[str]:
     >>> mean_pad_problem(a, a.group("0").id) is None
     True
     """
-    group = analysis.group(gid)
-    if not group.uniform:
-        return "the group has no uniform-replication constraint"
-    if len(analysis.family(gid)) > 1 or analysis.exponent(gid):
-        return "it is one side of a product between activations, whose partner copies its map"
-    for m in group.members:
-        if m.layout != Axis(gid, group.size):
-            return f"`{m.tensor}` dim {m.dim} holds the group inside a larger layout"
-    nodes = {n.name: n for n in analysis.graph_module.graph.nodes}
-    seen: Dict[fx.Node, Optional[str]] = {}
-    for layout, name in analysis.uniform_sites:
-        if not any(leaf.space == gid for leaf in leaves(layout)):
-            continue
-        node = nodes[name]
-        ln = analysis.graph_module.get_submodule(node.target) if node.op == "call_module" else None
-        if not isinstance(ln, nn.LayerNorm) or len(ln.normalized_shape) != 1:
-            return f"node `{name}` averages over the group and is not a 1-D nn.LayerNorm"
-        if layout != Axis(gid, group.size):
-            return f"LayerNorm `{name}` normalises more than this group"
-        problem = _affine(analysis, node.args[0], gid, seen)
-        if problem:
-            return f"the input of LayerNorm `{name}` is not on an affine path from the " \
-                   f"group's producers: {problem}"
-    return None
+    return pad_mode(analysis, gid)[1]

@@ -39,8 +39,9 @@ class GroupGrowth:
     new: int
     index: torch.Tensor  # (new,) old neuron copied by each new neuron
     counts: torch.Tensor  # (old,) how many times each old neuron appears
-    #: "replicate" (Net2WiderNet copies) or "mean" (new neurons are the mean of the
-    #: old ones; LayerNorm rescaled, see fxgrow.meanpad): then index/counts are unused
+    #: "replicate" (Net2WiderNet copies), "mean" (new neurons are the mean of the
+    #: old ones; LayerNorm rescaled) or "zero" (new neurons are 0; RMSNorm rescaled),
+    #: see fxgrow.meanpad; when padded, index/counts are unused
     mode: str = "replicate"
 
     @property
@@ -84,8 +85,9 @@ class GrowthPlan:
                 for g, gg in self.growth.items() if gg.mode == "replicate"}
 
     @property
-    def mean_padded(self) -> Dict[int, GroupGrowth]:
-        return {g: gg for g, gg in self.growth.items() if gg.mode == "mean"}
+    def padded(self) -> Dict[int, GroupGrowth]:
+        """Groups grown by mean- or zero-padding (see :mod:`fxgrow.meanpad`)."""
+        return {g: gg for g, gg in self.growth.items() if gg.mode in ("mean", "zero")}
 
     def summary(self) -> Dict[int, Tuple[int, int]]:
         """``{group: (old size, new size)}``."""
@@ -95,7 +97,7 @@ class GrowthPlan:
         lines = [f"GrowthPlan ({len(self.growth)} groups grow)"]
         for g, gg in self.growth.items():
             prods = ", ".join(self.analysis.group(g).producers) or "-"
-            how = " (mean-padded)" if gg.mode == "mean" else ""
+            how = f" ({gg.mode}-padded)" if gg.mode != "replicate" else ""
             lines.append(f"  group {g}: {gg.old} -> {gg.new}{how}  ({prods})")
         return "\n".join(lines)
 
@@ -204,18 +206,18 @@ def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0, *,
         if new == group.size or gid in analysis.partners:
             continue
         if group.uniform and new % group.size and not _allow_blocked:
-            from .meanpad import mean_pad_problem
-            problem = mean_pad_problem(analysis, gid)
-            if problem is None:
+            from .meanpad import pad_mode
+            mode, problem = pad_mode(analysis, gid)
+            if mode is not None:
                 growth[gid] = GroupGrowth(gid, group.size, new,
                                           torch.arange(new) % group.size,
-                                          torch.ones(group.size, dtype=torch.long), "mean")
+                                          torch.ones(group.size, dtype=torch.long), mode)
                 continue
             raise ConstraintError(
                 f"group {gid} ({', '.join(group.producers) or 'no producer'}, {group.size} "
                 f"neurons) can only grow by an integer factor: {'; '.join(group.uniform)}; "
-                f"{new} is not a multiple of {group.size}, and mean-padding does not apply "
-                f"({problem})")
+                f"{new} is not a multiple of {group.size}, and mean- or zero-padding does not "
+                f"apply ({problem})")
         gen = torch.Generator().manual_seed(hash((seed, gid)) & 0x7FFF_FFFF_FFFF)
         index = _index_map(group.size, new, bool(group.uniform), gen)
         counts = torch.bincount(index, minlength=group.size)

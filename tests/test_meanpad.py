@@ -1,4 +1,5 @@
-"""fxgrow.meanpad: LayerNorm'd streams grow to any width where the path is affine."""
+"""fxgrow.meanpad: LayerNorm'd streams grow to any width where the path is affine
+(mean-padding), RMSNorm'd ones where it is linear (zero-padding)."""
 
 import pytest
 import torch
@@ -6,7 +7,7 @@ from torch import nn
 
 import fxgrow
 from conftest import assert_same_function
-from fxgrow.meanpad import mean_pad_problem
+from fxgrow.meanpad import mean_pad_problem, pad_mode
 from transformer_models import GPT, Bert
 
 
@@ -41,7 +42,7 @@ def test_post_ln_and_nonlinear_paths_are_refused_with_reason():
     (residual,) = a.groups_of("tok")
     problem = mean_pad_problem(a, residual.id)
     assert "not affine" in problem and "LayerNorm" in problem
-    with pytest.raises(fxgrow.ConstraintError, match="mean-padding does not apply"):
+    with pytest.raises(fxgrow.ConstraintError, match="mean- or zero-padding does not apply"):
         fxgrow.widen(a, inputs, {residual.id: 20})
     relu_first = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.LayerNorm(4), nn.Linear(4, 2))
     a = fxgrow.analyze(relu_first, torch.randn(2, 3))
@@ -57,3 +58,61 @@ def test_integer_factors_still_replicate():
     assert plan.growth[residual].mode == "replicate"
     plan = fxgrow.plan_widening(a, {residual: 20})
     assert plan.growth[residual].mode == "mean" and "mean-padded" in str(plan)
+
+
+needs_rmsnorm = pytest.mark.skipif(not hasattr(nn, "RMSNorm"), reason="nn.RMSNorm needs torch 2.4")
+
+
+@needs_rmsnorm
+def test_rmsnorm_gpt_residual_is_zero_padded():
+    # pre-norm, nn.RMSNorm, tied embeddings, SDPA: every group x1.5 at once
+    m = GPT(norm="nn.rms").eval()
+    idx = torch.randint(0, 50, (2, 12))
+    a = fxgrow.analyze(m, idx)
+    residual = a.group(a.members[("wte.weight", 1)].layout.space)
+    assert pad_mode(a, residual.id) == ("zero", None)
+    g = fxgrow.widen(a, idx, {residual.id: 21})
+    assert_same_function(m, g, idx)
+    assert g.wte.weight.shape == (50, 21) and g.lm_head.weight is g.wte.weight
+    assert torch.count_nonzero(g.wte.weight[:, 16:]) == 0  # new neurons start at 0
+    norm = g.get_submodule("blocks.1.ln2")
+    assert norm.normalized_shape == (21,) and norm.eps == pytest.approx(1e-6 * 16 / 21)
+    assert torch.allclose(norm.weight[:16], m.get_submodule("blocks.1.ln2").weight * (16 / 21) ** 0.5)
+    plan = fxgrow.plan_widening(a, {residual.id: 21})
+    assert plan.growth[residual.id].mode == "zero" and "zero-padded" in str(plan)
+    assert_same_function(m, fxgrow.widen(a, idx, 1.5), idx)
+
+
+@needs_rmsnorm
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rmsnorm_default_eps_is_made_explicit(dtype):
+    m = nn.Sequential(nn.Linear(3, 6), nn.RMSNorm(6), nn.Linear(6, 2)).to(dtype).eval()
+    x = torch.randn(4, 3, dtype=dtype)
+    g = fxgrow.widen(m, x, {"0": 10})
+    assert_same_function(m, g, x)
+    assert g.get_submodule("1").eps == pytest.approx(torch.finfo(dtype).eps * 6 / 10)
+
+
+@needs_rmsnorm
+@pytest.mark.parametrize("forward, problem", [
+    (lambda self, x: self.n(self.f(x) + 1.0), "adds a constant"),
+    (lambda self, x: self.n(torch.relu(self.f(x))), "not linear"),
+    (lambda self, x: self.n(self.f(x)) + self.m(self.f(x)), "both LayerNorm and RMSNorm"),
+])
+def test_zero_padding_refused_with_reason(forward, problem):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f, self.n, self.m = nn.Linear(3, 6), nn.RMSNorm(6), nn.LayerNorm(6)
+            self.o = nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.o(forward(self, x))
+
+    net, x = Net().eval(), torch.randn(4, 3)
+    a = fxgrow.analyze(net, x)
+    (group,) = a.groups_of("f")
+    assert problem in pad_mode(a, group.id)[1]
+    with pytest.raises(fxgrow.ConstraintError, match=problem):
+        fxgrow.widen(a, x, {"f": 9})
+    assert_same_function(net, fxgrow.widen(a, x, {"f": 12}), x)  # integer factors replicate

@@ -50,6 +50,11 @@ class SwiGLU(nn.Module):
 def _norm(kind, d):
     if kind == "rms":
         return RMSNorm(d)
+    if kind == "nn.rms":  # torch's own module (zero-padded to any width)
+        norm = nn.RMSNorm(d, eps=1e-6)
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 1.5)
+        return norm
     ln = nn.LayerNorm(d)
     with torch.no_grad():
         ln.weight.uniform_(0.5, 1.5)
