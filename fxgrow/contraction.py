@@ -7,27 +7,31 @@ on one side: if the key side's copies are divided by the counts,
 
     Σ_j q_g(j) · k_g(j) / c_g(j) = Σ_i c_i · q_i · k_i / c_i = Σ_i q_i k_i.
 
-So the rules keep the two sides of a contraction as two spaces (two groups
-in the analysis: the *primary* side and its *partner*), which share one
-index map; the partner's **producer rows** (the weight rows and bias of the
-layer that makes ``k``) are divided by the counts.  That is exact when the
-value reaching the product is, neuron by neuron, linear in those rows.
-:func:`resolve` proves it after the walk, for each recorded contraction,
-trying the second operand's side first and then the first's:
+So rules record a contraction (``ctx.contract``) instead of merging the two
+sides, and :func:`resolve` decides after the walk, giving each contracted
+space an exponent ``α``: its producer rows are divided by ``count**α`` and
+its consumer columns by ``count**(1-α)`` (plain Net2WiderNet is ``α = 0``).
 
-* every tensor dim that touches the partner's neurons is a producer row (to
-  be divided) or a tensor attribute read as a multiplier (a rotary table);
-* every node that carries them moves values (views, transposes, splits,
-  casts, dropout in eval), is one of those producing layers, multiplies by
-  something that does not carry divided values, or adds divided values
-  only to divided values; and they disappear at the contraction itself.
+* Two spaces (``q`` and ``k`` from different projections, or different
+  parts of a packed one): one side gets ``α = 1`` and becomes the *partner*
+  of the other (the *primary*), copying its index map.  The second operand's
+  side is tried first, then the first's.
+* One space on both sides (``h @ hᵀ``; ``q`` and ``k`` tied by one rotary
+  table; ``q, k, v`` unbound from one ``(3, heads, head_dim)`` view):
+  ``α = ½``, so ``Σ_j (x_g(j)/√c)(y_g(j)/√c) = Σ_i x_i y_i``.
 
-Where neither side can be proved, or the two sides were already one space
-(``x @ x.T``, or a rotary table multiplied into both), both are blocked
-with the reason.  The attention *scale* is handled by the rules: SDPA's
+Each choice is proved from the graph (:func:`path_problem`): following the
+values that carry the space, with the power of the counts they are divided
+by, every node must be a producing layer, a tensor attribute (never
+divided: a rotary table), a move, a product or quotient by undivided values,
+a sum of equally divided values, a consumer reading exactly ``α``, or a
+contraction whose two operands sum to power 1.  Anything else (a ReLU, a
+norm, adding a constant, the model output) blocks both sides, with the
+node in the reason.  The attention *scale* is the rules' business: SDPA's
 default ``1/sqrt(E)`` is pinned to the old ``E``; fused modules that read it
 from the width at run time (``nn.MultiheadAttention``, Swin's window
-attention) ask for the partner's rows to carry ``sqrt(E'/E)`` as well.
+attention) vouch for their inside and ask for ``sqrt(E'/E)`` on the
+partner's rows as well.
 
 Examples
 --------
@@ -59,7 +63,7 @@ from .values import iter_tensors
 if TYPE_CHECKING:  # pragma: no cover
     from .analysis import _State
 
-__all__ = ["Pairing", "resolve"]
+__all__ = ["Pairing", "path_problem", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,23 @@ class Pairing:
     sqrt_scale: bool
 
 
-def _carries(state: "_State", value, root: int) -> bool:
-    table = state.table
-    return any(table.find(leaf.space) == root
-               for tv in iter_tensors(value) for d in tv.dims for leaf in leaves(table.norm(d)))
+class _Index:
+    """Which spaces each node's value and each tensor dim carry, computed once."""
 
+    def __init__(self, state: "_State") -> None:
+        table = state.table
+        self.nodes: Dict[fx.Node, Set[int]] = {
+            node: {table.find(leaf.space) for tv in iter_tensors(state.env.get(node))
+                   for d in tv.dims for leaf in leaves(table.norm(d))}
+            for node in state.gm.graph.nodes}
+        self.tensors: Dict[int, List[Tuple[str, int]]] = {}
+        for key in state.param_order:
+            if state.roles[key]:
+                for root in {table.find(l.space) for l in leaves(table.norm(state.params[key]))}:
+                    self.tensors.setdefault(root, []).append(key)
 
-def _touching(state: "_State", root: int) -> List[Tuple[str, int]]:
-    table = state.table
-    return [key for key in state.param_order if state.roles[key]
-            and any(table.find(l.space) == root for l in leaves(table.norm(state.params[key])))]
+    def touching(self, root: int) -> List[Tuple[str, int]]:
+        return self.tensors.get(root, [])
 
 
 def _owned(state: "_State", node: fx.Node) -> Set[str]:
@@ -92,8 +103,8 @@ def _owned(state: "_State", node: fx.Node) -> Set[str]:
     return {state.canonical.get(n.target, n.target) for n in node_inputs(node) if n.op == "get_attr"}
 
 
-def path_problem(state: "_State", root: int, alpha: float, contractions: List[Contraction]
-                 ) -> Optional[str]:
+def path_problem(state: "_State", root: int, alpha: float, contractions: List[Contraction],
+                 index: Optional[_Index] = None) -> Optional[str]:
     """Why dividing space ``root``'s producer rows by ``count**alpha`` (and its
     consumer columns by ``count**(1 - alpha)``) would not preserve the function
     (None if it would).
@@ -104,12 +115,13 @@ def path_problem(state: "_State", root: int, alpha: float, contractions: List[Co
     A consumer must read power ``alpha``; each of ``contractions`` must sum its two
     sides to power 1, which makes the copies add up to the old sum.
     """
-    for key in _touching(state, root):
+    index = index or _Index(state)
+    touching = index.touching(root)
+    for key in touching:
         extra = state.roles[key] - {PRODUCER, CONSUMER, ATTR}
         if extra:
             return f"`{key[0]}` dim {key[1]} reads these neurons as {sorted(extra)[0]}"
     gm = state.gm
-    touching = _touching(state, root)
     producers = {key[0] for key in touching if PRODUCER in state.roles[key]}
     consumers = {key[0] for key in touching if CONSUMER in state.roles[key]}
     sites = {c.node: c for c in contractions}
@@ -117,7 +129,7 @@ def path_problem(state: "_State", root: int, alpha: float, contractions: List[Co
     reached: Set[str] = set()
     for node in gm.graph.nodes:
         ins = [n for n in node_inputs(node) if n in power]
-        out = _carries(state, state.env.get(node), root)
+        out = root in index.nodes[node]
         if not ins and not out:
             continue
         where = f"node `{node.name}` ({node.meta.get('fxgrow.op') or node.target})"
@@ -192,6 +204,7 @@ def resolve(state: "_State") -> Tuple[List[Pairing], Dict[int, str]]:
     consumers are both divided by ``sqrt(count)``.
     """
     table = state.table
+    index = _Index(state)
     pairings: List[Pairing] = []
     rescaled: Set[int] = set()
     primaries: Set[int] = set()
@@ -203,7 +216,7 @@ def resolve(state: "_State") -> Tuple[List[Pairing], Dict[int, str]]:
             blocked.append((c, "a side was split or merged after the product"))
             continue
         ra, rb = table.find(na.space), table.find(nb.space)
-        if not _touching(state, ra) or not _touching(state, rb):
+        if not index.touching(ra) or not index.touching(rb):
             blocked.append((c, "one side has no layer that makes it"))
         elif ra == rb:
             selfish.setdefault(ra, []).append(c)
@@ -212,7 +225,7 @@ def resolve(state: "_State") -> Tuple[List[Pairing], Dict[int, str]]:
             for s, p in ([(rb, ra)] if c.vouched else [(rb, ra), (ra, rb)]):
                 why = ("the other side is divided for another product" if p in rescaled
                        else "it is the undivided side of another product" if s in primaries
-                       else path_problem(state, s, 1.0, [c]))
+                       else path_problem(state, s, 1.0, [c], index))
                 if why is None:
                     pairings.append(Pairing(p, s, c.node, c.sqrt_scale))
                     rescaled.add(s)
@@ -225,7 +238,7 @@ def resolve(state: "_State") -> Tuple[List[Pairing], Dict[int, str]]:
     halved: Dict[int, str] = {}
     for root, cs in selfish.items():
         why = ("it is also one side of another product" if root in rescaled | primaries
-               else path_problem(state, root, 0.5, cs))
+               else path_problem(state, root, 0.5, cs, index))
         if why is None:
             halved[root] = cs[0].node
         else:
