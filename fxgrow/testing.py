@@ -481,17 +481,29 @@ class _Emitter:
         x, nm = self.x, self._name("attn")
         h, d = L["heads"], L["head_dim"]
         hd = h * d
-        if L.get("packed"):
-            self.init.append(self._proj(nm + "_qkv", x.c, 3 * hd, "seq"))
-            self.fwd.append(f"q, k, v = self.{nm}_qkv(x).chunk(3, dim=-1)")
-        else:
-            for p in "qkv":
-                self.init.append(self._proj(f"{nm}_{p}", x.c, hd, "seq"))
-            self.fwd.append(f"q, k, v = self.{nm}_q(x), self.{nm}_k(x), self.{nm}_v(x)")
-        self.init.append(self._proj(nm + "_o", hd, x.c, "seq"))
         self.fwd.append("B, T, _ = x.shape")
-        for p in "qkv":
-            self.fwd.append(f"{p} = {p}.view(B, T, {h}, {d}).transpose(1, 2)")
+        if L.get("packed") and L.get("view3"):  # one (3, heads, head_dim) view, as in timm
+            self.init.append(self._proj(nm + "_qkv", x.c, 3 * hd, "seq"))
+            self.fwd.append(f"q, k, v = self.{nm}_qkv(x).view(B, T, 3, {h}, {d})"
+                            ".permute(2, 0, 3, 1, 4).unbind(0)")
+        else:
+            if L.get("packed"):
+                self.init.append(self._proj(nm + "_qkv", x.c, 3 * hd, "seq"))
+                self.fwd.append(f"q, k, v = self.{nm}_qkv(x).chunk(3, dim=-1)")
+            else:
+                for p in "qkv":
+                    self.init.append(self._proj(f"{nm}_{p}", x.c, hd, "seq"))
+                self.fwd.append(f"q, k, v = self.{nm}_q(x), self.{nm}_k(x), self.{nm}_v(x)")
+            for p in "qkv":
+                self.fwd.append(f"{p} = {p}.view(B, T, {h}, {d}).transpose(1, 2)")
+        self.init.append(self._proj(nm + "_o", hd, x.c, "seq"))
+        if L.get("rope"):  # rotary-like tables (buffers) multiplied into q and k
+            self.init.append(f"self.register_buffer('{nm}_cos', torch.randn({d}))")
+            self.init.append(f"self.register_buffer('{nm}_sin', torch.randn({d}))")
+            for p in "qk":
+                rot = (f"torch.cat([-{p}[..., {d // 2}:], {p}[..., :{d // 2}]], -1)" if d % 2 == 0
+                       else f"{p}")
+                self.fwd.append(f"{p} = {p} * self.{nm}_cos + {rot} * self.{nm}_sin")
         if L.get("sdpa"):
             self.fwd.append("y = F.scaled_dot_product_attention(q, k, v)")
         else:
@@ -641,7 +653,7 @@ def _layer(draw, em: _Emitter, max_width: int, allow: Sequence[str]) -> Dict[str
     elif op == "attn":
         L.update(heads=draw(st.integers(1, 3)), head_dim=draw(st.integers(1, 4)),
                  packed=draw(st.booleans()), residual=draw(st.booleans()),
-                 sdpa=draw(st.booleans()))
+                 sdpa=draw(st.booleans()), view3=draw(st.booleans()), rope=draw(st.booleans()))
     if draw(st.integers(0, 3)) == 0:
         L["tap"] = True
     return L
