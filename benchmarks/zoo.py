@@ -2,7 +2,8 @@
 
 For each model: nodes, groups, growable / blocked groups, fraction of
 parameters in growable groups, blocked reasons, max relative error after
-widen (x2, and x1.5 where constraints allow) and after deepen(after="all"),
+widen (x2, x1.5 where constraints allow, and the query/key head dims) and after
+deepen(after="all"),
 and the time to analyse and to widen.
 
     python benchmarks/zoo.py                 # all models, writes docs/zoo.md
@@ -52,15 +53,15 @@ def measure(name: str) -> dict:
     row["frac"] = sum(p.numel() for n, p in model.named_parameters() if n in grow_tensors) / row["params"]
     row["reasons"] = dict(Counter(_reason_kind(r) for g in a.groups if g.status == "blocked"
                                   for r in g.reasons))
-    t = time.perf_counter()
-    wide = fxgrow.widen(a, x, 2.0, trials=1)
-    row["t_widen"] = time.perf_counter() - t
-    row["err_x2"] = wide.meta["fxgrow.report"].max_rel
-    del wide
-    gc.collect()  # a GraphModule is a reference cycle: free its weights now
-    spec = {g.id: (2.0 if g.uniform else 1.5) for g in a.growable}
-    row["err_x1.5"] = fxgrow.widen(a, x, spec, trials=1).meta["fxgrow.report"].max_rel
-    gc.collect()
+    specs = zoo.widen_specs(a)
+    for step, spec in specs.items():
+        t = time.perf_counter()
+        wide = fxgrow.widen(a, x, spec, trials=1)
+        if step == "x2":
+            row["t_widen"] = time.perf_counter() - t
+        row[f"err_{step}"] = wide.meta["fxgrow.report"].max_rel
+        del wide
+        gc.collect()  # a GraphModule is a reference cycle: free its weights now
     where = zoo.deepen_locations(model, a)
     row["deepen_all"] = where == "all"
     deep = fxgrow.deepen(model, x, after=where, method="auto", calibration=x, kernel_size=1,
@@ -72,10 +73,11 @@ def measure(name: str) -> dict:
 
 def _row_line(r) -> str:
     if "error" in r:
-        return f"| {r['model']} | error: {r['error']} |" + " |" * 10
+        return f"| {r['model']} | error: {r['error']} |" + " |" * 11
+    head = f"{r['err_head dim']:.1e}" if "err_head dim" in r else "—"
     return (f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['nodes']} | {r['groups']} | "
             f"{r['growable']} | {r['blocked']} | {r['frac']:.1%} | {r['err_x2']:.1e} | "
-            f"{r['err_x1.5']:.1e} | {r['err_deepen']:.1e} ({r['inserted']}"
+            f"{r['err_x1.5']:.1e} | {head} | {r['err_deepen']:.1e} ({r['inserted']}"
             f"{'' if r['deepen_all'] else '*'}) | {r['t_analyze']:.2f} | {r['t_widen']:.2f} |")
 
 
@@ -95,9 +97,9 @@ def update(rows, path) -> None:
             text = text.rstrip("\n") + "\n" + _reasons_line(r) + "\n"
     fracs = [float(m.group(1)) for m in re.finditer(
         r"^\| \S+ \| [\d.]+M \| \d+ \| \d+ \| \d+ \| \d+ \| ([\d.]+)% \|", text, re.M)]
-    errs = [max(float(v) for v in m.groups()) for m in re.finditer(
-        r"^\| \S+ \| [\d.]+M \|(?: [^|]+ \|){5} ([\d.e+-]+) \| ([\d.e+-]+) \| ([\d.e+-]+) ",
-        text, re.M)]
+    errs = [max(float(v) for v in m.groups() if v) for m in re.finditer(
+        r"^\| \S+ \| [\d.]+M \|(?: [^|]+ \|){5} ([\d.e+-]+) \| ([\d.e+-]+) \| "
+        r"(?:([\d.e+-]+)|—) \| ([\d.e+-]+) ", text, re.M)]
     total = len(re.findall(r"^\| \S+ \| (?:[\d.]+M|error)", text, re.M))
     text = re.sub(r"\*\*\d+/\d+ models analysed and grown;.*\*\*",
                   f"**{len(fracs)}/{total} models analysed and grown; mean fraction of parameters in "
@@ -118,8 +120,11 @@ def write(rows, path):
         "Models are built with `weights=None` (BatchNorm statistics set to non-trivial values, "
         "zero-initialised heads randomised), in eval mode, on small inputs (see `fxgrow/zoo.py`). "
         "Errors are `max |a − b| / max |a|` over the example input and one random input "
-        "(float32 tolerance 1e-5). `x1.5` grows every growable group by 1.5 except groups under "
-        "a uniform-replication constraint (LayerNorm, GroupNorm), which grow x2. Deepen inserts "
+        "(float32 tolerance 1e-5). `x2` grows every growable group x2 except the query/key head "
+        "dims; `x1.5` grows them by 1.5 except groups under a uniform-replication constraint "
+        "(LayerNorm, GroupNorm), which grow x2; `head dim` grows only the query/key head dims "
+        "(both sides of each attention product; x1.5, or x2 if uniform), since doubling heads "
+        "and head dims together would quadruple a ViT's model dim. Deepen inserts "
         "1x1 identity blocks (`method=\"auto\"`, `kernel_size=1`) at every eligible location "
         "(`after=\"all\"`) for models up to 30M parameters, and at 8 locations spread over "
         "the depth for larger ones (marked *), to stay within a 24 GB machine.",
@@ -127,11 +132,11 @@ def write(rows, path):
         f"**{len(ok)}/{len(rows)} models analysed and grown; "
         f"mean fraction of parameters in growable groups "
         f"{sum(r['frac'] for r in ok) / max(len(ok), 1):.1%}; "
-        f"mismatches: {sum(1 for r in ok if max(r['err_x2'], r['err_x1.5'], r['err_deepen']) > 1e-5)}.**",
+        f"mismatches: {sum(1 for r in ok if max(v for k, v in r.items() if k.startswith('err_')) > 1e-5)}.**",
         "",
         "| model | params | nodes | groups | growable | blocked | params in growable groups "
-        "| err x2 | err x1.5 | err deepen (blocks) | analyse s | widen s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| err x2 | err x1.5 | err head dim | err deepen (blocks) | analyse s | widen s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [_row_line(r) for r in rows]
     lines += ["", "## Why groups are blocked", ""]

@@ -23,7 +23,7 @@ import torch
 from torch import fx, nn
 
 from . import rules as _rules
-from .contraction import resolve as resolve_contractions
+from .contraction import Pairing, resolve as resolve_contractions
 from .errors import AnalysisError, RuleError
 from .roles import ATTR, CONSUMER, PASS, PRODUCER
 from .groups import Analysis, build_analysis
@@ -61,7 +61,7 @@ class _State:
         self.module_literals: List[Tuple[str, str, Callable[..., Any]]] = []
         self.node_notes: Dict[fx.Node, List[str]] = {}
         self.consumer_uses: Dict[Tuple[str, int], List[fx.Node]] = {}
-        self.pairings: list = []  # contraction.Pairing, once the walk is done
+        self.pairings: List[Pairing] = []  # set once the walk is done
         self.halved: Dict[int, str] = {}  # spaces contracted with themselves -> node
         # one tensor reachable under several names (tied weights) is one tensor
         self.canonical: Dict[str, str] = {}

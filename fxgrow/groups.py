@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 
 from torch import fx
 
+from .contraction import Pairing
 from .errors import UnknownTargetError
 from .layout import Axis, Layout, leaves, map_layout
 from .spaces import GROWABLE
@@ -23,7 +24,6 @@ from .values import TV, SizeOf
 
 if TYPE_CHECKING:  # pragma: no cover
     from .analysis import _State
-    from .contraction import Pairing
 
 __all__ = ["Member", "Group", "Analysis"]
 
@@ -97,7 +97,7 @@ class Analysis:
                  uniform: List[Tuple[Layout, str]],
                  args: tuple, kwargs: dict,
                  uniform_sites: Optional[List[Tuple[Layout, str]]] = None,
-                 pairings: Tuple["Pairing", ...] = (),
+                 pairings: Tuple[Pairing, ...] = (),
                  halved: Optional[Dict[int, str]] = None) -> None:
         self.graph_module = graph_module
         self.groups = groups
@@ -113,7 +113,7 @@ class Analysis:
         #: (layout, node name) of every uniform-replication constraint
         self.uniform_sites: List[Tuple[Layout, str]] = list(uniform_sites or [])
         #: contractions between activations (see fxgrow.contraction), in group ids
-        self.pairings: Tuple["Pairing", ...] = tuple(pairings)
+        self.pairings: Tuple[Pairing, ...] = tuple(pairings)
         #: ``{rescaled group: primary group}``: the rescaled group copies the
         #: primary's index map, and its producer rows are divided by the counts
         self.partners: Dict[int, int] = {p.rescaled: p.primary for p in self.pairings}
@@ -291,15 +291,17 @@ def build_analysis(state: "_State", gm: fx.GraphModule, args: tuple, kwargs: dic
         for leaf in leaves(lay):
             uniform_of.setdefault(leaf.space, {})[why] = None
 
-    from .contraction import Pairing
     pairings = tuple(Pairing(order[p.primary], order[p.rescaled], p.node, p.sqrt_scale)
                      for p in state.pairings)
-    # one index map for a whole family: every member obeys every uniform constraint
+    # one index map for a whole family (a primary and its partners): every member
+    # obeys every member's uniform constraints
+    families: Dict[int, List[int]] = {}
     for p in pairings:
-        for a, b in ((p.primary, p.rescaled), (p.rescaled, p.primary)):
-            uniform_of.setdefault(a, {}).update(uniform_of.get(b, {}))
-    for p in pairings:
-        uniform_of.setdefault(p.rescaled, {}).update(uniform_of.get(p.primary, {}))
+        families.setdefault(p.primary, [p.primary]).append(p.rescaled)
+    for family in families.values():
+        merged = {why: None for g in family for why in uniform_of.get(g, {})}
+        for g in family:
+            uniform_of[g] = dict(merged)
 
     inverse = {gid: root for root, gid in order.items()}
     groups = []

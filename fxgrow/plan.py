@@ -98,6 +98,10 @@ class GrowthPlan:
         for g, gg in self.growth.items():
             prods = ", ".join(self.analysis.group(g).producers) or "-"
             how = f" ({gg.mode}-padded)" if gg.mode != "replicate" else ""
+            if g in self.analysis.partners:
+                how = f" (copies group {self.analysis.partners[g]}; rows divided by the counts)"
+            elif g in self.analysis.halved:
+                how = " (rows and columns divided by sqrt(count))"
             lines.append(f"  group {g}: {gg.old} -> {gg.new}{how}  ({prods})")
         return "\n".join(lines)
 

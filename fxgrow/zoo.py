@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 __all__ = ["cnn_names", "transformer_names", "build", "input_size", "deepen_locations",
-           "DEEPEN_ALL_MAX_PARAMS"]
+           "widen_specs", "DEEPEN_ALL_MAX_PARAMS"]
 
 #: models up to this many parameters are deepened at every eligible location;
 #: larger ones at a spread of them, so the zoo stays within a CI machine's memory
@@ -92,3 +92,22 @@ def deepen_locations(model: nn.Module, analysis, limit: int = 8):
         return nodes
     step = (len(nodes) - 1) / (limit - 1)
     return list(dict.fromkeys(nodes[round(k * step)] for k in range(limit)))
+
+
+def widen_specs(analysis) -> dict:
+    """The zoo's widening steps: ``{step: spec}`` (a step without groups to grow is left out).
+
+    ``x2``: every growable group x2, except the query/key head dims; ``x1.5``: x1.5, or x2
+    for groups under a uniform-replication constraint, again except the head dims;
+    ``head dim``: only the query/key head dims (both sides of each product), x1.5 or x2
+    if uniform.  The head dims get their own step because a ViT's model dim is
+    ``Prod(heads, head_dim)``: doubling both would quadruple it, and the largest models
+    would no longer fit a 24 GB machine.
+    """
+    paired = {g for p in analysis.pairings for g in (p.primary, p.rescaled)} | set(analysis.halved)
+    rest = [g for g in analysis.growable if g.id not in paired]
+    heads = [g for g in analysis.growable if g.id in paired]
+    steps = {"x2": {g.id: 2.0 for g in rest},
+             "x1.5": {g.id: (2.0 if g.uniform else 1.5) for g in rest},
+             "head dim": {g.id: (2.0 if g.uniform else 1.5) for g in heads}}
+    return {k: v for k, v in steps.items() if v}

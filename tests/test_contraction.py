@@ -247,3 +247,10 @@ def test_export_capture_grows_the_head_dim_too():
     m, x = Scores(sdpa=True).eval(), _x()
     g = fxgrow.widen(m, x, {"q": 10}, capture="export")
     assert_same_function(m, g, x)
+
+
+def test_plan_says_how_each_side_grows():
+    for model, grows in ((Scores(), "rows divided by the counts"),
+                         (Gram(), "rows and columns divided by sqrt(count)")):
+        a = fxgrow.analyze(model.eval(), _x())
+        assert grows in str(fxgrow.plan_widening(a, 2.0))

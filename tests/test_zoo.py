@@ -33,30 +33,25 @@ def _params(name):
     return [pytest.param(n, marks=pytest.mark.slow) if n in HUGE else n for n in name]
 
 
-STEPS = ("x2", "x1.5", "deepen")
+STEPS = ("x2", "x1.5", "head dim", "deepen")
 
 
 def check(name: str, steps=STEPS) -> None:
-    """Analyse, widen (x2, x1.5) and deepen one model; assert each is exact."""
+    """Analyse, widen (x2, x1.5, head dims) and deepen one model; assert each is exact."""
     model, x = zoo.build(name)
     a = fxgrow.analyze(model, x)
     assert a.growable, "every classifier has hidden channels to grow"
     # any group that is not growable must say why
     for g in a.groups:
         assert g.growable or g.reason
-    if "x2" in steps:
-        wide = fxgrow.widen(a, x, 2.0, trials=1)
-        assert wide.meta["fxgrow.report"].ok
-        del wide
-        gc.collect()
-    if "x1.5" in steps:
-        # x1.5 where constraints allow: uniform (LayerNorm/GroupNorm) groups need integer
-        # factors unless mean-padding applies
-        spec = {g.id: (2.0 if g.uniform else 1.5) for g in a.growable}
-        wide = fxgrow.widen(a, x, spec, trials=1)
-        assert wide.meta["fxgrow.report"].ok
-        del wide
-        gc.collect()
+    for step, spec in zoo.widen_specs(a).items():
+        if step in steps:
+            # x1.5 where constraints allow: uniform (LayerNorm/GroupNorm) groups need
+            # integer factors unless mean-padding applies; head dims have their own step
+            wide = fxgrow.widen(a, x, spec, trials=1)
+            assert wide.meta["fxgrow.report"].ok, step
+            del wide
+            gc.collect()
     if "deepen" in steps:
         # identity convs are 1x1 (exact either way) to keep the zoo within CI memory
         deep = fxgrow.deepen(model, x, after=zoo.deepen_locations(model, a), method="auto",
