@@ -204,6 +204,8 @@ def resolve(state: "_State") -> Tuple[List[Pairing], Dict[int, str]]:
     consumers are both divided by ``sqrt(count)``.
     """
     table = state.table
+    if not table.contractions:
+        return [], {}
     index = _Index(state)
     pairings: List[Pairing] = []
     rescaled: Set[int] = set()
