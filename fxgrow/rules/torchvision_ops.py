@@ -43,8 +43,7 @@ def shifted_window_attention(ctx) -> TV:
                                         "contracted", vouched=True, sqrt_scale=True)
     else:
         ctx.unify(head_dim, key_dim)
-        ctx.block(head_dim, "the head dim of shifted window attention is contracted after "
-                            "a cosine normalisation (Swin V2)")
+        ctx.block(head_dim, "Swin V2's cosine attention normalises and contracts the head dim")
     hd = ctx.prod([heads, head_dim])
     ctx.unify(c, hd)
     qkv = ctx.cat([hd, ctx.prod([heads, key_dim]), hd])
