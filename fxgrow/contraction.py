@@ -152,6 +152,10 @@ def path_problem(state: "_State", root: int, alpha: float, contractions: List[Co
             return f"{where}: they reach the model output"
         what = kind(gm, node) if node.op != "get_attr" else "attr"
         owned = _owned(state, node) if what == "layer" else set()
+        if what == "layer" and not owned:
+            # a product of activations that does not contract these neurons (the
+            # values in `attn @ v`): linear in each factor, like an elementwise product
+            what = "scale"
         read = [n for n in ins if n.op != "get_attr"
                 or state.canonical.get(n.target, n.target) not in owned]
         powers = [power[n] for n in read]

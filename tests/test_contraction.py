@@ -216,8 +216,9 @@ def test_an_explicit_sdpa_scale_is_kept():
     assert node.kwargs["scale"] == 0.3
 
 
+@pytest.mark.parametrize("sdpa", [True, False])
 @pytest.mark.parametrize("packing", ["split", "view"])
-def test_fused_qkv(packing):
+def test_fused_qkv(packing, sdpa):
     class Fused(nn.Module):
         def __init__(self):
             super().__init__()
@@ -228,7 +229,10 @@ def test_fused_qkv(packing):
                 q, k, v = (t.view(2, 5, 2, 3).transpose(1, 2) for t in self.qkv(x).split(6, -1))
             else:  # timm: one (3, heads, head_dim) view, so q, k, v share the head dim
                 q, k, v = self.qkv(x).view(2, 5, 3, 2, 3).permute(2, 0, 3, 1, 4).unbind(0)
-            y = F.scaled_dot_product_attention(q, k, v)  # 2 heads of 3
+            if sdpa:
+                y = F.scaled_dot_product_attention(q, k, v)  # 2 heads of 3
+            else:  # v's head dim (the same space as q's and k's) passes `attn @ v`
+                y = torch.softmax(q @ k.transpose(-2, -1) * 3 ** -0.5, -1) @ v
             return self.o(y.transpose(1, 2).reshape(2, 5, 6))
 
     m, x = Fused().eval(), _x()
