@@ -58,7 +58,7 @@ from .layout import Axis, leaves
 from .linearity import kind, node_inputs
 from .roles import ATTR, CONSUMER, PRODUCER
 from .spaces import BLOCKED, GROWABLE, Contraction
-from .values import iter_tensors
+from .values import iter_sizes, iter_tensors
 
 if TYPE_CHECKING:  # pragma: no cover
     from .analysis import _State
@@ -132,6 +132,9 @@ def path_problem(state: "_State", root: int, alpha: float, contractions: List[Co
         out = root in index.nodes[node]
         if not ins and not out:
             continue
+        value = state.env.get(node)
+        if not out and not any(True for _ in iter_tensors(value)) and any(True for _ in iter_sizes(value)):
+            continue  # `x.shape`, `x.size(-1)`: sizes, which the rules recompute, not values
         where = f"node `{node.name}` ({node.meta.get('fxgrow.op') or node.target})"
         if node.name in sites:
             c = sites[node.name]

@@ -34,7 +34,8 @@ __all__ = ["kind", "node_inputs", "MOVE", "ADD", "SCALE", "DIVIDE", "LINEAR_LAYE
 
 ADD = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub,
        "add", "sub", "add_", "sub_"}
-SCALE = {operator.mul, operator.imul, torch.mul, "mul", "mul_", operator.neg, torch.neg, "neg"}
+SCALE = {operator.mul, operator.imul, torch.mul, "mul", "mul_", operator.neg, torch.neg, "neg",
+         torch.outer, torch.ger, "outer", "ger"}
 DIVIDE = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
 MOVE = {"contiguous", "clone", "to", "float", "double", "half", "bfloat16", "type_as",
         "permute", "transpose", "view", "reshape", "unsqueeze", "squeeze", "expand",

@@ -9,7 +9,7 @@ from torch import nn
 
 import fxgrow
 from conftest import assert_same_function, assert_unchanged, snapshot
-from fxgrow.errors import ConstraintError, GroupNotGrowableError, SpecError, TraceError
+from fxgrow.errors import ConstraintError, SpecError, TraceError
 from fxgrow.rules import lookup
 from fxgrow.rules.aten import canonical_target
 from models import ALL
@@ -129,7 +129,7 @@ def test_aten_ops_run_the_canonical_rules():
     assert lookup(aten.linear.default).name.startswith("linear_functional")
     assert lookup(aten.view.default).name.startswith("reshape")
     assert lookup(aten.relu_.default).name.startswith("elementwise")
-    assert lookup(aten.outer.default) is None  # no rule: blocks, never guesses
+    assert lookup(aten.kron.default) is None  # no rule: blocks, never guesses
     gm = torch.export.export(nn.Sequential(nn.ReLU()), (torch.randn(2),)).module()
     (relu,) = [n for n in gm.graph.nodes if n.op == "call_function"
                and n.target in (aten.relu.default, aten.relu_.default)]
@@ -270,15 +270,27 @@ def test_llama_whole_model_doubles_exactly(llama):
     assert g.get_parameter("emb.weight").shape == (50, 64)
 
 
-def test_llama_unprovable_growth_is_blocked_with_a_reason(llama):
+@pytest.mark.parametrize("capture", ["export", "fx"])
+def test_llama_rotary_head_dim_grows(llama, capture):
+    model, ids, _ = llama
+    a = fxgrow.analyze(model, ids, capture=capture)
+    # rotary pairs (i, i + d/2) mix the halves of the head dim through cos/sin of
+    # outer(positions, inv_freq), one table for every layer's q and k: one space on
+    # both sides of each SDPA, whose rows are divided by sqrt(count)
+    (gid,) = a.halved
+    rotary = a.group(gid)
+    assert rotary.growable and rotary.size == 4  # half the head dim
+    assert {"blocks.0.attn.q", "blocks.1.attn.k"} <= set(rotary.producers)
+    assert "inv_freq" in {m.tensor for m in rotary.members}
+    g = fxgrow.widen(a, ids, {gid: 7})  # head dim 8 -> 14, frequencies copied
+    assert_same_function(model, g, ids)
+    assert g.get_parameter("blocks.0.attn.q.weight").shape == (4 * 14, 32)
+    assert g.get_parameter("blocks.0.attn.v.weight").shape == (2 * 8, 32)
+
+
+def test_llama_rmsnorm_needs_integer_factors(llama):
     model, ids, a = llama
-    # rotary pairs (i, i + d/2) mix the halves of the head dim, via cos/sin of a table
-    rotary = [g for g in a.groups if g.status == "blocked" and "blocks.0.attn.q" in g.producers]
-    assert rotary and all(g.size == 4 for g in rotary)
-    assert "outer" in rotary[0].reason
-    with pytest.raises(GroupNotGrowableError):
-        fxgrow.widen(a, ids, {rotary[0].id: 8})
-    # RMSNorm averages over the model dim: uniform replication only
+    # a hand-written RMSNorm averages over the model dim: uniform replication only
     d_model = group_of(a, "emb", 32)
     assert "mean" in " ".join(d_model.uniform)
     with pytest.raises(ConstraintError, match="integer factor"):

@@ -408,6 +408,7 @@ _add("bmm.default", AtenForm(torch.bmm, ("input", "other"), rename=(("self", "in
 _add("mm.default", AtenForm(torch.mm, ("input", "other"), rename=(("self", "input"),
                                                                    ("mat2", "other"))))
 _add("einsum.default", AtenForm(torch.einsum, adapt=_einsum_adapt, unadapt=_einsum_unadapt))
+_add("outer.default", AtenForm(torch.outer, ("input", "vec2")))
 
 # shapes
 _add("view.default _unsafe_view.default", AtenForm("view", ("input", "size")))

@@ -43,7 +43,7 @@ from ..shapes import TensorSpec
 from ..values import TV
 from . import register_rule
 
-__all__ = ["matmul", "sdpa", "multihead_attention", "transformer_encoder_layer"]
+__all__ = ["matmul", "outer", "sdpa", "multihead_attention", "transformer_encoder_layer"]
 
 _CONTRACT = ("contracted by a product between activations: copies would be counted "
              "twice unless one side were rescaled")
@@ -88,6 +88,16 @@ def matmul(ctx) -> TV:
     out_shape = ctx.out_shape
     batch = _broadcast(ctx, [a.dims[:-2], b.dims[:-2]], [sa[:-2], sb[:-2]], out_shape[:-2])
     return TV(tuple(batch) + (out_row, out_last))
+
+
+@register_rule(torch.outer, torch.ger, "outer", "ger")
+def outer(ctx) -> TV:
+    """``outer(a, b)[i, j] = a[i] * b[j]``: both dims pass through (copies give copies),
+    as in a rotary table ``outer(positions, inv_freq)``."""
+    a, b = ctx.tensor(ctx.arg(0, "input")), ctx.tensor(ctx.arg(1, "vec2"))
+    if a.ndim != 1 or b.ndim != 1:
+        raise RuleError("outer of tensors that are not vectors")
+    return TV((a.dims[0], b.dims[0]))
 
 
 @register_rule(F.scaled_dot_product_attention)
