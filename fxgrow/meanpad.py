@@ -45,6 +45,7 @@ __all__ = ["mean_pad_problem", "pad_mode", "NORMS"]
 NORMS = {"mean": (nn.LayerNorm, "LayerNorm"),
          "zero": (getattr(nn, "RMSNorm", ()), "RMSNorm")}
 
+
 def _has(node: fx.Node, gid: int) -> bool:
     v = node.meta.get("fxgrow.value")
     return isinstance(v, TV) and any(leaf.space == gid for d in v.dims for leaf in leaves(d))
