@@ -161,6 +161,14 @@ def pad_mode(analysis: Analysis, gid: int) -> Tuple[Optional[str], Optional[str]
             path = "a linear" if here == "zero" else "an affine"
             return None, f"the input of {label} `{name}` is not on {path} path from the " \
                          f"group's producers: {problem}"
+    if mode == "zero":
+        # a max over copies is the max, so replication leaves amax/amin alone; the mean
+        # lies between them, so mean-padding does too; a new 0 can change them
+        for node in analysis.graph_module.graph.nodes:
+            if (node.meta.get("fxgrow.rule") or "").startswith("reduce_max") and any(
+                    _has(n, gid) for n in node_inputs(node)):
+                return None, f"node `{node.name}` takes a max or min over the group, which " \
+                             "new zero neurons could change"
     return mode, None
 
 

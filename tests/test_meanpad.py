@@ -98,6 +98,7 @@ def test_rmsnorm_default_eps_is_made_explicit(dtype):
     (lambda self, x: self.n(self.f(x) + 1.0), "adds a constant"),
     (lambda self, x: self.n(torch.relu(self.f(x))), "not linear"),
     (lambda self, x: self.n(self.f(x)) + self.m(self.f(x)), "both LayerNorm and RMSNorm"),
+    (lambda self, x: self.n(self.f(x)) + self.f(x).amax(-1, keepdim=True), "max or min"),
 ])
 def test_zero_padding_refused_with_reason(forward, problem):
     class Net(nn.Module):
