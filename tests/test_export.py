@@ -349,3 +349,13 @@ def test_gpt_heads_grow_through_export():
     m, idx = GPT().eval(), torch.randint(0, 50, (2, 12))
     grown = fxgrow.widen(m, idx, 2.0, capture="export")
     assert grown.meta["fxgrow.report"].ok
+
+
+@pytest.mark.skipif(not hasattr(nn, "RMSNorm"), reason="nn.RMSNorm needs torch 2.4")
+def test_rms_norm_through_export_replicates():
+    # export turns nn.RMSNorm into aten.rms_norm: a functional norm, so integer factors
+    m, x = nn.Sequential(nn.Linear(3, 6), nn.RMSNorm(6), nn.Linear(6, 2)).eval(), torch.randn(4, 3)
+    a = fxgrow.analyze(m, x, capture="export")
+    assert_same_function(m, fxgrow.widen(a, x, 2.0), x)
+    with pytest.raises(ConstraintError, match="integer factor"):
+        fxgrow.widen(a, x, 1.5)

@@ -393,6 +393,8 @@ _add("layer_norm.default", AtenForm(F.layer_norm, ("input", "normalized_shape", 
                                                    "bias", "eps")))
 _add("native_layer_norm.default", AtenForm(
     F.layer_norm, ("input", "normalized_shape", "weight", "bias", "eps"), extra="free"))
+if hasattr(F, "rms_norm"):
+    _add("rms_norm.default", AtenForm(F.rms_norm, ("input", "normalized_shape", "weight", "eps")))
 _add("group_norm.default", AtenForm(F.group_norm, ("input", "num_groups", "weight", "bias",
                                                    "eps")))
 _add("embedding.default", AtenForm(F.embedding, ("input", "weight"),
