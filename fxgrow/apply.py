@@ -41,6 +41,7 @@ from torch import fx, nn
 from .errors import UnknownInitError
 from .groups import Member
 from .layout import Layout, expand, leaves, new_size
+from .meanpad import written_rms
 from .plan import GrowthPlan
 from .roles import PRODUCER, SCALED
 
@@ -142,14 +143,21 @@ class _Pad:
         self.norm_weight: Dict[str, int] = {}
         self.norm_bias: Dict[str, int] = {}
         self.norm_modules: Dict[str, int] = {}
+        self.eps_literals: List[Tuple[str, int, float, int]] = []  # written-out RMSNorms
         nodes = {n.name: n for n in analysis.graph_module.graph.nodes}
         for layout, name in analysis.uniform_sites:
             gid = getattr(layout, "space", None)
-            if gid in self.groups:
-                target = nodes[name].target
-                self.norm_modules[target] = gid
-                self.norm_weight[f"{target}.weight"] = gid
-                self.norm_bias[f"{target}.bias"] = gid
+            if gid not in self.groups:
+                continue
+            node = nodes[name]
+            if node.op == "call_module":
+                self.norm_modules[node.target] = gid
+                self.norm_weight[f"{node.target}.weight"] = gid
+                self.norm_bias[f"{node.target}.bias"] = gid
+                continue
+            written = written_rms(analysis, node, gid)  # the plan proved it is one
+            self.norm_weight[written.weight] = gid
+            self.eps_literals.append((written.eps_node, written.eps_index, written.eps, gid))
 
     def grows(self, m: Member) -> bool:
         return getattr(m.layout, "space", None) in self.groups and m.layout.size == \
@@ -166,6 +174,15 @@ class _Pad:
                 eps = torch.finfo(weight.dtype if weight is not None else
                                   torch.get_default_dtype()).eps
             norm.eps = eps * gg.old / gg.new
+
+    def rescale_eps_literals(self, new: fx.GraphModule) -> None:
+        """The same ``ε·n/n'`` for RMSNorms written out, whose ``eps`` is a graph literal."""
+        nodes = {n.name: n for n in new.graph.nodes}
+        for name, index, eps, gid in self.eps_literals:
+            gg = self.groups[gid]
+            args = list(nodes[name].args)
+            args[index] = eps * gg.old / gg.new
+            nodes[name].args = tuple(args)
 
     def pad(self, out: torch.Tensor, m: Member, qualname: str) -> torch.Tensor:
         gg = self.groups[m.layout.space]
@@ -338,6 +355,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
             _reinit_all(new)
 
     _rewrite_literals(new, analysis, size)
+    mp.rescale_eps_literals(new)
     new.recompile()
     new.meta["fxgrow.plan"] = plan.summary()
     new.meta["fxgrow.init"] = init

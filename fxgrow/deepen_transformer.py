@@ -248,8 +248,8 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
     def emit(self, graph: fx.Graph, x: fx.Node, prefix: str) -> fx.Node:
-        # plain ops rather than a leaf: the analysis has rules for them (mean over the
-        # width: uniform growth, as for the model's own RMSNorm) and none for nn.RMSNorm
+        # plain ops rather than a leaf: the analysis reads them as a written-out RMSNorm
+        # (zero-padded to any width, as the model's own) on torch versions without nn.RMSNorm
         sq = graph.call_method("pow", (x, 2))
         ms = graph.call_method("mean", (sq, -1), {"keepdim": True})
         r = graph.call_function(torch.rsqrt, (graph.call_function(operator.add, (ms, self.eps)),))

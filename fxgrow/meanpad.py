@@ -29,16 +29,20 @@ insists on integer factors.
 
 from __future__ import annotations
 
+import operator
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
+import torch
 from torch import fx, nn
 
 from .groups import Analysis
 from .layout import Axis, leaves
 from .linearity import kind, node_inputs
+from .rules.aten import canonical_target
 from .values import TV
 
-__all__ = ["mean_pad_problem", "pad_mode", "NORMS"]
+__all__ = ["mean_pad_problem", "pad_mode", "written_rms", "WrittenRMS", "NORMS"]
 
 #: what each pad mode normalises with: mean-padding keeps a LayerNorm's mean,
 #: zero-padding an RMSNorm's mean square (up to the factor n/n' undone by γ, ε)
@@ -111,6 +115,96 @@ def _affine(analysis: Analysis, node: fx.Node, gid: int, seen: Dict[fx.Node, Opt
     return result
 
 
+@dataclass(frozen=True)
+class WrittenRMS:
+    """An RMSNorm written out, ``v * rsqrt(mean(v**2) + eps) * weight`` (LLaMA's form).
+
+    Zero-padding rescales it like ``nn.RMSNorm``: the literal ``eps`` of node
+    ``eps_node`` (argument ``eps_index``) by ``n/n'``, and ``weight`` by ``√(n/n')``.
+    """
+
+    value: fx.Node
+    eps_node: str
+    eps_index: int
+    eps: float
+    weight: str
+
+
+def _only_user(node: fx.Node) -> Optional[fx.Node]:
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def _square_of(node: fx.Node) -> Optional[fx.Node]:
+    """``v`` if ``node`` is ``v ** 2``, ``v * v`` or ``square(v)``."""
+    target = canonical_target(node)
+    args = node.args
+    if target in (torch.pow, operator.pow, "pow") and len(args) == 2 and args[1] == 2:
+        return args[0] if isinstance(args[0], fx.Node) else None
+    if target in (torch.mul, operator.mul, "mul") and len(args) == 2 and args[0] is args[1]:
+        return args[0] if isinstance(args[0], fx.Node) else None
+    if target in (torch.square, "square") and len(args) == 1:
+        return args[0] if isinstance(args[0], fx.Node) else None
+    return None
+
+
+def written_rms(analysis: Analysis, mean: fx.Node, gid: int) -> Optional[WrittenRMS]:
+    """The RMSNorm that mean node ``mean`` (over group ``gid``) belongs to, or None.
+
+    Only the exact chain ``mean(v**2) -> + eps -> rsqrt -> v * . -> (casts) -> * weight``
+    is recognised, each node used once, with ``eps`` a literal and ``weight`` a 1-D
+    tensor of the group; anything else keeps integer factors.
+    """
+    gm = analysis.graph_module
+    if canonical_target(mean) not in (torch.mean, "mean") or not mean.args:
+        return None
+    value = _square_of(mean.args[0]) if isinstance(mean.args[0], fx.Node) else None
+    add = _only_user(mean)
+    if value is None or add is None or canonical_target(add) not in (
+            torch.add, operator.add, "add") or add.kwargs or len(add.args) != 2:
+        return None
+    index = 1 if add.args[0] is mean else 0
+    eps = add.args[index]
+    if add.args[1 - index] is not mean or isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        return None
+    rsqrt = _only_user(add)
+    if rsqrt is None or canonical_target(rsqrt) not in (torch.rsqrt, "rsqrt"):
+        return None
+    scaled = _only_user(rsqrt)
+    if scaled is None or kind(gm, scaled) != "scale" or set(scaled.args) != {value, rsqrt}:
+        return None
+    cur = scaled
+    while True:  # casts back to the input dtype, then the weight
+        user = _only_user(cur)
+        if user is None:
+            return None
+        rest = list(user.args[1:]) + list(user.kwargs.values())
+        if kind(gm, user) == "move" and user.args[:1] == (cur,) and \
+                not any(isinstance(a, fx.Node) and isinstance(a.meta.get("fxgrow.value"), TV)
+                        for a in rest):  # `.to(x.dtype)`: a cast, not a second tensor
+            cur = user
+            continue
+        weights = [a for a in user.args if isinstance(a, fx.Node) and a is not cur]
+        if kind(gm, user) != "scale" or len(user.args) != 2 or len(weights) != 1 \
+                or weights[0].op != "get_attr":
+            return None
+        name = weights[0].target
+        tensor = getattr(*_owner(gm, name))
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() != 1:
+            return None
+        # members are named by a tensor's first name (tied weights are one tensor)
+        member = analysis.members.get((name, 0)) or next(
+            (m for (t, d), m in analysis.members.items() if getattr(*_owner(gm, t)) is tensor),
+            None)
+        if member is None or member.layout != Axis(gid, member.layout.size):
+            return None
+        return WrittenRMS(value, add.name, index, float(eps), member.tensor)
+
+
+def _owner(root: nn.Module, qualname: str):
+    path, _, name = qualname.rpartition(".")
+    return (root.get_submodule(path) if path else root), name
+
+
 def _all_carry(node: fx.Node, gid: int) -> bool:
     """Every operand of an addition is a tensor holding the group (no broadcast constant)."""
     operands = list(node.args) + [v for k, v in node.kwargs.items() if k != "alpha"]
@@ -147,16 +241,20 @@ def pad_mode(analysis: Analysis, gid: int) -> Tuple[Optional[str], Optional[str]
         node = nodes[name]
         norm = analysis.graph_module.get_submodule(node.target) if node.op == "call_module" else None
         here = next((k for k, (cls, _) in NORMS.items() if cls and isinstance(norm, cls)), None)
-        if here is None or len(norm.normalized_shape) != 1:
+        start = node.args[0] if node.args else None
+        written = written_rms(analysis, node, gid) if norm is None else None
+        if written is not None:
+            here, start = "zero", written.value
+        elif here is None or len(norm.normalized_shape) != 1:
             return None, f"node `{name}` averages over the group and is not a 1-D " \
-                         "nn.LayerNorm or nn.RMSNorm"
+                         "nn.LayerNorm, nn.RMSNorm or written-out RMSNorm"
         label = NORMS[here][1]
         if mode is not None and here != mode:
             return None, "the group is normalised by both LayerNorm and RMSNorm"
         mode = here
         if layout != Axis(gid, group.size):
             return None, f"{label} `{name}` normalises more than this group"
-        problem = _affine(analysis, node.args[0], gid, seen, zero=(here == "zero"))
+        problem = _affine(analysis, start, gid, seen, zero=(here == "zero"))
         if problem:
             path = "a linear" if here == "zero" else "an affine"
             return None, f"the input of {label} `{name}` is not on {path} path from the " \

@@ -288,13 +288,18 @@ def test_llama_rotary_head_dim_grows(llama, capture):
     assert g.get_parameter("blocks.0.attn.v.weight").shape == (2 * 8, 32)
 
 
-def test_llama_rmsnorm_needs_integer_factors(llama):
-    model, ids, a = llama
-    # a hand-written RMSNorm averages over the model dim: uniform replication only
+@pytest.mark.parametrize("capture", ["export", "fx"])
+def test_llama_written_rmsnorm_zero_pads(llama, capture):
+    model, ids, _ = llama
+    a = fxgrow.analyze(model, ids, capture=capture)
+    # the RMSNorm written out (x * rsqrt(mean(x²) + eps) * w) averages over the model dim:
+    # zero-padded, its eps literal and weight rescaled
     d_model = group_of(a, "emb", 32)
     assert "mean" in " ".join(d_model.uniform)
-    with pytest.raises(ConstraintError, match="integer factor"):
-        fxgrow.widen(a, ids, {d_model.id: 40})
+    g = fxgrow.widen(a, ids, {d_model.id: 40})
+    assert_same_function(model, g, ids)
+    assert g.get_parameter("emb.weight").shape == (50, 40)
+    assert torch.count_nonzero(g.get_parameter("emb.weight")[:, 32:]) == 0
 
 
 def test_llama_deepened_with_zero_residual_blocks(llama):

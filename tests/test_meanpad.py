@@ -117,3 +117,58 @@ def test_zero_padding_refused_with_reason(forward, problem):
     with pytest.raises(fxgrow.ConstraintError, match=problem):
         fxgrow.widen(a, x, {"f": 9})
     assert_same_function(net, fxgrow.widen(a, x, {"f": 12}), x)  # integer factors replicate
+
+
+class WrittenRMS(nn.Module):
+    """HF LLaMA's RMSNorm: float32 statistics, weight first, cast back."""
+
+    def __init__(self, d, weight=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(d) + 0.5) if weight else None
+        self.eps = 1e-5
+
+    def forward(self, x):
+        dtype = x.dtype
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(dtype) if self.weight is not None else h.to(dtype)
+
+
+class Residual(nn.Module):
+    def __init__(self, weight=True):
+        super().__init__()
+        self.emb, self.n1, self.f = nn.Linear(3, 6), WrittenRMS(6, weight), nn.Linear(6, 6)
+        self.n2, self.o = WrittenRMS(6, weight), nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.emb(x)
+        h = h + self.f(self.n1(h))
+        return self.o(self.n2(h))
+
+
+def test_written_out_rmsnorm_is_zero_padded():
+    m, x = Residual().eval(), torch.randn(4, 3)
+    a = fxgrow.analyze(m, x)
+    (group,) = a.groups_of("emb")
+    assert pad_mode(a, group.id) == ("zero", None)
+    g = fxgrow.widen(a, x, {"emb": 10})
+    assert_same_function(m, g, x)
+    adds = [n for n in g.graph.nodes if n.op == "call_function" and n.args
+            and getattr(n.args[0], "name", "").startswith("mean")]
+    assert adds and all(n.args[1] == pytest.approx(1e-5 * 6 / 10) for n in adds)
+    assert torch.allclose(g.n1.weight[:6], m.n1.weight * (6 / 10) ** 0.5)
+    # in float64 (GPT's RMSNorm computes in the input dtype) the match is to rounding
+    md, idx = GPT(norm="rms").double().eval(), torch.randint(0, 50, (2, 12))
+    gd = fxgrow.widen(md, idx, 1.3, verify=False)
+    assert fxgrow.verify(md, gd, idx).max_rel < 1e-12
+
+
+def test_written_out_rmsnorm_without_weight_keeps_integer_factors():
+    # nothing to take the sqrt(n/n') back: uniform replication only
+    m, x = Residual(weight=False).eval(), torch.randn(4, 3)
+    a = fxgrow.analyze(m, x)
+    (group,) = a.groups_of("emb")
+    assert "written-out RMSNorm" in pad_mode(a, group.id)[1]
+    assert_same_function(m, fxgrow.widen(a, x, {"emb": 12}), x)
+    with pytest.raises(fxgrow.ConstraintError, match="integer factor"):
+        fxgrow.widen(a, x, {"emb": 10})
