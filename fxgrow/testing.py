@@ -155,6 +155,9 @@ class Drawn(tuple):
         return f"Drawn(\n{self.spec.to_code()})"
 
 
+_RMSNORM = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
+
+
 def perturb_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give norm layers non-trivial statistics and affine parameters (as if trained)."""
     g = torch.Generator().manual_seed(seed)
@@ -166,8 +169,8 @@ def perturb_norms(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_var.copy_((torch.rand(n, generator=g) + 0.5).to(m.running_var))
             for name in ("weight", "bias"):
                 p = getattr(m, name, None)
-                if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)) \
-                        and isinstance(p, torch.Tensor):
+                if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+                              + _RMSNORM) and isinstance(p, torch.Tensor):
                     base = 1.0 if name == "weight" else 0.0
                     p.copy_((base + 0.3 * torch.randn(p.shape, generator=g)).to(p))
     return model
@@ -299,6 +302,13 @@ class _Emitter:
         elif kind == "ln_f":  # functional LayerNorm with learned get_attr weight
             self.init.append(f"self.{name}_w = nn.Parameter(1.0 + 0.1 * torch.randn({x.c}))")
             self.fwd.append(f"x = F.layer_norm(x, ({x.c},), self.{name}_w)")
+            return
+        elif kind == "rms":
+            self.init.append(f"self.{name} = nn.RMSNorm({x.c})")
+        elif kind == "rms_w":  # RMSNorm written out, LLaMA's way
+            self.init.append(f"self.{name}_w = nn.Parameter(1.0 + 0.1 * torch.randn({x.c}))")
+            self.fwd.append(f"x = self.{name}_w * (x * torch.rsqrt(x.pow(2).mean(-1, "
+                            "keepdim=True) + 1e-05))")
             return
         self.fwd.append(f"x = self.{name}(x)")
 
@@ -589,7 +599,9 @@ def _layer(draw, em: _Emitter, max_width: int, allow: Sequence[str]) -> Dict[str
     elif op == "act":
         L.update(fn=draw(_acts(x.kind)))
     elif op == "norm":
-        kinds = {"vec": ["bn", "ln", "ln_f"], "seq": ["ln", "ln_f"], "img": ["bn", "gn"]}[x.kind]
+        rms = ["rms", "rms_w"] if _RMSNORM else ["rms_w"]
+        kinds = {"vec": ["bn", "ln", "ln_f"] + rms, "seq": ["ln", "ln_f"] + rms,
+                 "img": ["bn", "gn"]}[x.kind]
         L.update(kind=draw(st.sampled_from(kinds)))
         if L["kind"] == "gn":
             L.update(groups=draw(st.sampled_from([1] + _divisors(x.c))))
