@@ -191,6 +191,13 @@ def written_rms(analysis: Analysis, mean: fx.Node, gid: int) -> Optional[Written
         tensor = getattr(*_owner(gm, name))
         if not isinstance(tensor, torch.Tensor) or tensor.dim() != 1:
             return None
+        # the weight is rescaled in place: nothing else may read it
+        reads = [n for n in gm.graph.nodes if n.op == "get_attr"
+                 and getattr(*_owner(gm, n.target)) is tensor]
+        if len(reads) != 1 or len(weights[0].users) != 1 or any(
+                n.op == "call_module" and any(p is tensor for p in gm.get_submodule(n.target).parameters())
+                for n in gm.graph.nodes):
+            return None
         # members are named by a tensor's first name (tied weights are one tensor)
         member = analysis.members.get((name, 0)) or next(
             (m for (t, d), m in analysis.members.items() if getattr(*_owner(gm, t)) is tensor),

@@ -172,3 +172,20 @@ def test_written_out_rmsnorm_without_weight_keeps_integer_factors():
     assert_same_function(m, fxgrow.widen(a, x, {"emb": 12}), x)
     with pytest.raises(fxgrow.ConstraintError, match="integer factor"):
         fxgrow.widen(a, x, {"emb": 10})
+
+
+def test_written_out_rmsnorm_weight_read_elsewhere_keeps_integer_factors():
+    class Shared(Residual):
+        def __init__(self):
+            super().__init__()
+            self.extra = nn.Linear(6, 2)
+
+        def forward(self, x):  # the norm's weight also scales another branch
+            return super().forward(x) + self.extra(self.emb(x) * self.n2.weight)
+
+    m, x = Shared().eval(), torch.randn(4, 3)
+    a = fxgrow.analyze(m, x)
+    (group,) = a.groups_of("emb")
+    assert pad_mode(a, group.id)[0] is None
+    with pytest.raises(fxgrow.ConstraintError):
+        fxgrow.widen(a, x, {"emb": 10})
