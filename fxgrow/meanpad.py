@@ -170,7 +170,8 @@ def written_rms(analysis: Analysis, mean: fx.Node, gid: int) -> Optional[Written
     if rsqrt is None or canonical_target(rsqrt) not in (torch.rsqrt, "rsqrt"):
         return None
     scaled = _only_user(rsqrt)
-    if scaled is None or kind(gm, scaled) != "scale" or set(scaled.args) != {value, rsqrt}:
+    if scaled is None or canonical_target(scaled) not in (torch.mul, operator.mul, "mul") \
+            or set(scaled.args) != {value, rsqrt}:
         return None
     cur = scaled
     while True:  # casts back to the input dtype, then the weight
@@ -184,8 +185,8 @@ def written_rms(analysis: Analysis, mean: fx.Node, gid: int) -> Optional[Written
             cur = user
             continue
         weights = [a for a in user.args if isinstance(a, fx.Node) and a is not cur]
-        if kind(gm, user) != "scale" or len(user.args) != 2 or len(weights) != 1 \
-                or weights[0].op != "get_attr":
+        if canonical_target(user) not in (torch.mul, operator.mul, "mul") or len(user.args) != 2 \
+                or len(weights) != 1 or weights[0].op != "get_attr":
             return None
         name = weights[0].target
         tensor = getattr(*_owner(gm, name))
