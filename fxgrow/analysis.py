@@ -34,7 +34,6 @@ from .values import TV, SizeOf, iter_sizes, iter_tensors
 
 __all__ = ["RuleContext", "analyze_graph"]
 
-_MISSING = object()
 
 
 def _get_tensor(root: nn.Module, qualname: str) -> torch.Tensor:
@@ -113,15 +112,9 @@ class RuleContext:
             state.gm.get_submodule(node.target) if node.op == "call_module" else None)
 
     # -- reading arguments ---------------------------------------------------
-    def arg(self, index: int, name: Optional[str] = None, default: Any = _MISSING) -> Any:
+    def arg(self, index: int, name: Optional[str] = None, default: Any = _rules.MISSING) -> Any:
         """Raw argument by position or keyword (a Node or a Python value)."""
-        if index is not None and index < len(self.node.args):
-            return self.node.args[index]
-        if name is not None and name in self.node.kwargs:
-            return self.node.kwargs[name]
-        if default is _MISSING:
-            raise RuleError(f"missing argument {name or index}")
-        return default
+        return _rules.node_arg(self.node, index, name, default)
 
     def value(self, a: Any) -> Any:
         """Abstract value of a raw argument."""

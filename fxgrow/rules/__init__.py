@@ -26,7 +26,9 @@ from typing import Any, Callable, Dict, Optional, Union
 
 from torch import nn
 
-__all__ = ["Rule", "register_rule", "lookup", "RULES", "RULES_BY_NAME"]
+from ..errors import RuleError
+
+__all__ = ["Rule", "register_rule", "lookup", "node_arg", "RULES", "RULES_BY_NAME"]
 
 Key = Union[type, Callable[..., Any], str]
 
@@ -51,6 +53,25 @@ class Rule:
 
 
 RULES: Dict[Key, Rule] = {}
+
+#: ``node_arg``'s default: the argument is required
+MISSING = object()
+
+
+def node_arg(node: Any, index: Optional[int], name: Optional[str] = None,
+             default: Any = MISSING) -> Any:
+    """A node's raw argument by position or keyword, as every rule reads them.
+
+    ``node`` is an ``fx.Node`` (or a view of one with canonical arguments);
+    a missing argument without ``default`` is a ``RuleError``, which blocks.
+    """
+    if index is not None and index < len(node.args):
+        return node.args[index]
+    if name is not None and name in node.kwargs:
+        return node.kwargs[name]
+    if default is MISSING:
+        raise RuleError(f"missing argument {name or index}")
+    return default
 
 #: set by fxgrow/rules/aten.py: the rule of an ATen overload, or None
 _aten_hook: Optional[Callable[[Any], Optional[Rule]]] = None

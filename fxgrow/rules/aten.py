@@ -47,12 +47,11 @@ from torch import fx
 from ..errors import RuleError
 from ..shapes import TensorSpec
 from ..values import TV
-from . import Rule, register_rule
+from . import MISSING, Rule, node_arg, register_rule
 
 __all__ = ["AtenForm", "FORMS", "aten_rule", "canonical_target", "NodeView"]
 
 aten = torch.ops.aten
-_NOT_GIVEN = object()
 
 Adapter = Callable[[Any, Dict[str, Any]], Tuple[tuple, dict]]
 
@@ -187,14 +186,8 @@ class _AdaptedContext:
         return getattr(self._ctx, name)
 
     def arg(self, index: Optional[int], name: Optional[str] = None,
-            default: Any = _NOT_GIVEN) -> Any:
-        if index is not None and index < len(self.node.args):
-            return self.node.args[index]
-        if name is not None and name in self.node.kwargs:
-            return self.node.kwargs[name]
-        if default is _NOT_GIVEN:
-            raise RuleError(f"missing argument {name or index}")
-        return default
+            default: Any = MISSING) -> Any:
+        return node_arg(self.node, index, name, default)  # the canonical view's arguments
 
     def literal_arg(self, index: int, name: str, fn: Callable[[Callable[[Any], int]], Any]) -> None:
         # the canonical positions belong to the view: rewrite them there, then map back
