@@ -130,6 +130,9 @@ class WrittenRMS:
     weight: str
 
 
+_MUL = (torch.mul, operator.mul, "mul")
+
+
 def _only_user(node: fx.Node) -> Optional[fx.Node]:
     return next(iter(node.users)) if len(node.users) == 1 else None
 
@@ -140,7 +143,7 @@ def _square_of(node: fx.Node) -> Optional[fx.Node]:
     args = node.args
     if target in (torch.pow, operator.pow, "pow") and len(args) == 2 and args[1] == 2:
         return args[0] if isinstance(args[0], fx.Node) else None
-    if target in (torch.mul, operator.mul, "mul") and len(args) == 2 and args[0] is args[1]:
+    if target in _MUL and len(args) == 2 and args[0] is args[1]:
         return args[0] if isinstance(args[0], fx.Node) else None
     if target in (torch.square, "square") and len(args) == 1:
         return args[0] if isinstance(args[0], fx.Node) else None
@@ -170,8 +173,7 @@ def written_rms(analysis: Analysis, mean: fx.Node, gid: int) -> Optional[Written
     if rsqrt is None or canonical_target(rsqrt) not in (torch.rsqrt, "rsqrt"):
         return None
     scaled = _only_user(rsqrt)
-    if scaled is None or canonical_target(scaled) not in (torch.mul, operator.mul, "mul") \
-            or set(scaled.args) != {value, rsqrt}:
+    if scaled is None or canonical_target(scaled) not in _MUL or set(scaled.args) != {value, rsqrt}:
         return None
     cur = scaled
     while True:  # casts back to the input dtype, then the weight
@@ -185,32 +187,27 @@ def written_rms(analysis: Analysis, mean: fx.Node, gid: int) -> Optional[Written
             cur = user
             continue
         weights = [a for a in user.args if isinstance(a, fx.Node) and a is not cur]
-        if canonical_target(user) not in (torch.mul, operator.mul, "mul") or len(user.args) != 2 \
-                or len(weights) != 1 or weights[0].op != "get_attr":
+        if canonical_target(user) not in _MUL or len(user.args) != 2 or len(weights) != 1 \
+                or weights[0].op != "get_attr":
             return None
         name = weights[0].target
-        tensor = getattr(*_owner(gm, name))
+        tensor = operator.attrgetter(name)(gm)
         if not isinstance(tensor, torch.Tensor) or tensor.dim() != 1:
             return None
         # the weight is rescaled in place: nothing else may read it
         reads = [n for n in gm.graph.nodes if n.op == "get_attr"
-                 and getattr(*_owner(gm, n.target)) is tensor]
+                 and operator.attrgetter(n.target)(gm) is tensor]
         if len(reads) != 1 or len(weights[0].users) != 1 or any(
                 n.op == "call_module" and any(p is tensor for p in gm.get_submodule(n.target).parameters())
                 for n in gm.graph.nodes):
             return None
         # members are named by a tensor's first name (tied weights are one tensor)
         member = analysis.members.get((name, 0)) or next(
-            (m for (t, d), m in analysis.members.items() if getattr(*_owner(gm, t)) is tensor),
+            (m for (t, d), m in analysis.members.items() if operator.attrgetter(t)(gm) is tensor),
             None)
         if member is None or member.layout != Axis(gid, member.layout.size):
             return None
         return WrittenRMS(value, add.name, index, float(eps), member.tensor)
-
-
-def _owner(root: nn.Module, qualname: str):
-    path, _, name = qualname.rpartition(".")
-    return (root.get_submodule(path) if path else root), name
 
 
 def _all_carry(node: fx.Node, gid: int) -> bool:
