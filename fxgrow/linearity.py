@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .rules.aten import canonical_target
+
 __all__ = ["kind", "node_inputs", "MOVE", "ADD", "SCALE", "DIVIDE", "LINEAR_LAYERS"]
 
 ADD = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub,
@@ -55,11 +57,6 @@ LINEAR_LAYERS = {F.linear, F.conv1d, F.conv2d, F.conv3d, F.embedding, torch.matm
 LINEAR_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
 
 
-def _target(node: fx.Node):
-    from .rules.aten import canonical_target
-    return canonical_target(node)
-
-
 def kind(gm: fx.GraphModule, node: fx.Node) -> Optional[str]:
     """``"move"``, ``"add"``, ``"scale"``, ``"divide"``, ``"layer"`` or None.
 
@@ -73,7 +70,7 @@ def kind(gm: fx.GraphModule, node: fx.Node) -> Optional[str]:
         return "layer" if isinstance(mod, LINEAR_MODULES) else None
     if node.op not in ("call_function", "call_method"):
         return None
-    target = _target(node)
+    target = canonical_target(node)
     if str(target) == "aten.addmm.default":
         return "layer"
     for name, ops in (("move", MOVE), ("add", ADD), ("scale", SCALE), ("divide", DIVIDE),
