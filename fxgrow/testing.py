@@ -56,7 +56,8 @@ import torch
 from torch import nn
 
 __all__ = ["ArchSpec", "Drawn", "architectures", "mlps", "cnns", "transformers",
-           "arch_specs", "perturb_norms", "ACTIVATIONS", "UNKNOWN_OPS", "REDUCTIONS"]
+           "arch_specs", "perturb_norms", "one_size_per_family", "ACTIVATIONS", "UNKNOWN_OPS",
+           "REDUCTIONS"]
 
 
 # -- vocabulary -------------------------------------------------------------------
@@ -754,6 +755,12 @@ def transformers(**kwargs) -> st.SearchStrategy:
     return architectures("transformer", **kwargs)
 
 
+def one_size_per_family(analysis, spec: Dict[int, Any]) -> Dict[int, Any]:
+    """``spec`` with groups that share an index map (the two sides of a product between
+    activations, see :mod:`fxgrow.contraction`) asked for one size: the first drawn."""
+    return {gid: spec[next(f for f in analysis.family(gid) if f in spec)] for gid in spec}
+
+
 # -- long campaigns --------------------------------------------------------------------
 def _classify_widen(model, x, spec, seed):
     """Widen and verify one architecture; return (outcome, detail)."""
@@ -863,9 +870,7 @@ def campaign(n: int = 5000, *, seed: int = 0, family: Optional[str] = None,
                                 if data.draw(st.booleans())
                                 else data.draw(st.sampled_from([1.5, 2.0, 3.0, 1.34])))
                          for g in chosen}
-                # the two sides of a product share one index map: one size per family
-                wspec = {gid: wspec[next(f for f in analysis.family(gid) if f in wspec)]
-                         for gid in wspec}
+                wspec = one_size_per_family(analysis, wspec)
                 outcome, detail = _classify_widen(model, x, wspec, data.draw(st.integers(0, 3)))
                 detail = f"widen spec {wspec}\n{detail}"
         if hasattr(fxgrow, "deepen") and not outcome.startswith("BUG"):

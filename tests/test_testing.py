@@ -27,7 +27,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
 
 import fxgrow  # noqa: E402
 from fxgrow.errors import AnalysisError, ConstraintError, FxGrowError, VerificationError  # noqa: E402
-from fxgrow.testing import ArchSpec, architectures, arch_specs  # noqa: E402
+from fxgrow.testing import ArchSpec, architectures, arch_specs, one_size_per_family  # noqa: E402
 
 from conftest import assert_unchanged, snapshot  # noqa: E402
 
@@ -72,8 +72,7 @@ def _sizes(draw, analysis, groups):
             spec[g.id] = g.size + draw(st.integers(0, 2 * g.size + 1))
         else:
             spec[g.id] = draw(st.sampled_from([1.0, 1.5, 2.0, 3.0, 1.34]))
-    # the two sides of a product share one index map: one size per family
-    return {gid: spec[next(f for f in analysis.family(gid) if f in spec)] for gid in spec}
+    return one_size_per_family(analysis, spec)
 
 
 def _check_equal(original, grown, x, what):
