@@ -6,25 +6,35 @@
 >>> wide = fxgrow.widen(model, x, 2.0)
 >>> fxgrow.verify(model, wide, x).ok
 True
+
+The pipeline is one subpackage per pass (see docs/architecture.md):
+:mod:`fxgrow.capture` -> :mod:`fxgrow.analysis` (with the rule table
+:mod:`fxgrow.rules` over the IR :mod:`fxgrow.ir` and the op vocabulary
+:mod:`fxgrow.ops`) -> :mod:`fxgrow.widen` / :mod:`fxgrow.deepen` ->
+:func:`fxgrow.verify`; :mod:`fxgrow.viz` draws analyses, :mod:`fxgrow.testing`
+fuzzes them.
 """
 
-from .analysis import RuleContext
-from .api import analyze, widen
+# The subpackages are imported before the entry points of the same names are bound:
+# `fxgrow.widen` and `fxgrow.deepen` are the functions, their passes live in
+# `fxgrow/widen/` and `fxgrow/deepen/` (import those with `from fxgrow.widen import ...`).
+from . import analysis as _analysis, capture as _capture, deepen as _deepen, widen as _widen
+from .analysis import Analysis, Group, Member, RuleContext
+from .api import CaptureOptions, analyze, widen
 from .deepen import deepen
 from .errors import (AnalysisError, ConstraintError, ExampleInputError, FxGrowError,
                      GroupNotGrowableError, NarrowingError, SpecError, TraceError,
                      UnknownInitError, UnknownTargetError, VerificationError)
-from .groups import Analysis, Group, Member
-from .plan import GrowthPlan, plan_widening
-from .apply import apply_plan
 from .rules import register_rule
 from .verify import Report, verify
+from .widen.apply import apply_plan
+from .widen.plan import GrowthPlan, plan_widening
 
 __version__ = "0.1.0"
 
 __all__ = [
     "analyze", "widen", "deepen", "verify", "plan_widening", "apply_plan", "register_rule",
-    "Analysis", "Group", "Member", "GrowthPlan", "Report", "RuleContext",
+    "Analysis", "Group", "Member", "GrowthPlan", "Report", "RuleContext", "CaptureOptions",
     "FxGrowError", "TraceError", "ExampleInputError", "SpecError", "NarrowingError",
     "UnknownTargetError", "GroupNotGrowableError", "ConstraintError", "UnknownInitError",
     "VerificationError", "AnalysisError",

@@ -6,30 +6,27 @@ the user's context to errors; every step is also importable on its own.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional, Type, Union
+from typing import Any, Optional, Union
 
 from torch import fx, nn
 
-from .analysis import analyze_graph
-from .diagnose import first_divergence
-from .apply import INITS, apply_plan
+from . import meta
+from .analysis import Analysis, analyze_graph
+from .capture import CaptureOptions, ExampleInput, bind_inputs, capture as _capture
+from .capture.export import as_module
 from .errors import ExampleInputError, UnknownInitError, VerificationError
-from .groups import Analysis
-from .plan import Spec, plan_widening
-from .export import as_module
-from .trace import ExampleInput, _bind, capture as _capture
 from .verify import verify
+from .widen import INITS, Spec, apply_plan, first_divergence, plan_widening
 
-__all__ = ["analyze", "widen"]
+__all__ = ["analyze", "widen", "CaptureOptions"]
 
 
 def analyze(
     model: nn.Module,
     example_input: ExampleInput,
     *,
-    leaf_modules: Iterable[Union[str, Type[nn.Module]]] = (),
-    concrete_args: Optional[Dict[str, Any]] = None,
-    capture: str = "auto",
+    capture: Union[str, CaptureOptions] = "auto",
+    **capture_options: Any,
 ) -> Analysis:
     """Find the groups of neurons that must grow together.
 
@@ -37,14 +34,16 @@ def analyze(
 
     Parameters
     ----------
-    model : nn.Module or fx.GraphModule
+    model : nn.Module, fx.GraphModule or ExportedProgram
     example_input : Tensor, tuple of positional inputs, or dict of keyword inputs
-    leaf_modules : module types or qualified names to keep as opaque leaves
-    concrete_args : values to specialise while tracing
-    capture : {"auto", "fx", "export"}
-        How the graph is obtained (see :func:`fxgrow.trace.capture`): torch.fx
-        symbolic tracing, ``torch.export``, or fx with export as the fallback
-        (default).  ``model`` may also be an ``ExportedProgram``.
+    capture : {"auto", "fx", "export"} or CaptureOptions
+        How the graph is obtained (see :class:`~fxgrow.capture.CaptureOptions`):
+        torch.fx symbolic tracing, ``torch.export``, or fx with export as the
+        fallback (default).
+    **capture_options
+        ``leaf_modules`` (module types or qualified names to keep as opaque
+        leaves) and ``concrete_args`` (values to specialise while tracing),
+        shorthands for the fields of :class:`~fxgrow.capture.CaptureOptions`.
 
     Returns
     -------
@@ -59,8 +58,7 @@ def analyze(
     >>> [(g.size, g.status) for g in a.groups]
     [(4, 'fixed'), (8, 'growable'), (2, 'fixed')]
     """
-    cap = _capture(model, example_input, leaf_modules=leaf_modules,
-                   concrete_args=concrete_args, capture=capture)
+    cap = _capture(model, example_input, CaptureOptions.of(capture, **capture_options))
     return analyze_graph(cap.graph_module, cap.args, cap.kwargs)
 
 
@@ -75,9 +73,8 @@ def widen(
     verify: Optional[bool] = None,
     trials: int = 3,
     rtol: Optional[float] = None,
-    leaf_modules: Iterable[Union[str, Type[nn.Module]]] = (),
-    concrete_args: Optional[Dict[str, Any]] = None,
-    capture: str = "auto",
+    capture: Union[str, CaptureOptions] = "auto",
+    **capture_options: Any,
 ) -> fx.GraphModule:
     """Widen a model with Net2WiderNet (or a baseline initialiser).
 
@@ -93,7 +90,7 @@ def widen(
         keys too; float values are factors).
     init : {"net2net", "random_pad", "random_init"}
         ``net2net`` (default) preserves the function exactly when ``noise`` is
-        0; the two baselines do not (see :mod:`fxgrow.apply`).
+        0; the two baselines do not (see :mod:`fxgrow.widen.apply`).
     noise : float
         Relative noise added to new neurons (net2net only; breaks exactness).
     seed : int
@@ -104,8 +101,8 @@ def widen(
         on exactly when the initialiser is function preserving.
     trials, rtol :
         Passed to :func:`fxgrow.verify`.
-    leaf_modules, concrete_args, capture :
-        As for :func:`analyze`; ``model`` may be an ``ExportedProgram``.
+    capture, **capture_options :
+        As for :func:`analyze`.
 
     Returns
     -------
@@ -133,8 +130,7 @@ def widen(
         if example_input is None:
             raise ExampleInputError("widen needs an example input")
         model = as_module(model)  # an ExportedProgram runs as ep.module()
-        analysis = analyze(model, example_input, leaf_modules=leaf_modules,
-                           concrete_args=concrete_args, capture=capture)
+        analysis = analyze(model, example_input, capture=capture, **capture_options)
         original = model
     plan = plan_widening(analysis, spec, seed=seed)
     grown = apply_plan(plan, init=init, noise=noise)
@@ -143,10 +139,10 @@ def widen(
         verify = exact
     if verify:
         report = _verify(original, grown, example_input, trials=trials, rtol=rtol, seed=seed)
-        grown.meta["fxgrow.report"] = report
+        grown.meta[meta.REPORT] = report
         if not report.ok:
-            where = first_divergence(plan, grown, _bind(analysis.graph_module, analysis.args,
-                                                        analysis.kwargs))
+            where = first_divergence(plan, grown, bind_inputs(analysis.graph_module, analysis.args,
+                                                              analysis.kwargs))
             if where:
                 report.problems.append(f"first divergence from the analysis: {where}")
             raise VerificationError(

@@ -8,7 +8,7 @@ eval mode) and a random example input of ``--input-shape``:
 
 * ``fxgrow analyze MODEL --input-shape 1,3,224,224`` prints the group table;
 * ``fxgrow draw MODEL --input-shape ... -o out.html`` writes the HTML page
-  (or DOT text, for a ``.dot`` file) of :mod:`fxgrow.visualize`;
+  (or DOT text, for a ``.dot`` file) of :mod:`fxgrow.viz`;
 * ``fxgrow widen MODEL --input-shape 8,32 --factor 2 -o grown.pt`` widens,
   verifies and saves the grown ``GraphModule`` with ``torch.save``.
 
@@ -23,6 +23,7 @@ from typing import List, Optional
 
 import torch
 
+from fxgrow import meta
 from fxgrow.errors import FxGrowError, SpecError
 
 __all__ = ["main", "build_parser", "load_model", "ModelSpecError"]
@@ -30,7 +31,7 @@ __all__ = ["main", "build_parser", "load_model", "ModelSpecError"]
 
 def _demo(args: argparse.Namespace) -> int:
     import fxgrow
-    from fxgrow.models import tiny_resnet
+    from fxgrow.testing.models import tiny_resnet
 
     torch.manual_seed(args.seed)
     model = tiny_resnet(width=args.width)
@@ -41,15 +42,15 @@ def _demo(args: argparse.Namespace) -> int:
     print(analysis, "\n")
     print(f"== widen every growable group x{args.factor} (Net2WiderNet)")
     wide = fxgrow.widen(analysis, x, args.factor, seed=args.seed)
-    for gid, (old, new) in wide.meta["fxgrow.plan"].items():
+    for gid, (old, new) in wide.meta[meta.PLAN].items():
         prods = ", ".join(analysis.group(gid).producers)
         print(f"  group {gid}: {old} -> {new}  ({prods})")
     print(f"  parameters: {sum(p.numel() for p in wide.parameters()):,}")
-    print(wide.meta["fxgrow.report"], "\n")
+    print(wide.meta[meta.REPORT], "\n")
     target = {"layer1.0.conv1": 2 * args.width + 3}
     print(f"== widen one group to an arbitrary size: {target}")
     one = fxgrow.widen(analysis, x, target, seed=args.seed)
-    print(one.meta["fxgrow.report"], "\n")
+    print(one.meta[meta.REPORT], "\n")
     print("== baselines (not function preserving, shown for comparison)")
     for init in ("random_pad", "random_init"):
         g = fxgrow.widen(analysis, x, args.factor, init=init, seed=args.seed)
@@ -58,12 +59,12 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"\n== deepen after {where} (Net2DeeperNet), then widen the result")
     deep = fxgrow.deepen(model, x, where, method="auto", calibration=torch.randn(16, 3, 32, 32),
                          seed=args.seed)
-    for rec in deep.meta["fxgrow.deepen"]:
+    for rec in deep.meta[meta.DEEPEN]:
         parts = [rec["layer"]] + ["BN"] * rec["batchnorm"] + [rec["activation"] or "no act"]
         print(f"  {rec['module']:<24} {rec['method']:<8} {' -> '.join(parts)}")
     deep_wide = fxgrow.widen(deep, x, args.factor, seed=args.seed)
-    print(deep.meta["fxgrow.report"], "\n", deep_wide.meta["fxgrow.report"], sep="")
-    ok = all(g.meta["fxgrow.report"].ok for g in (wide, one, deep, deep_wide))
+    print(deep.meta[meta.REPORT], "\n", deep_wide.meta[meta.REPORT], sep="")
+    ok = all(g.meta[meta.REPORT].ok for g in (wide, one, deep, deep_wide))
     print("\nfunction preserved:", "yes" if ok else "NO")
     return 0 if ok else 1
 
@@ -77,12 +78,12 @@ def load_model(spec: str) -> torch.nn.Module:
 
     Examples
     --------
-    >>> load_model("fxgrow.models:tiny_resnet").training
+    >>> load_model("fxgrow.testing.models:tiny_resnet").training
     False
-    >>> load_model("fxgrow.models")
+    >>> load_model("fxgrow.testing.models")
     Traceback (most recent call last):
     ...
-    fxgrow.cli.ModelSpecError: MODEL must look like `package.module:callable` or `path/to/file.py:callable`, got 'fxgrow.models'
+    fxgrow.cli.ModelSpecError: MODEL must look like `package.module:callable` or `path/to/file.py:callable`, got 'fxgrow.testing.models'
     """
     import importlib
     import importlib.util
@@ -202,11 +203,11 @@ def _widen(args: argparse.Namespace) -> int:
         spec = args.factor
     model, x, analysis = _prepare(args)
     grown = fxgrow.widen(analysis, x, spec, init=args.init, seed=args.seed)
-    plan = grown.meta["fxgrow.plan"]
+    plan = grown.meta[meta.PLAN]
     for gid, (old, new) in plan.items():
         prods = ", ".join(analysis.group(gid).producers) or "-"
         print(f"group {gid}: {old} -> {new}  ({prods})")
-    report = grown.meta.get("fxgrow.report")
+    report = grown.meta.get(meta.REPORT)
     if report is not None:
         print(report)
     if args.output:

@@ -4,7 +4,7 @@
 inputs of the same shapes and dtypes, and reports, for every output tensor,
 the maximum absolute error and the error relative to the output's magnitude.
 Tolerances follow the dtype.  Both runs use the same RNG seed and private
-copies of buffers (:mod:`fxgrow.runner`), so neither model is changed.
+copies of buffers (:mod:`fxgrow.capture.runner`), so neither model is changed.
 
 This is the one equivalence helper of the project: the test-suite uses it
 too.
@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from .capture.inputs import normalize_input
+from .capture.runner import call_pure, full_precision
 from .errors import ExampleInputError
-from .runner import call_pure, full_precision
-from .trace import normalize_input
 
 __all__ = ["OutputError", "Report", "verify", "default_rtol", "random_like_input"]
 
@@ -162,7 +162,7 @@ def verify(original: nn.Module, grown: nn.Module, example_input: Any, *, trials:
 
     Notes
     -----
-    Both models run with TF32 disabled (:func:`fxgrow.runner.full_precision`),
+    Both models run with TF32 disabled (:func:`fxgrow.capture.runner.full_precision`),
     so float32 tolerances hold on GPUs whose convolutions default to TF32.
 
     Examples

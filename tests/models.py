@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fxgrow.models import BasicBlock, tiny_resnet
+from fxgrow.testing.models import tiny_resnet
 
 
 def _perturb_bn(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 import fxgrow
-from conftest import assert_same_function, assert_unchanged, snapshot
+from helpers import assert_same_function, assert_unchanged, snapshot
 from models import ALL, LeNet, mlp, resnet, vgg_bn
 
 SPECS = [2.0, 1.5, 3]

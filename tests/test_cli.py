@@ -9,7 +9,7 @@ import torch
 
 from fxgrow.cli import main
 
-TINY = ["fxgrow.models:tiny_resnet", "--input-shape", "2,3,8,8"]
+TINY = ["fxgrow.testing.models:tiny_resnet", "--input-shape", "2,3,8,8"]
 
 
 @pytest.fixture
@@ -83,11 +83,11 @@ def test_widen_with_a_json_spec(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["analyze", "fxgrow.models", "--input-shape", "1"], "MODEL must look like"),
+    (["analyze", "fxgrow.testing.models", "--input-shape", "1"], "MODEL must look like"),
     (["analyze", "no_such_pkg_xyz:build", "--input-shape", "1"], "cannot import `no_such_pkg_xyz`"),
-    (["analyze", "fxgrow.models:nothing", "--input-shape", "1"], "has no attribute `nothing`"),
+    (["analyze", "fxgrow.testing.models:nothing", "--input-shape", "1"], "has no attribute `nothing`"),
     (["analyze", "/no/such/file.py:build", "--input-shape", "1"], "no such file"),
-    (["analyze", "fxgrow.models:tiny_resnet", "--input-shape", "2,5"], "fails on the example input"),
+    (["analyze", "fxgrow.testing.models:tiny_resnet", "--input-shape", "2,5"], "fails on the example input"),
     (["widen", *TINY, "--spec", '{"fc": 20}'], "is fixed"),
     (["widen", *TINY, "--spec", "{not json"], "not valid JSON"),
     (["widen", *TINY, "--spec", "[1, 2]"], "must be a JSON object"),

@@ -44,7 +44,7 @@ class ShuffleFromShape(nn.Module):
 
 
 # Fixed: a size read from a dim that grows (c // g) is replaced by the new literal
-# (shape_ops._shape_literal), not kept as a node computing the old arithmetic.
+# (rules/views.py, _shape_literal), not kept as a node computing the old arithmetic.
 @pytest.mark.parametrize("groups", [2, 4])
 def test_shuffle_with_size_derived_group_width(groups):
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ A product between activations contracts a dimension: the result sums over
 it, so widening that dimension by copies would count each copy (and the
 default attention scale ``1/sqrt(E)`` would change with it).  The rules
 record the two sides as contraction partners (``ctx.contract``);
-:mod:`fxgrow.contraction` then proves one side can be divided by the
+:mod:`fxgrow.analysis.contraction` then proves one side can be divided by the
 counts, or blocks both with the reason, and SDPA's default scale is pinned
 to its old value when the dim grows.  The other dims are batch-like and pass through:
 attention *heads* are a batch dim of ``q @ k^T`` and ``attn @ v``, so heads
@@ -36,35 +36,23 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..capture.shapes import TensorSpec
 from ..errors import RuleError
-from ..layout import Layout
-from ..roles import CONSUMER, PASS, PRODUCER
-from ..shapes import TensorSpec
-from ..values import TV
-from . import register_rule
+from ..ir.layout import Layout
+from ..ir.roles import CONSUMER, PASS, PRODUCER
+from ..ir.values import TV
+from .common import broadcast
+from .registry import RuleSet
 
-__all__ = ["matmul", "outer", "sdpa", "multihead_attention", "transformer_encoder_layer"]
+__all__ = ["RULES", "matmul", "outer", "sdpa", "multihead_attention", "transformer_encoder_layer"]
+
+RULES = RuleSet()
 
 _CONTRACT = ("contracted by a product between activations: copies would be counted "
              "twice unless one side were rescaled")
 
 
-def _broadcast(ctx, dims_list: List[tuple], shapes: List[tuple], out_shape: tuple) -> List[Layout]:
-    """Broadcast leading (batch) dims like an elementwise op."""
-    out: List[Layout] = []
-    for k in range(1, len(out_shape) + 1):
-        n = out_shape[-k]
-        full = [d[-k] for d, s in zip(dims_list, shapes) if len(s) >= k and s[-k] == n]
-        for d, s in zip(dims_list, shapes):
-            if len(s) >= k and s[-k] == 1 and n != 1:
-                ctx.fix(d[-k], "broadcast against a larger dimension")
-        for other in full[1:]:
-            ctx.unify(full[0], other)
-        out.append(full[0] if full else ctx.free(n))
-    return list(reversed(out))
-
-
-@register_rule(torch.matmul, operator.matmul, torch.bmm, torch.mm, "matmul", "bmm", "mm",
+@RULES.rule(torch.matmul, operator.matmul, torch.bmm, torch.mm, "matmul", "bmm", "mm",
                "__matmul__")
 def matmul(ctx) -> TV:
     """``a @ b``: batch dims broadcast, the contracted dim is unified and (between
@@ -86,11 +74,11 @@ def matmul(ctx) -> TV:
         ctx.contract(a.dims[-1], b.dims[-2], _CONTRACT, operands=(a_node, b_node))
         out_last, out_row = b.dims[-1], a.dims[-2]
     out_shape = ctx.out_shape
-    batch = _broadcast(ctx, [a.dims[:-2], b.dims[:-2]], [sa[:-2], sb[:-2]], out_shape[:-2])
+    batch = broadcast(ctx, [a.dims[:-2], b.dims[:-2]], [sa[:-2], sb[:-2]], out_shape[:-2])
     return TV(tuple(batch) + (out_row, out_last))
 
 
-@register_rule(torch.outer, torch.ger, "outer", "ger")
+@RULES.rule(torch.outer, torch.ger, "outer", "ger")
 def outer(ctx) -> TV:
     """``outer(a, b)[i, j] = a[i] * b[j]``: both dims pass through (copies give copies),
     as in a rotary table ``outer(positions, inv_freq)``."""
@@ -100,7 +88,7 @@ def outer(ctx) -> TV:
     return TV((a.dims[0], b.dims[0]))
 
 
-@register_rule(F.scaled_dot_product_attention)
+@RULES.rule(F.scaled_dot_product_attention)
 def sdpa(ctx) -> TV:
     """SDPA: heads and other leading dims are batch dims; the query/key dim is
     contracted (and sets the default scale), so it is blocked."""
@@ -114,12 +102,12 @@ def sdpa(ctx) -> TV:
     _pin_scale(ctx, q.dims[-1], sq[-1])
     ctx.unify(k.dims[-2], v.dims[-2])
     out_shape = ctx.out_shape
-    batch = _broadcast(ctx, [q.dims[:-2], k.dims[:-2], v.dims[:-2]],
+    batch = broadcast(ctx, [q.dims[:-2], k.dims[:-2], v.dims[:-2]],
                        [sq[:-2], sk[:-2], sv[:-2]], out_shape[:-2])
     mask = ctx.arg(3, "attn_mask", None)
     if isinstance(mask, fx.Node):
         m = ctx.tensor(mask)
-        _broadcast(ctx, [m.dims, tuple(batch) + (q.dims[-2], k.dims[-2])],
+        broadcast(ctx, [m.dims, tuple(batch) + (q.dims[-2], k.dims[-2])],
                    [ctx.spec(mask).shape, tuple(out_shape[:-2]) + (sq[-2], sk[-2])],
                    tuple(out_shape[:-2]) + (sq[-2], sk[-2]))
     return TV(tuple(batch) + (q.dims[-2], v.dims[-1]))
@@ -132,17 +120,12 @@ def _pin_scale(ctx, qk: Layout, old: int) -> None:
     if isinstance(given, fx.Node):
         return  # a scale computed in the graph: its own rule decides
     pinned = given if given is not None else 1.0 / math.sqrt(old)
-    node = ctx.node
-
-    def rewrite(size):
-        args, kwargs = tuple(node.args), dict(node.kwargs)
-        if size(qk) == old:
-            return args, kwargs
-        if len(args) > 6:
-            return args[:6] + (pinned,) + args[7:], kwargs
+    args, kwargs = ctx.node.args, dict(ctx.node.kwargs)
+    if len(args) > 6:
+        args = args[:6] + (pinned,) + args[7:]
+    else:
         kwargs["scale"] = pinned
-        return args, kwargs
-    ctx.literal(rewrite)
+    ctx.rewrite(args, kwargs, when=(qk,))
 
 
 # -- nn.MultiheadAttention and the torch.nn transformer layers ---------------------
@@ -155,7 +138,7 @@ def _mha(ctx, prefix: str, mha: nn.MultiheadAttention, e_in: Layout,
     heads = ctx.fresh(mha.num_heads)
     head_dim, key_dim = ctx.fresh(mha.head_dim), ctx.fresh(mha.head_dim)
     # scores sum over the head dim and are divided by sqrt(head_dim) read at run
-    # time: the key rows take 1/count and sqrt(new/old) (fxgrow.contraction)
+    # time: the key rows take 1/count and sqrt(new/old) (fxgrow.analysis.contraction)
     ctx.contract(head_dim, key_dim, f"the head dim of `{ctx.node.target}{prefix and '.' + prefix}` "
                                     "is contracted by attention", vouched=True, sqrt_scale=True)
     hd = ctx.prod([heads, head_dim])
@@ -172,15 +155,14 @@ def _mha(ctx, prefix: str, mha: nn.MultiheadAttention, e_in: Layout,
     ctx.unify(ctx.param(p + "out_proj.weight", 0, PRODUCER), hd)
     if mha.out_proj.bias is not None:
         ctx.unify(ctx.param(p + "out_proj.bias", 0, PRODUCER), hd)
-    size = lambda lay: (lambda s: s(lay))  # noqa: E731
     for attr in ("embed_dim", "kdim", "vdim", "out_proj.in_features", "out_proj.out_features"):
-        ctx.module_attr(p + attr, size(hd))
-    ctx.module_attr(p + "num_heads", size(heads))
-    ctx.module_attr(p + "head_dim", size(head_dim))
+        ctx.module_attr(p + attr, ctx.size(hd))
+    ctx.module_attr(p + "num_heads", ctx.size(heads))
+    ctx.module_attr(p + "head_dim", ctx.size(head_dim))
     return hd, heads
 
 
-@register_rule(nn.MultiheadAttention)
+@RULES.rule(nn.MultiheadAttention)
 def multihead_attention(ctx):
     """``nn.MultiheadAttention`` (packed projections): grows by adding heads."""
     m: nn.MultiheadAttention = ctx.module
@@ -221,11 +203,10 @@ def _encoder_layer(ctx, prefix: str, layer: nn.TransformerEncoderLayer, e: Layou
         if not isinstance(ln, nn.LayerNorm):
             raise RuleError(f"{norm} is not a LayerNorm")
         _norm(ctx, p + norm, ln, e)
-    size = lambda lay: (lambda s: s(lay))  # noqa: E731
-    ctx.module_attr(p + "linear1.in_features", size(e))
-    ctx.module_attr(p + "linear1.out_features", size(ffn))
-    ctx.module_attr(p + "linear2.in_features", size(ffn))
-    ctx.module_attr(p + "linear2.out_features", size(e))
+    ctx.module_attr(p + "linear1.in_features", ctx.size(e))
+    ctx.module_attr(p + "linear1.out_features", ctx.size(ffn))
+    ctx.module_attr(p + "linear2.in_features", ctx.size(ffn))
+    ctx.module_attr(p + "linear2.out_features", ctx.size(e))
 
 
 def _norm(ctx, name: str, ln: nn.LayerNorm, e: Layout) -> None:
@@ -233,10 +214,10 @@ def _norm(ctx, name: str, ln: nn.LayerNorm, e: Layout) -> None:
     for t in ("weight", "bias"):
         if getattr(ln, t, None) is not None:
             ctx.unify(ctx.param(f"{name}.{t}", 0, PASS), e)
-    ctx.module_attr(f"{name}.normalized_shape", lambda s: (s(e),))
+    ctx.module_attr(f"{name}.normalized_shape", (ctx.size(e),))
 
 
-@register_rule(nn.TransformerEncoderLayer)
+@RULES.rule(nn.TransformerEncoderLayer)
 def transformer_encoder_layer(ctx) -> TV:
     """``nn.TransformerEncoderLayer``: the model dim is ``Prod(heads, head_dim)``;
     the feed-forward width is a fresh space."""
@@ -245,7 +226,7 @@ def transformer_encoder_layer(ctx) -> TV:
     return x
 
 
-@register_rule(nn.TransformerEncoder)
+@RULES.rule(nn.TransformerEncoder)
 def transformer_encoder(ctx) -> TV:
     x = ctx.tensor(ctx.arg(0, "src"))
     for i, layer in enumerate(ctx.module.layers):

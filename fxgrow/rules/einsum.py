@@ -3,7 +3,7 @@
 Dims that share a letter index the same neurons and are unified (size-1
 dims broadcast and are fixed).  Letters missing from the output are summed
 over: between two operands that would count copies, so the two sides are
-recorded as contraction partners (:mod:`fxgrow.contraction` divides one
+recorded as contraction partners (:mod:`fxgrow.analysis.contraction` divides one
 side's producers, or blocks both); a letter summed within one operand is
 blocked.  Letters in the output pass through, like the batch dims of a matmul.
 """
@@ -15,14 +15,16 @@ from typing import Dict, List
 import torch
 
 from ..errors import RuleError
-from ..layout import Layout
-from ..values import TV
-from . import register_rule
+from ..ir.layout import Layout
+from ..ir.values import TV
+from .registry import RuleSet
 
-__all__ = ["einsum"]
+__all__ = ["RULES", "einsum"]
+
+RULES = RuleSet()
 
 
-@register_rule(torch.einsum)
+@RULES.rule(torch.einsum)
 def einsum(ctx) -> TV:
     eq = ctx.arg(0, "equation")
     if not isinstance(eq, str) or "->" not in eq or "..." in eq:

@@ -19,11 +19,14 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import RuleError
-from ..roles import PASS
-from ..values import TV, SizeOf, iter_sizes
-from . import register_rule
+from ..ir.roles import PASS
+from ..ir.values import TV, SizeOf, iter_sizes
+from .common import broadcast
+from .registry import RuleSet
 
-__all__ = ["elementwise", "same_as_input", "arithmetic"]
+__all__ = ["RULES", "elementwise", "same_as_input", "arithmetic"]
+
+RULES = RuleSet()
 
 
 def _tensor_operands(ctx):
@@ -38,19 +41,9 @@ def _tensor_operands(ctx):
 
 def elementwise(ctx) -> TV:
     """Broadcasting elementwise op over every tensor argument."""
-    out_shape = ctx.out_shape
     operands = _tensor_operands(ctx)
-    dims = []
-    for k in range(1, len(out_shape) + 1):
-        n = out_shape[-k]
-        full = [tv.dims[-k] for tv, shape in operands if len(shape) >= k and shape[-k] == n]
-        for tv, shape in operands:
-            if len(shape) >= k and shape[-k] == 1 and n != 1:
-                ctx.fix(tv.dims[-k], "broadcast against a larger dimension")
-        for other in full[1:]:
-            ctx.unify(full[0], other)
-        dims.append(full[0] if full else ctx.free(n))
-    return TV(tuple(reversed(dims)))
+    return TV(tuple(broadcast(ctx, [tv.dims for tv, _ in operands],
+                              [shape for _, shape in operands], ctx.out_shape)))
 
 
 def same_as_input(ctx) -> TV:
@@ -119,29 +112,29 @@ _CASTS = [
     "type_as", "cpu", "cuda", "requires_grad_",
 ]
 
-register_rule(*_ACT_MODULES, *_FUNCTIONS, *_METHODS)(elementwise)
-register_rule(*_CASTS, torch.clone, torch.detach, name="same_as_input")(same_as_input)
+RULES.rule(*_ACT_MODULES, *_FUNCTIONS, *_METHODS)(elementwise)
+RULES.rule(*_CASTS, torch.clone, torch.detach, name="same_as_input")(same_as_input)
 # Stochastic depth scales whole samples (or the whole batch): copies stay copies.
-register_rule("torchvision.ops.stochastic_depth.stochastic_depth",
+RULES.rule("torchvision.ops.stochastic_depth.stochastic_depth",
               name="stochastic_depth")(elementwise)
-register_rule(operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
+RULES.rule(operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
               operator.mod, operator.neg, operator.pow, operator.iadd, operator.imul,
               operator.isub, operator.itruediv, math.sqrt,
               # comparisons and logic: elementwise on tensors (masks), plain on ints
               operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
               operator.and_, operator.or_, operator.invert, operator.not_,
               accepts_sizes=True)(arithmetic)
-register_rule(torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge, torch.logical_and,
+RULES.rule(torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge, torch.logical_and,
               torch.logical_or, torch.logical_not, torch.logical_xor, torch.isnan, torch.isinf,
               torch.isfinite, "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or",
               "logical_not", "bool", "long", "int", name="comparison")(elementwise)
 
 
-@register_rule(nn.PReLU)
+@RULES.rule(nn.PReLU)
 def prelu(ctx) -> TV:
     """PReLU: one slope per channel (dim 1) is a pass-through of that channel."""
     out = elementwise(ctx)
     if ctx.module.weight.numel() > 1:
         ctx.unify(ctx.param("weight", 0, PASS), out.dims[1])
-        ctx.module_attr("num_parameters", lambda size, d=out.dims[1]: size(d))
+        ctx.module_attr("num_parameters", ctx.size(out.dims[1]))
     return out

@@ -10,19 +10,20 @@ changes with the number of copies (or their positions), so it blocks.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RuleError
-from ..layout import Layout
-from ..values import TV
-from . import register_rule
-from .shape_ops import _dim
+from ..ir.values import TV
+from .common import dim_index
+from .registry import RuleSet
 
-__all__ = ["reduce_mean", "reduce_sum", "reduce_max", "softmax"]
+__all__ = ["RULES", "reduce_mean", "reduce_sum", "reduce_max", "softmax"]
+
+RULES = RuleSet()
 
 
 def _reduced(ctx, x: TV) -> List[int]:
@@ -30,7 +31,7 @@ def _reduced(ctx, x: TV) -> List[int]:
     if d is None:
         return list(range(x.ndim))
     ds = d if isinstance(d, (tuple, list)) else (d,)
-    return sorted({_dim(i, x.ndim) for i in ds})
+    return sorted({dim_index(i, x.ndim) for i in ds})
 
 
 def _reduce(ctx, why: Optional[str], constraint: str) -> TV:
@@ -49,30 +50,30 @@ def _reduce(ctx, why: Optional[str], constraint: str) -> TV:
     return TV(tuple(out))
 
 
-@register_rule(torch.mean, "mean", torch.nanmean, "nanmean")
+@RULES.rule(torch.mean, "mean", torch.nanmean, "nanmean")
 def reduce_mean(ctx) -> TV:
     """Mean: exact over neuron dims under uniform replication."""
     return _reduce(ctx, "a mean over this dimension", "uniform")
 
 
-@register_rule(torch.sum, "sum", torch.nansum, "nansum", torch.logsumexp, "logsumexp",
+@RULES.rule(torch.sum, "sum", torch.nansum, "nansum", torch.logsumexp, "logsumexp",
                torch.prod, "prod", torch.norm, "norm", torch.cumsum, "cumsum")
 def reduce_sum(ctx) -> TV:
     """Sums (and norms) count copies, so they block the reduced neuron dims."""
     if ctx.node.target in ("cumsum", torch.cumsum):
         x = ctx.tensor(ctx.arg(0, "input"))
-        ctx.block(x.dims[_dim(ctx.arg(1, "dim"), x.ndim)], "a cumulative sum over neurons")
+        ctx.block(x.dims[dim_index(ctx.arg(1, "dim"), x.ndim)], "a cumulative sum over neurons")
         return x
     return _reduce(ctx, "a sum over this dimension counts every copy", "block")
 
 
-@register_rule(torch.amax, "amax", torch.amin, "amin")
+@RULES.rule(torch.amax, "amax", torch.amin, "amin")
 def reduce_max(ctx) -> TV:
     """The max over copies is the max: nothing to constrain."""
     return _reduce(ctx, None, "none")
 
 
-@register_rule(torch.var, "var", torch.std, "std")
+@RULES.rule(torch.var, "var", torch.std, "std")
 def reduce_var(ctx) -> TV:
     """Population variance survives uniform replication; the unbiased one does not."""
     correction = ctx.node.kwargs.get("correction", ctx.node.kwargs.get("unbiased", 1))
@@ -81,26 +82,26 @@ def reduce_var(ctx) -> TV:
     return _reduce(ctx, "an unbiased variance depends on the neuron count", "block")
 
 
-@register_rule(torch.argmax, "argmax", torch.argmin, "argmin")
+@RULES.rule(torch.argmax, "argmax", torch.argmin, "argmin")
 def argmax(ctx) -> TV:
     """Indices into a neuron dim change when copies are inserted."""
     return _reduce(ctx, "an argmax returns positions of neurons", "block")
 
 
-def _softmax_dim(ctx, x: TV) -> int:
+def _softmaxdim_index(ctx, x: TV) -> int:
     if ctx.module is not None:
         d = ctx.module.dim
     else:
         d = ctx.arg(1, "dim", None)
     if d is None:
         raise RuleError("softmax without an explicit dim")
-    return _dim(d, x.ndim)
+    return dim_index(d, x.ndim)
 
 
-@register_rule(nn.Softmax, nn.LogSoftmax, nn.Softmin, F.softmax, F.log_softmax, F.softmin,
+@RULES.rule(nn.Softmax, nn.LogSoftmax, nn.Softmin, F.softmax, F.log_softmax, F.softmin,
                torch.softmax, torch.log_softmax, "softmax", "log_softmax")
 def softmax(ctx) -> TV:
     """A softmax normalises over copies, so its dim cannot grow by replication."""
     x = ctx.tensor(ctx.arg(0, "input"))
-    ctx.block(x.dims[_softmax_dim(ctx, x)], "a softmax over this dimension")
+    ctx.block(x.dims[_softmaxdim_index(ctx, x)], "a softmax over this dimension")
     return x

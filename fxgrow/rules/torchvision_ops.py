@@ -12,20 +12,24 @@ with ``num_heads`` rewritten.
 from __future__ import annotations
 
 from ..errors import RuleError
-from ..roles import CONSUMER, PRODUCER
-from ..values import TV
-from . import register_rule
-from .layers import _functional_weight
+from ..ir.roles import CONSUMER, PRODUCER
+from ..ir.values import TV
+from .linear import functional_weight
+from .registry import RuleSet
+
+__all__ = ["RULES"]
+
+RULES = RuleSet()
 
 _SWIN = "torchvision.models.swin_transformer."
 
 
 def _weight(ctx, index, name, dim, role):
     """The layout of a weight argument (None if absent), as the functional layer rules read it."""
-    return _functional_weight(ctx, {name: (index, name)})(name, dim, role)
+    return functional_weight(ctx, {name: (index, name)})(name, dim, role)
 
 
-@register_rule(_SWIN + "shifted_window_attention")
+@RULES.rule(_SWIN + "shifted_window_attention")
 def shifted_window_attention(ctx) -> TV:
     x = ctx.tensor(ctx.arg(0, "input"))
     num_heads = ctx.arg(5, "num_heads")
@@ -38,7 +42,7 @@ def shifted_window_attention(ctx) -> TV:
     scale = ctx.arg(11, "logit_scale", None)
     if scale is None:
         # q is multiplied by (C // num_heads) ** -0.5 read at run time: the key
-        # rows take 1/count and sqrt(new/old) (fxgrow.contraction)
+        # rows take 1/count and sqrt(new/old) (fxgrow.analysis.contraction)
         ctx.contract(head_dim, key_dim, "the head dim of shifted window attention is "
                                         "contracted", vouched=True, sqrt_scale=True)
     else:
@@ -61,11 +65,11 @@ def shifted_window_attention(ctx) -> TV:
     ctx.unify(rel.dims[-3], heads)
     if scale is not None:
         ctx.unify(ctx.tensor(scale).dims[0], heads)
-    ctx.literal_arg(5, "num_heads", lambda size: size(heads))
+    ctx.rewrite_arg(5, "num_heads", ctx.size(heads))
     return TV(x.dims[:-1] + (out,))
 
 
-@register_rule(_SWIN + "_get_relative_position_bias")
+@RULES.rule(_SWIN + "_get_relative_position_bias")
 def relative_position_bias(ctx) -> TV:
     table = ctx.tensor(ctx.arg(0, "relative_position_bias_table"))
     ctx.fix(table.dims[0], "relative positions are indexed")
@@ -75,7 +79,7 @@ def relative_position_bias(ctx) -> TV:
     return TV((ctx.free(shape[0]), table.dims[1], ctx.free(shape[2]), ctx.free(shape[3])))
 
 
-@register_rule(_SWIN + "_patch_merging_pad")
+@RULES.rule(_SWIN + "_patch_merging_pad")
 def patch_merging_pad(ctx) -> TV:
     """Pads H and W to even, takes the four 2x2-strided sub-grids and concatenates them
     along channels: the output channels are ``Cat(C, C, C, C)``, one space four times."""

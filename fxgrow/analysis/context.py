@@ -1,0 +1,229 @@
+"""What a rule sees of one node, and the verbs it may use.
+
+A rule is a function of one :class:`RuleContext`.  It reads the node's
+arguments (:meth:`~RuleContext.arg`), their abstract values and recorded
+shapes, and describes what the op does to neurons with the verbs: build
+layouts (``fresh``, ``free``, ``prod``, ``cat``, ``split_at``, ``factor``),
+relate them (``unify``, ``contract``), constrain them (``fix``, ``block``,
+``uniform``), name the tensors that produce, consume or pass them
+(``param``, ``weight``), and say how literal arguments and module
+attributes change with growth (``rewrite``, ``rewrite_arg``, ``module_attr``,
+with ``size`` and ``if_grows`` placeholders).  Rules never see the walk's
+state directly, and import nothing from :mod:`fxgrow.analysis`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+from torch import fx, nn
+
+from .. import meta
+from ..capture.shapes import TensorSpec
+from ..errors import RuleError
+from ..ir.groups import UniformSite
+from ..ir.layout import Axis, Layout
+from ..ir.rewrites import AttrRewrite, IfGrows, Size, rewrite
+from ..ir.roles import BLOCKED, FIXED
+from ..ir.spaces import Contraction, Unalignable
+from ..ir.values import TV, SizeOf
+from ..ops.access import MISSING, node_arg, with_arg
+from .state import WalkState
+
+__all__ = ["RuleContext"]
+
+
+class RuleContext:
+    """What a rule sees of one node, and the verbs it may use.
+
+    Attributes
+    ----------
+    node : fx.Node
+        The node being analysed.
+    module : nn.Module or None
+        The submodule a ``call_module`` node calls.
+    table : SpaceTable
+        The space table (for rules that need more than the verbs below).
+    """
+
+    def __init__(self, state: WalkState, node: fx.Node) -> None:
+        self._s = state
+        self.node = node
+        self.table = state.table
+        self.module: Optional[nn.Module] = (
+            state.gm.get_submodule(node.target) if node.op == "call_module" else None)
+
+    # -- reading arguments ---------------------------------------------------
+    def arg(self, index: int, name: Optional[str] = None, default: Any = MISSING) -> Any:
+        """Raw argument by position or keyword (a Node or a Python value)."""
+        return node_arg(self.node, index, name, default)
+
+    def value(self, a: Any) -> Any:
+        """Abstract value of a raw argument."""
+        if isinstance(a, fx.Node):
+            return self._s.env[a]
+        if isinstance(a, (tuple, list)):
+            return tuple(self.value(x) for x in a)
+        if isinstance(a, dict):
+            return {k: self.value(v) for k, v in a.items()}
+        return a
+
+    def tensor(self, a: Any) -> TV:
+        """The tensor value of argument ``a`` (a RuleError if it is not one)."""
+        v = self.value(a)
+        if not isinstance(v, TV):
+            raise RuleError(f"expected a tensor argument, got {type(v).__name__}")
+        return v
+
+    def spec(self, a: Any) -> Any:
+        """Recorded shape metadata of a Node argument."""
+        return meta.shape(a) if isinstance(a, fx.Node) else None
+
+    @property
+    def out_spec(self) -> Any:
+        return meta.shape(self.node)
+
+    @property
+    def out_shape(self) -> Tuple[int, ...]:
+        spec = self.out_spec
+        if not isinstance(spec, TensorSpec):
+            raise RuleError("the node does not return a single tensor")
+        return spec.shape
+
+    def int_value(self, a: Any) -> int:
+        """A concrete int argument, whether literal or read from a size."""
+        v = self.value(a)
+        if isinstance(v, SizeOf):
+            return v.value
+        if isinstance(v, int):
+            return v
+        raise RuleError(f"expected an int, got {v!r}")
+
+    # -- building layouts ----------------------------------------------------
+    def fresh(self, size: int) -> Axis:
+        """A new growable space (what a producer creates)."""
+        return self.table.fresh(size)
+
+    def free(self, size: int) -> Axis:
+        """A new free space: a batch, time or spatial extent."""
+        return self.table.fresh(size, free=True, status=FIXED,
+                                reason=f"free dimension made by {self.node.name}")
+
+    def unify(self, a: Layout, b: Layout) -> None:
+        self.table.unify(a, b)
+
+    def prod(self, layouts: Sequence[Layout]) -> Layout:
+        return self.table.make_prod(layouts)
+
+    def cat(self, layouts: Sequence[Layout]) -> Layout:
+        return self.table.make_cat(layouts)
+
+    def split_at(self, layout: Layout, bounds: Sequence[int]) -> List[Layout]:
+        return self.table.split_at(layout, bounds)
+
+    def factor(self, layout: Layout, sizes: Sequence[int]) -> List[Layout]:
+        return self.table.factor(layout, sizes)
+
+    def norm(self, layout: Layout) -> Layout:
+        return self.table.norm(layout)
+
+    # -- constraints ---------------------------------------------------------
+    def fix(self, layout: Layout, why: str) -> None:
+        """Spaces of ``layout`` must keep their size."""
+        self.table.mark(layout, FIXED, f"{why} (node `{self.node.name}`)")
+
+    def block(self, layout: Layout, why: str) -> None:
+        """Spaces of ``layout`` cannot grow exactly through this node."""
+        self.table.mark(layout, BLOCKED, f"{why} (node `{self.node.name}`)")
+        self._s.note(self.node, why)
+
+    def contract(self, a: Layout, b: Layout, why: str, *, operands: Sequence[Any] = (),
+                 vouched: bool = False, sqrt_scale: bool = False) -> None:
+        """This node sums over ``a`` (one operand's dim) paired with ``b`` (the other's).
+
+        Copies would be counted twice, so the sides are recorded (two spaces
+        kept apart, or one space contracted with itself); after the walk
+        :mod:`fxgrow.analysis.contraction` proves how the counts can be divided out, or
+        blocks them saying ``why``.  Free dims (the keys' positions in
+        ``attn @ v``) are unified and blocked.  ``operands``: the argument
+        nodes holding ``a`` and ``b`` (other tensor arguments pass through,
+        linearly, like the values of attention).
+        """
+        na, nb = self.norm(a), self.norm(b)
+        if na.size != nb.size:
+            raise Unalignable(f"contracted dims of size {na.size} and {nb.size}")
+        table = self.table
+        try:
+            pairs = table.pair(na, nb)
+        except Unalignable:
+            pairs = []
+        if pairs and not any(table.is_free(x.space) or table.is_free(y.space) for x, y in pairs):
+            for x, y in pairs:
+                table.contractions.append(Contraction(
+                    x, y, why, self.node.name, vouched, sqrt_scale,
+                    tuple(n.name for n in operands if isinstance(n, fx.Node))))
+            return
+        self.unify(a, b)
+        self.block(a, why)
+
+    def uniform(self, layout: Layout, why: str) -> None:
+        """Every neuron of ``layout`` must be replicated the same number of times."""
+        self.table.uniform.append(UniformSite(layout, f"{why} (node `{self.node.name}`)",
+                                              self.node.name))
+
+    # -- parameters and literals ---------------------------------------------
+    def param(self, name: str, dim: int, role: str) -> Axis:
+        """Layout of dimension ``dim`` of this module's tensor ``name``."""
+        prefix = f"{self.node.target}." if self.node.op == "call_module" else ""
+        return self._s.param(prefix + name, dim, role, self.node)
+
+    def has_tensor(self, name: str) -> bool:
+        return self.module is not None and isinstance(getattr(self.module, name, None), torch.Tensor)
+
+    def weight(self, a: Any, dim: int, role: str) -> Optional[Layout]:
+        """Layout of dim ``dim`` of a weight passed as an argument.
+
+        If ``a`` is a ``get_attr`` node the parameter gets ``role`` and this
+        use is claimed (it is not a plain gathered use).  Otherwise the
+        weight is computed in the graph, fxgrow cannot rescale it, and None
+        is returned.
+        """
+        if isinstance(a, fx.Node) and a.op == "get_attr":
+            self._s.claims.add((self.node, a))
+            return self._s.param(a.target, dim, role, self.node)
+        return None
+
+    def size(self, layout: Layout) -> Size:
+        """The new size of ``layout``, as a placeholder in a rewrite template."""
+        return Size(layout)
+
+    def if_grows(self, layouts: Sequence[Layout], then: Any, otherwise: Any) -> IfGrows:
+        """``then`` in a rewrite if any of ``layouts`` grows, else ``otherwise``."""
+        return IfGrows(tuple(layouts), then, otherwise)
+
+    def rewrite(self, args: tuple, kwargs: dict, *, target: Any = None,
+                when: Optional[Sequence[Layout]] = None) -> None:
+        """Record this node's call after growth: new ``args`` and ``kwargs`` (templates
+        holding :meth:`size` placeholders), and ``target`` if the op changes.
+
+        The rewrite is applied only if one of ``when`` grows (default: every
+        layout the templates mention).
+        """
+        self._s.rewrites.append(rewrite(self.node.name, tuple(args), dict(kwargs), target,
+                                        None if when is None else tuple(when)))
+
+    def rewrite_arg(self, index: int, name: str, value: Any) -> None:
+        """Recompute one argument (by position ``index`` or keyword ``name``) after growth.
+
+        ``value`` is a template, e.g. ``ctx.size(heads)`` for a ``num_heads`` argument.
+        """
+        self.rewrite(*with_arg(self.node.args, self.node.kwargs, index, name, value))
+
+    def module_attr(self, attr: str, value: Any) -> None:
+        """Record attribute ``attr`` of this node's module after growth (a template).
+
+        ``attr`` may name a submodule's attribute: ``"out_proj.in_features"``.
+        """
+        owner, _, name = f"{self.node.target}.{attr}".rpartition(".")
+        self._s.attr_rewrites.append(AttrRewrite(owner, name, value))

@@ -1,0 +1,93 @@
+"""The ``torch.export`` front end: capture a model dynamo can trace.
+
+``torch.fx.symbolic_trace`` fails on data-dependent Python, ``torch._assert``
+on proxies, HuggingFace's mask creation, ...; ``torch.export`` runs the
+model's Python on fake tensors and records an ATen-level graph.  This module
+turns a model or an :class:`torch.export.ExportedProgram` into the
+``GraphModule`` the rest of fxgrow analyses: ``ep.module()``, whose
+parameters and buffers are ``get_attr`` nodes under the model's own qualified
+names (so ``state_dict`` keys are unchanged) and whose ``forward`` takes and
+returns the model's own input and output structure.  The rules read its ATen
+ops through the canonical forms of :mod:`fxgrow.ops.aten`.
+
+Export runs with ``strict=False`` (the default of recent PyTorch): the
+model's Python runs as ordinary Python on fake tensors, so anything that
+runs eagerly with static shapes exports; ``strict=True`` (TorchDynamo
+bytecode tracing) rejects more programs and gives no better graph for
+fxgrow's purposes.  Pass an ``ExportedProgram`` you exported yourself to
+choose other options (dynamic shapes, strict mode, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import fx, nn
+
+from ..errors import TraceError
+
+__all__ = ["export_module", "is_exported", "as_module", "flat_inputs"]
+
+
+def is_exported(gm: Any) -> bool:
+    """Whether ``gm`` is a module made by ``ExportedProgram.module()``.
+
+    Such a module flattens its inputs with a pytree spec before its graph's
+    placeholders and unflattens the outputs after it.
+    """
+    return isinstance(gm, fx.GraphModule) and isinstance(
+        getattr(gm.graph, "_codegen", None), getattr(fx.graph, "_PyTreeCodeGen", ()))
+
+
+def as_module(model: Any) -> Any:
+    """``ep.module()`` for an ``ExportedProgram``, the model itself otherwise."""
+    if isinstance(model, torch.export.ExportedProgram):
+        return model.module()
+    return model
+
+
+def copy_exported(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy whose graph and metadata are new but whose tensors are shared.
+
+    Keeps what ``fx.GraphModule(root, graph)`` would lose: the pytree
+    input/output handling, non-persistent buffers, the ``state_dict`` order.
+    """
+    memo = {id(t): t for t in itertools.chain(gm.parameters(), gm.buffers())}
+    return copy.deepcopy(gm, memo)
+
+
+def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+                  ) -> fx.GraphModule:
+    """``torch.export.export(model, args, kwargs, strict=False).module()``.
+
+    Raises
+    ------
+    TraceError
+        Naming the cause reported by ``torch.export``.
+    """
+    try:
+        ep = torch.export.export(model, tuple(args), dict(kwargs), strict=False)
+    except Exception as e:  # export raises many kinds: UserError, Unsupported, ...
+        msg = str(e).strip().splitlines()
+        head = msg[0] if msg else ""
+        detail = "\n  ".join(msg[1:8])
+        raise TraceError(
+            f"torch.export could not capture {type(model).__name__}: {type(e).__name__}: "
+            f"{head}" + (f"\n  {detail}" if detail else "")
+            + "\nWays around it: fix the construct torch.export names, export the model yourself with "
+              "the options it needs (dynamic_shapes=..., strict=...) and pass the "
+              "ExportedProgram, or use capture='fx'.") from e
+    return ep.module()
+
+
+def flat_inputs(gm: fx.GraphModule, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+                ) -> Optional[Tuple[Any, ...]]:
+    """Placeholder values of an exported module, flattened as its forward does."""
+    info = getattr(gm.graph._codegen, "pytree_info", None)
+    if info is None or info.in_spec is None:
+        return None
+    from torch.fx._pytree import tree_flatten_spec
+    return tuple(tree_flatten_spec((tuple(args), dict(kwargs)), info.in_spec))

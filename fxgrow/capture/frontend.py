@@ -1,0 +1,186 @@
+"""Capture a model as a ``torch.fx`` graph, with shapes from an example input.
+
+:func:`capture` is the front end of every pass: it turns the user's model and
+example input into a :class:`torch.fx.GraphModule` whose nodes carry their
+output shapes (:mod:`fxgrow.capture.shapes`), by one of two tracers --
+``torch.fx`` symbolic tracing (:mod:`fxgrow.capture.trace`) or ``torch.export``
+(:mod:`fxgrow.capture.export`) -- chosen by :class:`CaptureOptions`.  A
+``GraphModule`` or ``ExportedProgram`` given by the user is used as is.
+
+The user's model is never changed: a traced ``GraphModule`` shares the
+model's submodules, so nothing downstream writes to them, and the graph of a
+user's ``GraphModule`` is copied before any metadata is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple, Type, Union
+
+import torch
+from torch import fx, nn
+
+from .. import meta
+from ..errors import SpecError, TraceError
+from .export import as_module, copy_exported, export_module, is_exported
+from .inputs import ExampleInput, bind_inputs, normalize_input
+from .shapes import propagate
+from .trace import trace
+
+__all__ = ["CAPTURES", "CaptureOptions", "Captured", "capture"]
+
+#: how ``capture`` obtains the graph (see :class:`CaptureOptions`)
+CAPTURES = ("auto", "fx", "export")
+
+LeafModules = Tuple[Union[str, Type[nn.Module]], ...]
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """How a model becomes a graph.
+
+    Parameters
+    ----------
+    method : {"auto", "fx", "export"}
+        ``"fx"``: ``torch.fx`` symbolic tracing.  ``"export"``:
+        ``torch.export.export(model, args, kwargs, strict=False).module()``,
+        an ATen-level graph (see :mod:`fxgrow.capture.export`;
+        ``leaf_modules`` and ``concrete_args`` do not apply).  ``"auto"``
+        (default): fx, and export when fx cannot trace the model.
+    leaf_modules : tuple of module types or qualified names
+        Extra modules to keep as leaves instead of tracing through them (fx).
+    concrete_args : dict, optional
+        Values to specialise during tracing (see ``torch.fx.symbolic_trace``).
+        Keyword parameters of ``forward`` that the example input does not
+        give are specialised to their defaults.
+
+    The entry points take ``capture="fx"`` (a method) or
+    ``capture=CaptureOptions(...)``, and ``leaf_modules=`` / ``concrete_args=``
+    as keyword shorthands (:meth:`of`).
+
+    Examples
+    --------
+    >>> CaptureOptions.of("fx", leaf_modules=[nn.ReLU]).leaf_modules
+    (<class 'torch.nn.modules.activation.ReLU'>,)
+    """
+
+    method: str = "auto"
+    leaf_modules: LeafModules = ()
+    concrete_args: Optional[Dict[str, Any]] = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.method not in CAPTURES:
+            raise SpecError(f"unknown capture {self.method!r}; choose one of {CAPTURES}")
+        object.__setattr__(self, "leaf_modules", tuple(self.leaf_modules or ()))
+
+    @classmethod
+    def of(cls, capture: Union[str, "CaptureOptions"] = "auto", **options: Any) -> "CaptureOptions":
+        """Options from an entry point's ``capture=`` and keyword shorthands."""
+        unknown = set(options) - {"leaf_modules", "concrete_args"}
+        if unknown:
+            raise SpecError(f"unknown capture option(s) {sorted(unknown)}; the options are "
+                            "leaf_modules and concrete_args")
+        given = {k: v for k, v in options.items() if v is not None}
+        if isinstance(capture, CaptureOptions):
+            return capture.with_(**given) if given else capture
+        if not isinstance(capture, str):
+            raise SpecError(f"capture must be one of {CAPTURES} or a CaptureOptions, "
+                            f"not {type(capture).__name__}")
+        return cls(capture, **given)
+
+    def with_(self, **changes: Any) -> "CaptureOptions":
+        fields = {"method": self.method, "leaf_modules": self.leaf_modules,
+                  "concrete_args": self.concrete_args}
+        fields.update(changes)
+        return CaptureOptions(**fields)
+
+
+@dataclass
+class Captured:
+    """A traced graph and the example input bound to its placeholders."""
+
+    graph_module: fx.GraphModule
+    args: Tuple[Any, ...]
+    kwargs: Dict[str, Any]
+
+
+def _defaults_as_concrete(model: nn.Module, args: tuple, kwargs: dict,
+                          concrete: Dict[str, Any]) -> Dict[str, Any]:
+    """Keyword parameters the example does not give, specialised to their defaults."""
+    concrete = dict(concrete)
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return concrete
+    given = set(kwargs) | set(list(sig.parameters)[: len(args)])
+    for name, p in sig.parameters.items():
+        if (name not in given and name not in concrete
+                and p.default is not inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)):
+            concrete[name] = p.default
+    return concrete
+
+
+def capture(model: nn.Module, example_input: ExampleInput,
+            options: CaptureOptions = CaptureOptions()) -> Captured:
+    """Trace ``model`` and record every node's output shape.
+
+    Parameters
+    ----------
+    model : nn.Module, fx.GraphModule or ExportedProgram
+        The model.  A ``GraphModule`` is used as is (its graph is copied so
+        the metadata fxgrow writes does not land on the user's graph).
+    example_input : Tensor, tuple or dict
+        One batch the model runs on.
+    options : CaptureOptions
+        Which tracer, and its options.
+
+    Returns
+    -------
+    Captured
+        ``graph_module.meta["fxgrow.capture"]`` records
+        ``{"method", "fallback_reason"}``.
+
+    Examples
+    --------
+    >>> cap = capture(nn.Sequential(nn.Linear(4, 8), nn.ReLU()), torch.randn(2, 4))
+    >>> [meta.shape(n).shape for n in cap.graph_module.graph.nodes][:2]
+    [(2, 4), (2, 8)]
+    """
+    how: Dict[str, Any] = {"method": options.method, "fallback_reason": None}
+    if isinstance(model, torch.export.ExportedProgram):
+        if options.method == "fx":
+            raise TraceError("an ExportedProgram is already an ATen graph; capture='fx' "
+                             "needs the nn.Module")
+        model, how["method"] = as_module(model), "export"
+    if not isinstance(model, nn.Module):
+        raise TraceError(f"expected an nn.Module, GraphModule or ExportedProgram, got "
+                         f"{type(model).__name__}")
+    args, kwargs = normalize_input(example_input)
+    if is_exported(model):  # ep.module(), given by the user
+        gm = copy_exported(model)
+        how["method"] = "export"
+    elif isinstance(model, fx.GraphModule):
+        gm = fx.GraphModule(model, copy.deepcopy(model.graph), model.__class__.__name__)
+        how["method"] = "graph_module"
+    elif options.method == "export":
+        gm = export_module(model, args, kwargs)
+    else:
+        concrete = _defaults_as_concrete(model, args, kwargs, options.concrete_args or {})
+        try:
+            gm = trace(model, options.leaf_modules, concrete)
+            how["method"] = "fx"
+        except TraceError as e:
+            if options.method == "fx":
+                raise
+            how["fallback_reason"] = str(e).splitlines()[0]
+            try:
+                gm = export_module(model, args, kwargs)
+            except TraceError as e2:
+                raise TraceError(f"{e}\n\nThe torch.export fallback failed too:\n{e2}") from e2
+            how["method"] = "export"
+    propagate(gm, bind_inputs(gm, args, kwargs))
+    gm.meta[meta.CAPTURE] = how
+    return Captured(gm, args, kwargs)

@@ -1,0 +1,143 @@
+"""The op vocabulary: what kind of computation each op is, in one table.
+
+The rules say what each op does to neuron spaces (:mod:`fxgrow.rules`).  A few
+passes need a coarser question answered about a node -- does it only *move*
+values, *add* them, *scale* them, is it a linear *layer*, a norm, a
+BatchNorm, an activation -- to prove something along a path:
+
+* mean- and zero-padding (:mod:`fxgrow.analysis.padding`): new neurons stay
+  the mean of the old ones (or zero) along an affine (linear) path;
+* contraction rescaling (:mod:`fxgrow.analysis.contraction`): dividing a
+  producer's rows by the counts divides what reaches the product;
+* tied weights (:mod:`fxgrow.analysis.ties`): a per-neuron gain before a
+  consumer;
+* deepening (:mod:`fxgrow.ops.layers`, :mod:`fxgrow.ops.activations`): where a
+  layer ends, which BatchNorm to mirror, which activation is idempotent.
+
+All of those read this module, so an op is classified once.  ``torch.export``
+graphs are read through :func:`fxgrow.ops.aten.canonical_target`, so
+``aten.view.default`` is a move like ``Tensor.view``.
+
+Examples
+--------
+>>> import torch
+>>> from torch import fx
+>>> gm = fx.symbolic_trace(torch.nn.Sequential(torch.nn.Dropout(), torch.nn.ReLU()))
+>>> [kind(gm, n) for n in gm.graph.nodes if n.op == "call_module"]
+['move', None]
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Collection, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .aten import canonical_target
+
+__all__ = ["kind", "node_inputs", "is_op", "norm_kind", "MOVE", "ADD", "SCALE", "DIVIDE",
+           "MUL", "SUM", "POW", "SQUARE", "MEAN", "RSQRT", "LINEAR_LAYERS", "LINEAR_MODULES",
+           "MOVE_MODULES", "PASSTHROUGH_MODULES", "CONV_MODULES", "BN_MODULES",
+           "CONV_FUNCTIONS", "NORM_MODULES", "IDEMPOTENT_ACTIVATIONS", "OTHER_ACTIVATIONS"]
+
+# -- arithmetic ---------------------------------------------------------------------
+#: a sum of two values (``sub`` too: a difference is a sum of a negated value)
+SUM = {operator.add, torch.add, "add"}
+ADD = SUM | {operator.sub, operator.iadd, operator.isub, torch.sub, "sub", "add_", "sub_"}
+#: a product of two values
+MUL = {operator.mul, torch.mul, "mul"}
+SCALE = MUL | {operator.imul, "mul_", operator.neg, torch.neg, "neg", torch.outer, torch.ger,
+               "outer", "ger"}
+DIVIDE = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
+POW = {torch.pow, operator.pow, "pow"}
+SQUARE = {torch.square, "square"}
+MEAN = {torch.mean, "mean"}
+RSQRT = {torch.rsqrt, "rsqrt"}
+
+#: ops that only move values: views, transposes, splits, casts, dropout (the
+#: identity in eval mode, and a per-element mask that copies keep in training)
+MOVE = {"contiguous", "clone", "to", "float", "double", "half", "bfloat16", "type_as",
+        "permute", "transpose", "view", "reshape", "unsqueeze", "squeeze", "expand",
+        "expand_as", "flatten", "unflatten", "split", "chunk", "unbind", "narrow", "select",
+        "repeat_interleave", "detach", "movedim", "swapaxes", "swapdims", "view_as",
+        "reshape_as", torch.movedim, torch.swapaxes, torch.swapdims, torch.unflatten,
+        torch.permute, torch.transpose, torch.reshape, torch.unsqueeze, torch.squeeze,
+        torch.flatten, torch.split, torch.chunk, torch.unbind, torch.narrow, torch.select,
+        torch.repeat_interleave, operator.getitem, torch.cat, torch.concat, torch.stack,
+        F.dropout, torch.clone, torch.detach}
+
+# -- layers -------------------------------------------------------------------------
+#: functions whose output neuron ``i`` is linear in their producer rows ``i``
+#: (weight row and bias entry): dividing those rows divides the output neuron
+LINEAR_LAYERS = {F.linear, F.conv1d, F.conv2d, F.conv3d, F.embedding, torch.matmul,
+                 operator.matmul, torch.mm, torch.bmm, torch.addmm, "matmul", "mm", "bmm",
+                 "__matmul__"}
+CONV_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d)
+CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+LINEAR_MODULES = (nn.Linear,) + CONV_MODULES + (nn.Embedding,)
+BN_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+#: modules that compute the identity in eval mode
+PASSTHROUGH_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
+MOVE_MODULES = PASSTHROUGH_MODULES + (nn.Flatten, nn.Unflatten)
+#: norms over the last dims whose affine weight (and bias) apply last, per neuron:
+#: ``"layer"`` keeps a mean (mean-padding), ``"rms"`` a mean square (zero-padding)
+NORM_MODULES = {nn.LayerNorm: "layer", **({nn.RMSNorm: "rms"} if hasattr(nn, "RMSNorm") else {})}
+
+# -- activations --------------------------------------------------------------------
+#: module types whose forward is an idempotent activation (φ(φ(z)) = φ(z))
+IDEMPOTENT_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
+#: other elementwise activations (fine inside a residual block)
+OTHER_ACTIVATIONS = (nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SELU,
+                     nn.CELU, nn.Softplus, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.PReLU,
+                     nn.Softsign, nn.Tanhshrink, nn.LogSigmoid)
+
+
+def is_op(node: fx.Node, ops: Collection[Any]) -> bool:
+    """Whether ``node`` calls one of ``ops`` (a function, method name or ATen form of one)."""
+    if node.op not in ("call_function", "call_method"):
+        return False
+    try:
+        return canonical_target(node) in ops
+    except TypeError:  # an unhashable target
+        return False
+
+
+def norm_kind(module: Any) -> Optional[str]:
+    """``"layer"`` or ``"rms"`` for an ``nn.LayerNorm`` / ``nn.RMSNorm`` (or a subclass
+    that keeps its ``forward``: one that overrides it may compute something else), else None."""
+    for cls, name in NORM_MODULES.items():
+        if isinstance(module, cls) and type(module).forward is cls.forward:
+            return name
+    return None
+
+
+def kind(gm: fx.GraphModule, node: fx.Node) -> Optional[str]:
+    """``"move"``, ``"add"``, ``"scale"``, ``"divide"``, ``"layer"`` or None.
+
+    ``"layer"`` is a linear layer (:data:`LINEAR_LAYERS`); for ``"scale"`` and
+    ``"divide"`` the caller still checks which operand carries what.
+    """
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        if isinstance(mod, MOVE_MODULES):
+            return "move"
+        return "layer" if isinstance(mod, LINEAR_MODULES) else None
+    if node.op not in ("call_function", "call_method"):
+        return None
+    if str(canonical_target(node)) == "aten.addmm.default":
+        return "layer"
+    for name, ops in (("move", MOVE), ("add", ADD), ("scale", SCALE), ("divide", DIVIDE),
+                      ("layer", LINEAR_LAYERS)):
+        if is_op(node, ops):
+            return name
+    return None
+
+
+def node_inputs(node: fx.Node) -> List[fx.Node]:
+    """Every node among ``node``'s arguments, nested ones included."""
+    flat: List[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), flat.append)
+    return flat

@@ -1,0 +1,194 @@
+"""Linear maps with weights: Linear, convolutions, embeddings (modules and functional).
+
+A linear map's output dimension is a *fresh* space produced by its weight
+rows (and bias); its input dimension is unified with its weight columns,
+which consume the input's space.  Under Net2WiderNet new output neurons copy
+rows, and every consumer divides the columns of all copies by the
+replication count, so the sum over copies equals the old sum.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import RuleError
+from ..ir.layout import Layout
+from ..ir.roles import CONSUMER, FIXED, PASS, PRODUCER
+from ..ir.values import TV
+from .registry import RuleSet
+
+__all__ = ["RULES", "linear", "conv", "embedding", "module_weight", "functional_weight"]
+
+RULES = RuleSet()
+
+WeightFn = Callable[[str, int, str], Optional[Layout]]
+
+
+def module_weight(ctx) -> WeightFn:
+    def get(name: str, dim: int, role: str) -> Optional[Layout]:
+        if not ctx.has_tensor(name):
+            return None
+        return ctx.param(name, dim, role)
+    return get
+
+
+def functional_weight(ctx, positions) -> WeightFn:
+    """Weights given as arguments; ``positions`` maps a name to (index, kwarg)."""
+    def get(name: str, dim: int, role: str) -> Optional[Layout]:
+        idx, kw = positions[name]
+        a = ctx.arg(idx, kw, None)
+        if a is None:
+            return None
+        lay = ctx.weight(a, dim, role)
+        if lay is None:
+            raise RuleError(f"`{kw}` is computed in the graph, so it cannot be rescaled")
+        return lay
+    return get
+
+
+# -- Linear ---------------------------------------------------------------------
+def _linear(ctx, x: TV, weight: WeightFn) -> TV:
+    out = weight("weight", 0, PRODUCER)
+    inp = weight("weight", 1, CONSUMER)
+    ctx.unify(x.dims[-1], inp)
+    bias = weight("bias", 0, PRODUCER)
+    if bias is not None:
+        ctx.unify(bias, out)
+    return TV(x.dims[:-1] + (out,))
+
+
+@RULES.rule(nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
+def linear(ctx) -> TV:
+    """``nn.Linear``: fresh output space, input unified with the weight columns."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    y = _linear(ctx, x, module_weight(ctx))
+    ctx.module_attr("in_features", ctx.size(x.dims[-1]))
+    ctx.module_attr("out_features", ctx.size(y.dims[-1]))
+    return y
+
+
+@RULES.rule(F.linear, torch.nn.functional.linear)
+def linear_functional(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0, "input"))
+    return _linear(ctx, x, functional_weight(ctx, {"weight": (1, "weight"), "bias": (2, "bias")}))
+
+
+# -- Convolutions ---------------------------------------------------------------
+def _conv_channels(ctx, cin: Layout, groups: int, weight: WeightFn, cout: int,
+                   transposed: bool) -> Layout:
+    """Output channel layout of a (grouped) convolution.
+
+    * ``groups == 1``: fresh output space; input unified with weight dim 1.
+    * depthwise (one input channel per group): the groups *are* the input
+      channels, so the output is ``Prod(C_in, M)`` for channel multiplier
+      ``M`` (``C_in`` itself when ``M == 1``), and ``groups`` follows ``C_in``.
+    * otherwise the input is refined into ``Prod(G, P_in)`` with the group
+      count ``G`` fixed and each group widened alike; the output is
+      ``Prod(G, P_out)``.
+    """
+    out_dim, in_dim = (1, 0) if transposed else (0, 1)
+    if groups == 1:
+        out = weight("weight", out_dim, PRODUCER)
+        ctx.unify(cin, weight("weight", in_dim, CONSUMER))
+    elif transposed:
+        raise RuleError("grouped transposed convolutions have no rule yet")
+    elif cin.size == groups:
+        mult = cout // groups
+        if mult == 1:
+            out = cin
+            ctx.unify(weight("weight", 0, PASS), out)
+        else:
+            out = ctx.prod([cin, ctx.fresh(mult)])
+            ctx.unify(weight("weight", 0, PRODUCER), out)
+    else:
+        g = ctx.table.fresh(groups, status=FIXED,
+                            reason=f"the group count of grouped conv `{ctx.node.name}`")
+        p_in = ctx.fresh(cin.size // groups)
+        ctx.unify(cin, ctx.prod([g, p_in]))
+        ctx.unify(weight("weight", 1, CONSUMER), p_in)
+        out = ctx.prod([g, ctx.fresh(cout // groups)])
+        ctx.unify(weight("weight", 0, PRODUCER), out)
+    bias = weight("bias", 0, PASS if (groups > 1 and cin.size == groups and cout == groups)
+                  else PRODUCER)
+    if bias is not None:
+        ctx.unify(bias, out)
+    return out
+
+
+def _conv(ctx, nd: int, groups: int, weight: WeightFn, transposed: bool) -> TV:
+    x = ctx.tensor(ctx.arg(0, "input"))
+    out_shape = ctx.out_shape
+    c = len(x.dims) - nd - 1
+    if c < 0:
+        raise RuleError("input has too few dims for the convolution")
+    cin = ctx.norm(x.dims[c])
+    out = _conv_channels(ctx, cin, groups, weight, out_shape[c], transposed)
+    spatial = tuple(ctx.free(n) for n in out_shape[c + 1:])
+    return TV(x.dims[:c] + (out,) + spatial)
+
+
+_CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3,
+         nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2, nn.ConvTranspose3d: 3}
+
+
+@RULES.rule(*_CONV)
+def conv(ctx) -> TV:
+    """``nn.ConvNd`` / ``nn.ConvTransposeNd`` (see :func:`_conv_channels`)."""
+    m = ctx.module
+    transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
+    x = ctx.tensor(ctx.arg(0, "input"))
+    cin = x.dims[len(x.dims) - _CONV[type(m)] - 1]
+    y = _conv(ctx, _CONV[type(m)], m.groups, module_weight(ctx), transposed)
+    cout = y.dims[len(y.dims) - _CONV[type(m)] - 1]
+    ctx.module_attr("in_channels", ctx.size(cin))
+    ctx.module_attr("out_channels", ctx.size(cout))
+    if m.groups > 1 and m.groups == ctx.norm(cin).size:  # depthwise: groups follow C_in
+        ctx.module_attr("groups", ctx.size(cin))
+    return y
+
+
+def _conv_functional(nd: int):
+    def rule(ctx) -> TV:
+        groups = ctx.arg(6, "groups", 1)
+        if not isinstance(groups, int):
+            raise RuleError("non-literal groups")
+        weight = functional_weight(ctx, {"weight": (1, "weight"), "bias": (2, "bias")})
+        x = ctx.tensor(ctx.arg(0, "input"))
+        cin = x.dims[len(x.dims) - nd - 1]
+        if groups > 1 and ctx.norm(cin).size == groups:
+            # depthwise: the group count is the channel count, so it follows C_in
+            ctx.rewrite_arg(6, "groups", ctx.size(cin))
+        return _conv(ctx, nd, groups, weight, False)
+    rule.__name__ = f"conv{nd}d_functional"
+    return rule
+
+
+RULES.rule(F.conv1d)(_conv_functional(1))
+RULES.rule(F.conv2d)(_conv_functional(2))
+RULES.rule(F.conv3d)(_conv_functional(3))
+
+
+# -- Embedding ------------------------------------------------------------------
+def _embedding(ctx, idx: TV, weight: WeightFn) -> TV:
+    vocab = weight("weight", 0, PASS)
+    ctx.fix(vocab, "embedding vocabulary (indexed by token ids)")
+    return TV(idx.dims + (weight("weight", 1, PRODUCER),))
+
+
+@RULES.rule(nn.Embedding)
+def embedding(ctx) -> TV:
+    """Embedding: the table's columns produce a fresh space; its rows are fixed."""
+    idx = ctx.tensor(ctx.arg(0, "input"))
+    y = _embedding(ctx, idx, module_weight(ctx))
+    ctx.module_attr("embedding_dim", ctx.size(y.dims[-1]))
+    return y
+
+
+@RULES.rule(F.embedding)
+def embedding_functional(ctx) -> TV:
+    idx = ctx.tensor(ctx.arg(0, "input"))
+    return _embedding(ctx, idx, functional_weight(ctx, {"weight": (1, "weight")}))

@@ -1,0 +1,151 @@
+"""Normalisations: per-neuron parameters in place, statistics over neurons or not.
+
+Norms apply per-neuron parameters in place (pass-through members).
+BatchNorm and InstanceNorm compute statistics per neuron, and copies have
+identical statistics, so any replication is exact; LayerNorm, RMSNorm and
+GroupNorm average over neurons, which uniform replication (every neuron the
+same number of times) preserves, so they add a uniform constraint (and
+LayerNorm/RMSNorm residual streams can take any width by padding, see
+:mod:`fxgrow.analysis.padding`).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+from ..ir.roles import FIXED, PASS
+from ..ir.values import TV
+from .linear import WeightFn, functional_weight, module_weight
+from .registry import RuleSet
+
+__all__ = ["RULES", "batch_norm", "instance_norm", "layer_norm", "rms_norm", "group_norm"]
+
+RULES = RuleSet()
+
+
+def _per_channel(ctx, x: TV, c: int, weight: WeightFn, names) -> TV:
+    for name in names:
+        lay = weight(name, 0, PASS)
+        if lay is not None:
+            ctx.unify(lay, x.dims[c])
+    return x
+
+
+_BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
+
+
+@RULES.rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+def batch_norm(ctx) -> TV:
+    """BatchNorm: per-channel statistics; copies have identical ones."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    y = _per_channel(ctx, x, 1, module_weight(ctx), _BN_TENSORS)
+    ctx.module_attr("num_features", ctx.size(x.dims[1]))
+    return y
+
+
+@RULES.rule(nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+def instance_norm(ctx) -> TV:
+    """InstanceNorm: per-sample, per-channel statistics (channel dim before the spatial ones)."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    nd = {nn.InstanceNorm1d: 1, nn.InstanceNorm2d: 2, nn.InstanceNorm3d: 3}[type(ctx.module)]
+    c = len(x.dims) - nd - 1
+    y = _per_channel(ctx, x, c, module_weight(ctx), _BN_TENSORS)
+    ctx.module_attr("num_features", ctx.size(x.dims[c]))
+    return y
+
+
+@RULES.rule(F.batch_norm)
+def batch_norm_functional(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0, "input"))
+    weight = functional_weight(ctx, {"running_mean": (1, "running_mean"),
+                                      "running_var": (2, "running_var"),
+                                      "weight": (3, "weight"), "bias": (4, "bias")})
+    return _per_channel(ctx, x, 1, weight, _BN_TENSORS)
+
+
+def _layer_norm(ctx, x: TV, k: int, weight: WeightFn, what: str = "LayerNorm") -> TV:
+    dims = x.dims[len(x.dims) - k:]
+    for i, d in enumerate(dims):
+        ctx.uniform(d, f"{what} averages over this dimension")
+        for name in ("weight", "bias"):
+            lay = weight(name, i, PASS)
+            if lay is not None:
+                ctx.unify(lay, d)
+    return x
+
+
+@RULES.rule(*([nn.RMSNorm] if hasattr(nn, "RMSNorm") else []))
+def rms_norm(ctx) -> TV:
+    """RMSNorm: the mean of squares over the normalised dims survives uniform replication."""
+    x = ctx.tensor(ctx.arg(0, "x"))
+    k = len(ctx.module.normalized_shape)
+    y = _layer_norm(ctx, x, k, module_weight(ctx), "RMSNorm")
+    dims = x.dims[len(x.dims) - k:]
+    ctx.module_attr("normalized_shape", tuple(ctx.size(d) for d in dims))
+    return y
+
+
+if hasattr(F, "rms_norm"):
+    @RULES.rule(F.rms_norm)
+    def rms_norm_functional(ctx) -> TV:
+        x = ctx.tensor(ctx.arg(0, "input"))
+        shape = ctx.arg(1, "normalized_shape")
+        y = _layer_norm(ctx, x, len(shape),
+                        functional_weight(ctx, {"weight": (2, "weight"), "bias": (None, "bias")}),
+                        "RMSNorm")
+        dims = x.dims[len(x.dims) - len(shape):]
+        as_type = type(shape) if isinstance(shape, (list, tuple)) else tuple
+        ctx.rewrite_arg(1, "normalized_shape", as_type(ctx.size(d) for d in dims))
+        return y
+
+
+@RULES.rule(nn.LayerNorm)
+def layer_norm(ctx) -> TV:
+    """LayerNorm: mean and variance over the normalised dims survive uniform replication."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    k = len(ctx.module.normalized_shape)
+    y = _layer_norm(ctx, x, k, module_weight(ctx))
+    dims = x.dims[len(x.dims) - k:]
+    ctx.module_attr("normalized_shape", tuple(ctx.size(d) for d in dims))
+    return y
+
+
+@RULES.rule(F.layer_norm)
+def layer_norm_functional(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0, "input"))
+    shape = ctx.arg(1, "normalized_shape")
+    k = len(shape)
+    weight = functional_weight(ctx, {"weight": (2, "weight"), "bias": (3, "bias")})
+    # weights are 1-D per normalised dim only when k == 1; for k > 1 dim i is dim i
+    y = _layer_norm(ctx, x, k, weight)
+    dims = x.dims[len(x.dims) - k:]
+    as_type = type(shape) if isinstance(shape, (list, tuple)) else tuple
+    ctx.rewrite_arg(1, "normalized_shape", as_type(ctx.size(d) for d in dims))
+    return y
+
+
+def _group_norm(ctx, x: TV, groups: int, weight: WeightFn) -> TV:
+    c = x.dims[1]
+    g = ctx.table.fresh(groups, status=FIXED,
+                        reason=f"the group count of GroupNorm `{ctx.node.name}`")
+    ctx.unify(c, ctx.prod([g, ctx.fresh(ctx.norm(c).size // groups)]))
+    ctx.uniform(c, "GroupNorm averages over the channels of each group")
+    return _per_channel(ctx, x, 1, weight, ("weight", "bias"))
+
+
+@RULES.rule(nn.GroupNorm)
+def group_norm(ctx) -> TV:
+    """GroupNorm: channels factor as (groups, per-group); per-group widened uniformly."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    y = _group_norm(ctx, x, ctx.module.num_groups, module_weight(ctx))
+    ctx.module_attr("num_channels", ctx.size(x.dims[1]))
+    return y
+
+
+@RULES.rule(F.group_norm)
+def group_norm_functional(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0, "input"))
+    groups = ctx.arg(1, "num_groups")
+    weight = functional_weight(ctx, {"weight": (2, "weight"), "bias": (3, "bias")})
+    return _group_norm(ctx, x, groups, weight)

@@ -1,0 +1,199 @@
+"""Ops that concatenate, split, slice and index dimensions.
+
+``cat`` concatenates layouts, ``split``/``chunk``/slicing cut them (refining
+``A -> A1 ⊕ A2`` everywhere ``A`` is used), an integer index selects (and
+fixes) one position, a tensor index gathers positions (fixing the indexed
+dim).  Split sizes and slice bounds are recomputed after growth.
+"""
+
+from __future__ import annotations
+
+import operator
+from itertools import accumulate
+from typing import Any, List, Tuple
+
+import torch
+from torch import fx
+
+from ..capture.shapes import TensorSpec
+from ..errors import RuleError
+from ..ir.layout import Layout
+from ..ir.values import TV, SizeOf, iter_sizes
+from .common import dim_index
+from .registry import RuleSet
+
+__all__ = ["RULES", "cat", "stack", "split", "unbind", "getitem"]
+
+RULES = RuleSet()
+
+
+# -- concatenation and splitting --------------------------------------------------
+@RULES.rule(torch.cat, torch.concat, torch.concatenate)
+def cat(ctx) -> TV:
+    """``cat``: the output layout is the concatenation of the input layouts."""
+    tensors = ctx.arg(0, "tensors")
+    values = [ctx.tensor(t) for t in tensors]
+    d = dim_index(ctx.arg(1, "dim", 0), values[0].ndim)
+    dims = list(values[0].dims)
+    for v in values[1:]:
+        for i in range(len(dims)):
+            if i != d:
+                ctx.unify(dims[i], v.dims[i])
+    dims[d] = ctx.cat([v.dims[d] for v in values])
+    return TV(tuple(dims))
+
+
+@RULES.rule(torch.stack)
+def stack(ctx) -> TV:
+    tensors = ctx.arg(0, "tensors")
+    values = [ctx.tensor(t) for t in tensors]
+    d = dim_index(ctx.arg(1, "dim", 0), values[0].ndim + 1)
+    dims = list(values[0].dims)
+    for v in values[1:]:
+        for a, b in zip(dims, v.dims):
+            ctx.unify(a, b)
+    dims.insert(d, ctx.free(len(values)))
+    return TV(tuple(dims))
+
+
+def _pieces(ctx, x: TV, d: int) -> List[Layout]:
+    sizes = [s.shape[d] for s in ctx.out_spec]
+    return ctx.split_at(x.dims[d], list(accumulate(sizes))[:-1])
+
+
+@RULES.rule("split", torch.split, "chunk", torch.chunk, "tensor_split", torch.tensor_split,
+               accepts_sizes=True)
+def split(ctx) -> tuple:
+    """``split``/``chunk``: cut the layout; a cut inside a space refines it.
+
+    After growth the pieces may differ in size, or a split size read from
+    another dim (``qkv.split(x.size(-1))``) may change while the pieces do
+    not, so the call is rewritten to ``split`` with explicit sizes.
+    """
+    x = ctx.tensor(ctx.arg(0, "input"))
+    node = ctx.node
+    d = dim_index(ctx.arg(2, "dim", 0), x.ndim)
+    if not isinstance(ctx.out_spec, tuple) or not all(isinstance(s, TensorSpec) for s in ctx.out_spec):
+        raise RuleError("unexpected output")
+    pieces = _pieces(ctx, x, d)
+
+    provenance = tuple(l for a in list(node.args[1:]) + list(node.kwargs.values())
+                       for sz in iter_sizes(ctx.value(a)) for l in sz.layouts)
+    target = "split" if isinstance(node.target, str) else torch.split
+    ctx.rewrite((node.args[0], [ctx.size(p) for p in pieces], d), {}, target=target,
+                when=tuple(pieces) + provenance)
+    return tuple(TV(x.dims[:d] + (p,) + x.dims[d + 1:]) for p in pieces)
+
+
+@RULES.rule("unbind", torch.unbind)
+def unbind(ctx) -> tuple:
+    """``unbind``: every slice is a dropped size-1 piece, so the dim is fixed."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    d = dim_index(ctx.arg(1, "dim", 0), x.ndim)
+    ctx.fix(x.dims[d], "unbound into separate tensors")
+    return tuple(TV(x.dims[:d] + x.dims[d + 1:]) for _ in ctx.out_spec)
+
+
+@RULES.rule(operator.getitem, accepts_sizes=True)
+def getitem(ctx) -> Any:
+    """Indexing: tuples pick elements; tensors take basic slices and ints."""
+    base = ctx.value(ctx.arg(0))
+    index = ctx.node.args[1]
+    if not isinstance(base, TV):
+        idx = ctx.value(index)
+        if isinstance(base, (tuple, list)):
+            return base[idx.value if isinstance(idx, SizeOf) else idx]
+        return ctx.out_spec
+    return _index_tensor(ctx, base, index)
+
+
+def _is_tensor_index(ctx, item: Any) -> bool:
+    return isinstance(item, fx.Node) and isinstance(ctx.value(item), TV)
+
+
+def _gather_index(ctx, x: TV, items: List[Any]) -> TV:
+    """``x[..., idx, ...]`` with one tensor index: like ``index_select``.
+
+    The indexed dim picks positions by value, so it is fixed; the index's own
+    dims take its place and the other dims pass through.
+    """
+    d = next(i for i, item in enumerate(items) if _is_tensor_index(ctx, item))
+    if any(not (isinstance(it, slice) and it == slice(None)) for i, it in enumerate(items) if i != d):
+        raise RuleError("advanced indexing mixed with slices")
+    ctx.fix(x.dims[d], "indexed by a tensor of positions")
+    idx = ctx.tensor(items[d])
+    if ctx.spec(items[d]).dtype == torch.bool:
+        raise RuleError("boolean mask indexing")
+    return TV(x.dims[:d] + idx.dims + x.dims[d + 1:])
+
+
+def _index_tensor(ctx, x: TV, index: Any) -> TV:
+    shape = ctx.spec(ctx.arg(0)).shape
+    items = list(index) if isinstance(index, tuple) else [index]
+    tensor_items = [i for i in items if _is_tensor_index(ctx, i)]
+    if len(tensor_items) == 1 and Ellipsis not in items and None not in items:
+        return _gather_index(ctx, x, items)
+    if tensor_items:
+        raise RuleError("indexing with several tensors")
+    n_real = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if Ellipsis in items:
+        k = items.index(Ellipsis)
+        items = items[:k] + [slice(None)] * (x.ndim - n_real) + items[k + 1:]
+    items += [slice(None)] * (x.ndim - sum(1 for i in items if i is not None))
+    out: List[Layout] = []
+    plan: List[Tuple[Any, Any]] = []  # (original item, layouts for the rewrite)
+    d = 0
+    for item in items:
+        if item is None:
+            out.append(ctx.free(1))
+            plan.append((None, None))
+            continue
+        n = shape[d]
+        lay = x.dims[d]
+        if isinstance(item, slice):
+            start, stop, step = (ctx.int_value(v) if v is not None else None
+                                 for v in (item.start, item.stop, item.step))
+            start, stop, step = slice(start, stop, step).indices(n)
+            if step != 1:
+                # every step-th neuron: a widened space would need a strided
+                # map, so the dim is fixed (spatial dims are fixed anyway)
+                ctx.fix(lay, "sliced with a stride")
+                out.append(ctx.free(len(range(start, stop, step))))
+                plan.append((item, None))
+                d += 1
+                continue
+            stop = max(start, stop)
+            if (start, stop) == (0, n):
+                out.append(lay)
+                plan.append((item, None))
+            else:
+                parts = ctx.split_at(lay, [b for b in (start, stop) if 0 < b < n])
+                before = parts[0] if start > 0 else None
+                mid = parts[1] if start > 0 else parts[0]
+                out.append(mid)
+                plan.append((item, (before, mid)))
+        else:
+            i = ctx.int_value(item)
+            i = i % n
+            parts = ctx.split_at(lay, [b for b in (i, i + 1) if 0 < b < n])
+            before = parts[0] if i > 0 else None
+            sel = parts[1] if i > 0 else parts[0]
+            ctx.fix(sel, "a single index selected")
+            plan.append((item, (before, sel)))
+        d += 1
+    if any(lays is not None for _, lays in plan):
+        new_items = []
+        for item, lays in plan:
+            if lays is None:
+                new_items.append(item)
+                continue
+            before, mid = lays
+            start = ctx.size(before) if before is not None else 0
+            if isinstance(item, slice):
+                stop = ctx.size(ctx.cat([before, mid]) if before is not None else mid)
+                new_items.append(slice(start, stop))
+            else:
+                new_items.append(start)
+        idx = tuple(new_items) if isinstance(index, tuple) else new_items[0]
+        ctx.rewrite((ctx.node.args[0], idx), dict(ctx.node.kwargs))
+    return TV(tuple(out))

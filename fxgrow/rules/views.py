@@ -1,0 +1,311 @@
+"""Ops that move, merge and split dimensions without changing values.
+
+Their rules are pure layout algebra: ``flatten`` and ``view`` merge dims into
+products and split them into factors (refining a space ``n -> h ⊗ d``),
+``permute`` reorders them, ``unsqueeze``/``squeeze``/``expand`` insert and
+drop size-1 dims, ``repeat`` tiles them.  Literal arguments that name neuron
+counts (view sizes) are recomputed after growth from the new layouts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Sequence, Tuple
+
+import torch
+from torch import fx, nn
+
+from ..errors import RuleError
+from ..ir.layout import Layout, leaves
+from ..ir.roles import FIXED, GROWABLE
+from ..ir.values import TV, iter_sizes
+from .common import dim_index
+from .registry import RuleSet
+
+__all__ = ["RULES", "reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze",
+           "expand", "repeat"]
+
+RULES = RuleSet()
+
+
+# -- reshape ----------------------------------------------------------------------
+def _reshape_dims(ctx, x: TV, in_shape: Sequence[int], out_shape: Sequence[int]) -> List[Layout]:
+    """Match input and output dims by products of sizes, like reshape does."""
+    if 0 in in_shape or 0 in out_shape:
+        raise RuleError("zero-size dimension")
+    ins = [(i, n) for i, n in enumerate(in_shape) if n != 1]
+    outs = [(j, n) for j, n in enumerate(out_shape) if n != 1]
+    for i, n in enumerate(in_shape):
+        if n == 1:
+            ctx.fix(x.dims[i], "a size-1 dimension dropped by a reshape")
+    result: List[Layout] = [None] * len(out_shape)  # type: ignore[list-item]
+    for j, n in enumerate(out_shape):
+        if n == 1:
+            result[j] = ctx.free(1)
+    a = b = 0
+    while a < len(ins):
+        ia, ib = [ins[a]], [outs[b]]
+        pa, pb = ins[a][1], outs[b][1]
+        while pa != pb:
+            if pa < pb:
+                a += 1
+                ia.append(ins[a])
+                pa *= ins[a][1]
+            else:
+                b += 1
+                ib.append(outs[b])
+                pb *= outs[b][1]
+        merged = ctx.prod([x.dims[i] for i, _ in ia])
+        if len(ib) == 1:
+            pieces = [merged]
+        elif all(ctx.table.status(l.space) != GROWABLE for l in leaves(ctx.norm(merged))):
+            # Nothing here can grow (e.g. spatial extents, which window
+            # partitions factor in different orders): no need to relate the
+            # pieces to the merged dims, only to keep them fixed.
+            pieces = [ctx.table.fresh(n, free=True, status=FIXED,
+                                      reason=f"reshaped from a fixed dimension by `{ctx.node.name}`")
+                      for _, n in ib]
+        else:
+            pieces = ctx.factor(merged, [n for _, n in ib])
+        for (j, _), piece in zip(ib, pieces):
+            result[j] = piece
+        a += 1
+        b += 1
+    return result
+
+
+def _shape_literal(ctx, entries: List[Any], dims: List[Layout], rebuild) -> None:
+    """Recompute shape entries after growth.
+
+    An entry becomes a literal when its dim changes size, or when it is read
+    from a size (``x.shape[3]``) of a dim that grows: otherwise the grown
+    model would compute a new number for a dim whose neurons did not change
+    (the two dims can have equal sizes without being the same neurons).
+    ``-1`` and untouched entries are kept, so batch sizes stay dynamic.
+    """
+    whole = bool(entries) and all(e is entries[0] for e in entries) and len(entries) > 1 \
+        and isinstance(entries[0], fx.Node) and isinstance(ctx.value(entries[0]), tuple)
+
+    def provenance(raw) -> Tuple[Layout, ...]:
+        v = ctx.value(raw) if isinstance(raw, fx.Node) else None
+        return tuple(l for sz in iter_sizes(v) for l in sz.layouts)
+
+    if whole:  # x.view(y.size()): all or nothing
+        new = [ctx.size(lay) for lay in dims]
+        args, kwargs = rebuild(new)
+        ctx.rewrite(args, kwargs, when=tuple(dims) + provenance(entries[0]))
+        return
+    new = []
+    for raw, lay in zip(entries, dims):
+        if isinstance(raw, int) and raw == -1:
+            new.append(-1)
+        elif not isinstance(raw, (int, fx.Node)):
+            new.append(ctx.size(lay))
+        else:
+            new.append(ctx.if_grows((lay,) + provenance(raw), ctx.size(lay), raw))
+    args, kwargs = rebuild(new)
+    ctx.rewrite(args, kwargs)
+
+
+def _shape_entries(ctx, first: int) -> Tuple[List[Any], Any]:
+    """Shape arguments of view/reshape/expand, and how to write them back.
+
+    ``rebuild(new)`` gives the node's ``(args, kwargs)`` with the entries replaced.
+    """
+    node = ctx.node
+    args = list(node.args)
+    if "size" in node.kwargs or "shape" in node.kwargs:
+        key = "size" if "size" in node.kwargs else "shape"
+        entries = list(node.kwargs[key])
+        return entries, lambda new: (tuple(args), {**node.kwargs, key: tuple(new)})
+    rest = args[first:]
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        entries = list(rest[0])
+        return entries, lambda new: (tuple(args[:first]) + (tuple(new),), dict(node.kwargs))
+    if len(rest) == 1 and isinstance(rest[0], fx.Node):
+        v = ctx.value(rest[0])  # a whole size tuple, e.g. x.view(y.size())
+        if isinstance(v, tuple):
+            entries = [rest[0]] * len(ctx.spec(rest[0]))
+            return entries, lambda new: (tuple(args[:first]) + (tuple(new),), dict(node.kwargs))
+    return rest, lambda new: (tuple(args[:first]) + tuple(new), dict(node.kwargs))
+
+
+@RULES.rule("view", "reshape", torch.reshape, accepts_sizes=True)
+def reshape(ctx) -> TV:
+    """``view``/``reshape``: merge dims into products, split them into factors."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    dims = _reshape_dims(ctx, x, ctx.spec(ctx.arg(0, "input")).shape, ctx.out_shape)
+    entries, rebuild = _shape_entries(ctx, 1)
+    if len(entries) == len(dims):
+        _shape_literal(ctx, entries, dims, rebuild)
+    else:
+        raise RuleError("cannot read the target shape")
+    return TV(tuple(dims))
+
+
+@RULES.rule("view_as", "reshape_as")
+def reshape_as(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0))
+    other = ctx.tensor(ctx.arg(1))
+    dims = _reshape_dims(ctx, x, ctx.spec(ctx.arg(0)).shape, ctx.out_shape)
+    for a, b in zip(dims, other.dims):
+        ctx.unify(a, b)
+    return TV(tuple(dims))
+
+
+def _flatten(ctx, x: TV, start: int, end: int) -> TV:
+    n = len(x.dims)
+    if n == 0:
+        return TV((ctx.free(1),))
+    s, e = dim_index(start, n), dim_index(end, n)
+    merged = ctx.prod(list(x.dims[s:e + 1]))
+    if ctx.norm(merged).size == 1:
+        merged = ctx.free(1)
+    return TV(x.dims[:s] + (merged,) + x.dims[e + 1:])
+
+
+@RULES.rule(torch.flatten, "flatten")
+def flatten(ctx) -> TV:
+    """``flatten``: the merged dims become one row-major product."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    return _flatten(ctx, x, ctx.arg(1, "start_dim", 0), ctx.arg(2, "end_dim", -1))
+
+
+@RULES.rule(nn.Flatten)
+def flatten_module(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0, "input"))
+    return _flatten(ctx, x, ctx.module.start_dim, ctx.module.end_dim)
+
+
+@RULES.rule(nn.Unflatten, "unflatten", torch.unflatten)
+def unflatten(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0, "input"))
+    if ctx.module is not None:
+        d = dim_index(ctx.module.dim, x.ndim)
+    else:
+        d = dim_index(ctx.arg(1, "dim"), x.ndim)
+        if not all(isinstance(s, int) and s > 0 for s in ctx.arg(2, "sizes")):
+            raise RuleError("unflatten sizes must be positive literals")
+    k = len(ctx.out_shape) - x.ndim + 1
+    sizes = ctx.out_shape[d:d + k]
+    pieces = ctx.factor(x.dims[d], sizes)
+    if ctx.module is None:
+        ctx.rewrite_arg(2, "sizes", tuple(ctx.size(p) for p in pieces))
+    else:
+        ctx.fix(x.dims[d], "nn.Unflatten has literal sizes")
+    return TV(x.dims[:d] + tuple(p if ctx.norm(p).size > 1 else ctx.free(1) for p in pieces)
+              + x.dims[d + 1:])
+
+
+# -- moving dims ------------------------------------------------------------------
+@RULES.rule("permute", torch.permute)
+def permute(ctx) -> TV:
+    """``permute``: the layouts move with their dims."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    rest = list(ctx.node.args[1:]) or [ctx.node.kwargs.get("dims")]
+    order = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
+    order = [dim_index(d, x.ndim) for d in order]
+    return TV(tuple(x.dims[d] for d in order))
+
+
+@RULES.rule("transpose", torch.transpose, "swapaxes", "swapdims", torch.swapaxes)
+def transpose(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0, "input"))
+    a, b = dim_index(ctx.arg(1, "dim0"), x.ndim), dim_index(ctx.arg(2, "dim1"), x.ndim)
+    dims = list(x.dims)
+    dims[a], dims[b] = dims[b], dims[a]
+    return TV(tuple(dims))
+
+
+@RULES.rule("t", torch.t)
+def t(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0, "input"))
+    return TV(tuple(reversed(x.dims)))
+
+
+@RULES.rule("unsqueeze", torch.unsqueeze)
+def unsqueeze(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0, "input"))
+    d = dim_index(ctx.arg(1, "dim"), x.ndim + 1)
+    return TV(x.dims[:d] + (ctx.free(1),) + x.dims[d:])
+
+
+@RULES.rule("squeeze", torch.squeeze)
+def squeeze(ctx) -> TV:
+    """``squeeze``: dropped size-1 dims are fixed (growing them would stop the squeeze)."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    shape = ctx.spec(ctx.arg(0, "input")).shape
+    d = ctx.arg(1, "dim", None)
+    if d is None:
+        drop = {i for i, n in enumerate(shape) if n == 1}
+    else:
+        ds = d if isinstance(d, (tuple, list)) else (d,)
+        drop = {dim_index(i, x.ndim) for i in ds if shape[dim_index(i, x.ndim)] == 1}
+    for i in drop:
+        ctx.fix(x.dims[i], "a size-1 dimension squeezed away")
+    return TV(tuple(l for i, l in enumerate(x.dims) if i not in drop))
+
+
+@RULES.rule("expand", accepts_sizes=True)
+def expand(ctx) -> TV:
+    """``expand``: broadcast size-1 dims (fixed); sizes of kept dims follow their layouts."""
+    x = ctx.tensor(ctx.arg(0))
+    in_shape = ctx.spec(ctx.arg(0)).shape
+    out_shape = ctx.out_shape
+    lead = len(out_shape) - len(in_shape)
+    dims: List[Layout] = [ctx.free(n) for n in out_shape[:lead]]
+    for i, n in enumerate(out_shape[lead:]):
+        if in_shape[i] == n:
+            dims.append(x.dims[i])
+        else:
+            ctx.fix(x.dims[i], "a size-1 dimension expanded")
+            dims.append(ctx.free(n))
+    entries, rebuild = _shape_entries(ctx, 1)
+    if len(entries) != len(dims):
+        raise RuleError("cannot read the expanded shape")
+    _shape_literal(ctx, entries, dims, rebuild)
+    return TV(tuple(dims))
+
+
+@RULES.rule("expand_as")
+def expand_as(ctx) -> TV:
+    x = ctx.tensor(ctx.arg(0))
+    other = ctx.tensor(ctx.arg(1))
+    in_shape = ctx.spec(ctx.arg(0)).shape
+    out_shape = ctx.out_shape
+    lead = len(out_shape) - len(in_shape)
+    for i, n in enumerate(out_shape[lead:]):
+        if in_shape[i] == n:
+            ctx.unify(x.dims[i], other.dims[lead + i])
+        else:
+            ctx.fix(x.dims[i], "a size-1 dimension expanded")
+    return other
+
+
+@RULES.rule("repeat")
+def repeat(ctx) -> TV:
+    """``repeat`` tiles: a dim repeated ``r`` times is ``Prod(R, L)`` with ``R`` fixed."""
+    x = ctx.tensor(ctx.arg(0))
+    reps = list(ctx.node.args[1:])
+    if len(reps) == 1 and isinstance(reps[0], (tuple, list)):
+        reps = list(reps[0])
+    if not all(isinstance(r, int) for r in reps):
+        raise RuleError("non-literal repeat counts")
+    lead = len(reps) - x.ndim
+    dims: List[Layout] = [ctx.free(r) for r in reps[:lead]]
+    for lay, r in zip(x.dims, reps[lead:]):
+        dims.append(lay if r == 1 else ctx.prod([ctx.free(r), lay]))
+    return TV(tuple(dims))
+
+
+@RULES.rule("repeat_interleave", torch.repeat_interleave)
+def repeat_interleave(ctx) -> TV:
+    """``repeat_interleave(r, dim)``: each neuron repeated ``r`` times, ``Prod(L, R)``."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    r = ctx.arg(1, "repeats")
+    d = ctx.arg(2, "dim", None)
+    if not isinstance(r, int) or d is None:
+        raise RuleError("repeat_interleave needs a literal int count and a dim")
+    d = dim_index(d, x.ndim)
+    dims = list(x.dims)
+    dims[d] = ctx.prod([x.dims[d], ctx.free(r)])
+    return TV(tuple(dims))

@@ -1,0 +1,191 @@
+"""fxgrow.analysis.padding: LayerNorm'd streams grow to any width where the path is affine
+(mean-padding), RMSNorm'd ones where it is linear (zero-padding)."""
+
+import pytest
+import torch
+from torch import nn
+
+import fxgrow
+from helpers import assert_same_function
+from fxgrow.analysis.padding import mean_pad_problem, pad_mode
+from transformer_models import GPT, Bert
+
+
+def test_pre_ln_gpt_residual_grows_to_any_width():
+    m = GPT(norm="layer").eval()
+    idx = torch.randint(0, 50, (2, 12))
+    a = fxgrow.analyze(m, idx)
+    residual = a.group(a.members[("wte.weight", 1)].layout.space)
+    assert residual.uniform and mean_pad_problem(a, residual.id) is None
+    g = fxgrow.widen(a, idx, {residual.id: 23})  # 16 -> 23: not a multiple
+    assert g.wte.weight.shape == (50, 23) and g.lm_head.weight is g.wte.weight
+    ln = g.get_submodule("blocks.0.ln1")
+    assert ln.normalized_shape == (23,) and ln.eps == pytest.approx(1e-5 * 16 / 23)
+    assert_same_function(m, g, idx)
+    # and together with heads and MLP widths
+    spec = {gr.id: 1.5 for gr in a.growable}
+    assert fxgrow.widen(a, idx, spec).meta["fxgrow.report"].ok
+
+
+def test_mean_pad_float64_is_tight():
+    m = GPT(norm="layer").double().eval()
+    idx = torch.randint(0, 50, (2, 12))
+    g = fxgrow.widen(m, idx, 1.3, verify=False)
+    assert fxgrow.verify(m, g, idx).max_rel < 1e-12
+
+
+def test_post_ln_and_nonlinear_paths_are_refused_with_reason():
+    b = Bert().eval()
+    inputs = {"input_ids": torch.randint(0, 40, (2, 5)),
+              "attention_mask": torch.ones(2, 5, dtype=torch.long)}
+    a = fxgrow.analyze(b, inputs)
+    (residual,) = a.groups_of("tok")
+    problem = mean_pad_problem(a, residual.id)
+    assert "not affine" in problem and "LayerNorm" in problem
+    with pytest.raises(fxgrow.ConstraintError, match="mean- or zero-padding does not apply"):
+        fxgrow.widen(a, inputs, {residual.id: 20})
+    relu_first = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.LayerNorm(4), nn.Linear(4, 2))
+    a = fxgrow.analyze(relu_first, torch.randn(2, 3))
+    assert "ReLU" in mean_pad_problem(a, a.group("0").id)
+
+
+def test_integer_factors_still_replicate():
+    m = GPT(norm="layer").eval()
+    idx = torch.randint(0, 50, (1, 12))
+    a = fxgrow.analyze(m, idx)
+    residual = a.members[("wte.weight", 1)].layout.space
+    plan = fxgrow.plan_widening(a, {residual: 32})
+    assert plan.growth[residual].mode == "replicate"
+    plan = fxgrow.plan_widening(a, {residual: 20})
+    assert plan.growth[residual].mode == "mean" and "mean-padded" in str(plan)
+
+
+needs_rmsnorm = pytest.mark.skipif(not hasattr(nn, "RMSNorm"), reason="nn.RMSNorm needs torch 2.4")
+
+
+@needs_rmsnorm
+def test_rmsnorm_gpt_residual_is_zero_padded():
+    # pre-norm, nn.RMSNorm, tied embeddings, SDPA: every group x1.5 at once
+    m = GPT(norm="nn.rms").eval()
+    idx = torch.randint(0, 50, (2, 12))
+    a = fxgrow.analyze(m, idx)
+    residual = a.group(a.members[("wte.weight", 1)].layout.space)
+    assert pad_mode(a, residual.id) == ("zero", None)
+    g = fxgrow.widen(a, idx, {residual.id: 21})
+    assert_same_function(m, g, idx)
+    assert g.wte.weight.shape == (50, 21) and g.lm_head.weight is g.wte.weight
+    assert torch.count_nonzero(g.wte.weight[:, 16:]) == 0  # new neurons start at 0
+    norm = g.get_submodule("blocks.1.ln2")
+    assert norm.normalized_shape == (21,) and norm.eps == pytest.approx(1e-6 * 16 / 21)
+    assert torch.allclose(norm.weight[:16], m.get_submodule("blocks.1.ln2").weight * (16 / 21) ** 0.5)
+    plan = fxgrow.plan_widening(a, {residual.id: 21})
+    assert plan.growth[residual.id].mode == "zero" and "zero-padded" in str(plan)
+    assert_same_function(m, fxgrow.widen(a, idx, 1.5), idx)
+
+
+@needs_rmsnorm
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rmsnorm_default_eps_is_made_explicit(dtype):
+    m = nn.Sequential(nn.Linear(3, 6), nn.RMSNorm(6), nn.Linear(6, 2)).to(dtype).eval()
+    x = torch.randn(4, 3, dtype=dtype)
+    g = fxgrow.widen(m, x, {"0": 10})
+    assert_same_function(m, g, x)
+    assert g.get_submodule("1").eps == pytest.approx(torch.finfo(dtype).eps * 6 / 10)
+
+
+@needs_rmsnorm
+@pytest.mark.parametrize("forward, problem", [
+    (lambda self, x: self.n(self.f(x) + 1.0), "adds a constant"),
+    (lambda self, x: self.n(torch.relu(self.f(x))), "not linear"),
+    (lambda self, x: self.n(self.f(x)) + self.m(self.f(x)), "both LayerNorm and RMSNorm"),
+    (lambda self, x: self.n(self.f(x)) + self.f(x).amax(-1, keepdim=True), "max or min"),
+])
+def test_zero_padding_refused_with_reason(forward, problem):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f, self.n, self.m = nn.Linear(3, 6), nn.RMSNorm(6), nn.LayerNorm(6)
+            self.o = nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.o(forward(self, x))
+
+    net, x = Net().eval(), torch.randn(4, 3)
+    a = fxgrow.analyze(net, x)
+    (group,) = a.groups_of("f")
+    assert problem in pad_mode(a, group.id)[1]
+    with pytest.raises(fxgrow.ConstraintError, match=problem):
+        fxgrow.widen(a, x, {"f": 9})
+    assert_same_function(net, fxgrow.widen(a, x, {"f": 12}), x)  # integer factors replicate
+
+
+class WrittenRMS(nn.Module):
+    """HF LLaMA's RMSNorm: float32 statistics, weight first, cast back."""
+
+    def __init__(self, d, weight=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(d) + 0.5) if weight else None
+        self.eps = 1e-5
+
+    def forward(self, x):
+        dtype = x.dtype
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(dtype) if self.weight is not None else h.to(dtype)
+
+
+class Residual(nn.Module):
+    def __init__(self, weight=True):
+        super().__init__()
+        self.emb, self.n1, self.f = nn.Linear(3, 6), WrittenRMS(6, weight), nn.Linear(6, 6)
+        self.n2, self.o = WrittenRMS(6, weight), nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.emb(x)
+        h = h + self.f(self.n1(h))
+        return self.o(self.n2(h))
+
+
+def test_written_out_rmsnorm_is_zero_padded():
+    m, x = Residual().eval(), torch.randn(4, 3)
+    a = fxgrow.analyze(m, x)
+    (group,) = a.groups_of("emb")
+    assert pad_mode(a, group.id) == ("zero", None)
+    g = fxgrow.widen(a, x, {"emb": 10})
+    assert_same_function(m, g, x)
+    adds = [n for n in g.graph.nodes if n.op == "call_function" and n.args
+            and getattr(n.args[0], "name", "").startswith("mean")]
+    assert adds and all(n.args[1] == pytest.approx(1e-5 * 6 / 10) for n in adds)
+    assert torch.allclose(g.n1.weight[:6], m.n1.weight * (6 / 10) ** 0.5)
+    # in float64 (GPT's RMSNorm computes in the input dtype) the match is to rounding
+    md, idx = GPT(norm="rms").double().eval(), torch.randint(0, 50, (2, 12))
+    gd = fxgrow.widen(md, idx, 1.3, verify=False)
+    assert fxgrow.verify(md, gd, idx).max_rel < 1e-12
+
+
+def test_written_out_rmsnorm_without_weight_keeps_integer_factors():
+    # nothing to take the sqrt(n/n') back: uniform replication only
+    m, x = Residual(weight=False).eval(), torch.randn(4, 3)
+    a = fxgrow.analyze(m, x)
+    (group,) = a.groups_of("emb")
+    assert "written-out RMSNorm" in pad_mode(a, group.id)[1]
+    assert_same_function(m, fxgrow.widen(a, x, {"emb": 12}), x)
+    with pytest.raises(fxgrow.ConstraintError, match="integer factor"):
+        fxgrow.widen(a, x, {"emb": 10})
+
+
+def test_written_out_rmsnorm_weight_read_elsewhere_keeps_integer_factors():
+    class Shared(Residual):
+        def __init__(self):
+            super().__init__()
+            self.extra = nn.Linear(6, 2)
+
+        def forward(self, x):  # the norm's weight also scales another branch
+            return super().forward(x) + self.extra(self.emb(x) * self.n2.weight)
+
+    m, x = Shared().eval(), torch.randn(4, 3)
+    a = fxgrow.analyze(m, x)
+    (group,) = a.groups_of("emb")
+    assert pad_mode(a, group.id)[0] is None
+    with pytest.raises(fxgrow.ConstraintError):
+        fxgrow.widen(a, x, {"emb": 10})

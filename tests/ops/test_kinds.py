@@ -1,0 +1,49 @@
+"""Which ops the linearity proofs accept."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from fxgrow.ops.kinds import kind, node_inputs
+
+
+class _Ops(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.drop, self.norm = nn.Linear(4, 4), nn.Dropout(0.1), nn.LayerNorm(4)
+        self.w = nn.Parameter(torch.randn(4, 4))
+
+    def forward(self, x):
+        y = self.drop(self.lin(x)).view(2, 2, 4).transpose(0, 1)
+        y = -(y * 2.0) / 3.0 + y
+        y = torch.cat([y[..., 2:], y[..., :2]], -1) @ self.w
+        return F.linear(self.norm(y), self.w), torch.relu(y)
+
+
+def test_kinds():
+    gm = fx.symbolic_trace(_Ops())
+    got = {n.name: kind(gm, n) for n in gm.graph.nodes}
+    assert got["lin"] == "layer" and got["drop"] == "move" and got["norm"] is None
+    assert got["view"] == got["transpose"] == got["getitem"] == got["cat"] == "move"
+    assert got["mul"] == got["neg"] == "scale" and got["truediv"] == "divide"
+    assert got["add"] == "add" and got["matmul"] == got["linear"] == "layer"
+    assert got["relu"] is None and got["x"] is None and got["w"] is None
+
+
+def test_export_graphs_read_as_the_canonical_ops():
+    ep = torch.export.export(_Ops().eval(), (torch.randn(4, 4),))
+    gm = ep.module()
+    kinds = {str(n.target): kind(gm, n) for n in gm.graph.nodes if n.op == "call_function"}
+    assert kinds["aten.view.default"] == "move" and kinds["aten.relu.default"] is None
+    assert kinds["aten.linear.default"] == "layer" and kinds["aten.add.Tensor"] == "add"
+
+
+def test_node_inputs_include_nested_arguments():
+    gm = fx.symbolic_trace(_Ops())
+    (cat,) = [n for n in gm.graph.nodes if n.target is torch.cat]
+    assert [n.name for n in node_inputs(cat)] == ["getitem", "getitem_1"]  # from a list
+    assert {n.target for n in node_inputs(cat)} == {operator.getitem}

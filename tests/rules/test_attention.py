@@ -1,0 +1,165 @@
+"""Transformers (issue 5): residual width, MLP width and heads grow exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fxgrow
+from helpers import assert_same_function
+from transformer_models import GPT, Bert, EncoderClassifier, MHANet
+
+
+def _groups_by(a, *tensors):
+    """The group(s) of dim `dim` of a tensor: [(tensor, dim), ...] -> groups."""
+    out = []
+    for t, d in tensors:
+        lay = a.members[(t, d)].layout
+        from fxgrow.ir.layout import leaves
+        out += [a.group(leaf.space) for leaf in leaves(lay)]
+    return out
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_torch_transformer_encoder(norm_first, batch_first):
+    m = EncoderClassifier(norm_first, batch_first).eval()
+    x = torch.randn(3, 5, 6)
+    a = fxgrow.analyze(m, x)
+    # nn.MultiheadAttention ties the model dim to (heads x head dim); the key rows'
+    # head dim is the head dim's contraction partner: both grow, by integer factors
+    # (the LayerNorms average over them)
+    heads, head_dim = a.groups_of("inp")
+    assert heads.growable and heads.size == 4 and heads.uniform
+    assert head_dim.growable and head_dim.uniform
+    key_dims = [g for g, p in a.partners.items() if p == head_dim.id]
+    assert len(key_dims) == 2  # one per layer's self-attention
+    g = fxgrow.widen(a, x, 2.0)
+    assert_same_function(m, g, x)
+    enc = g.get_submodule("enc.layers.0")
+    assert (enc.self_attn.num_heads, enc.self_attn.head_dim, enc.self_attn.embed_dim) == (8, 8, 64)
+    assert enc.linear1.out_features == 64
+    # the head dim alone: 4 heads of 12; MultiheadAttention reads 1/sqrt(12) at run time
+    g = fxgrow.widen(a, x, {head_dim.id: 12})
+    assert_same_function(m, g, x)
+    assert (g.get_submodule("enc.layers.1.self_attn").num_heads,
+            g.get_submodule("enc.layers.1.self_attn").head_dim) == (4, 12)
+    # MLP widths are free: any size
+    g = fxgrow.widen(a, x, {"enc.layers.0.linear1": 45, "enc.layers.1.linear1": 33})
+    assert g.meta["fxgrow.report"].ok
+
+
+def test_multihead_attention_with_averaged_weights():
+    m = MHANet().eval()
+    x = torch.randn(2, 4, 5)
+    a = fxgrow.analyze(m, x)
+    g = fxgrow.widen(a, x, 3)
+    assert g.get_submodule("mha").num_heads == 9
+    assert_same_function(m, g, x)
+
+
+def test_gpt_tied_rmsnorm_sdpa_swiglu():
+    m = GPT().eval()
+    idx = torch.randint(0, 50, (2, 12))
+    a = fxgrow.analyze(m, idx)
+    (residual,) = _groups_by(a, ("wte.weight", 1))
+    assert residual.growable and residual.uniform
+    # tied embeddings: grown once; the final RMSNorm's weight takes the 1/count scaling
+    roles = {(mm.tensor, mm.role) for mm in residual.members}
+    assert ("wte.weight", "producer") in roles and ("ln_f.weight", "consumer") in roles
+    # the output projection reads (heads x value head dim): both grow; the
+    # query and key head dims are the two sides of SDPA's contraction
+    heads, v_dim = _groups_by(a, ("blocks.0.attn.proj.weight", 1))
+    assert (heads.size, v_dim.size) == (4, 4) and heads.growable and v_dim.growable
+    assert not [g for g in a.groups if g.status == "blocked"]
+    assert len(a.pairings) == 2 and all(p.node.startswith("scaled_dot") for p in a.pairings)
+    q_dim, k_dim = a.group(a.pairings[0].primary), a.group(a.pairings[0].rescaled)
+    assert q_dim.growable and k_dim.growable and q_dim.producers == k_dim.producers == (
+        "blocks.0.attn.qkv",)
+    g = fxgrow.widen(a, idx, 2.0)
+    assert_same_function(m, g, idx)
+    assert g.lm_head.weight is g.wte.weight and g.wte.weight.shape == (50, 32)
+    assert g.get_submodule("blocks.0.mlp.w1").out_features == 48
+    g = fxgrow.widen(a, idx, {heads.id: 6})
+    assert_same_function(m, g, idx)
+    assert g.get_submodule("blocks.0.attn.qkv").out_features == 3 * 6 * 4  # 6 heads of 4
+    # x1.5 for heads, head dims and MLP; the residual (uniform) stays
+    spec = {gr.id: 1.5 for gr in a.growable if not gr.uniform}
+    assert {q_dim.id, k_dim.id} <= set(spec)
+    g = fxgrow.widen(a, idx, spec)
+    assert_same_function(m, g, idx)
+    # 6 query/key neurons per head: SDPA's default 1/sqrt(E) is pinned to the old E
+    sdpa = [n for n in g.graph.nodes if "scaled_dot_product" in str(n.target)]
+    assert sdpa and all(n.kwargs.get("scale") == pytest.approx(0.5) for n in sdpa)
+    # the written-out RMSNorm is zero-padded: the residual grows to any width too
+    assert_same_function(m, fxgrow.widen(a, idx, {residual.id: 20}), idx)
+
+
+def test_bert_post_ln_with_mask():
+    m = Bert().eval()
+    ids = torch.randint(0, 40, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    a = fxgrow.analyze(m, inputs)
+    (residual,) = a.groups_of("tok")
+    assert residual.growable and residual.uniform
+    g = fxgrow.widen(a, inputs, 2.0)
+    assert_same_function(m, g, inputs)
+    assert g.tok.embedding_dim == 32 and g.get_submodule("layers.0.ff1").out_features == 64
+    # separate q/k Linears and an explicit `q @ kᵀ * const`: the k Linear's rows are divided
+    assert {a.group(p.rescaled).producers for p in a.pairings} == {("layers.0.k",), ("layers.1.k",)}
+    spec = {gr.id: 1.5 for gr in a.growable if not gr.uniform}
+    g = fxgrow.widen(a, inputs, spec)
+    assert_same_function(m, g, inputs)
+    assert g.get_submodule("layers.0.k").out_features == 6 * 6  # 6 heads of 6
+
+
+def test_scale_read_from_the_width_blocks_it():
+    m = Bert(scale_from_size=True).eval()
+    a = fxgrow.analyze(m, {"input_ids": torch.randint(0, 40, (1, 4)),
+                           "attention_mask": torch.ones(1, 4, dtype=torch.long)})
+    (residual,) = a.groups_of("tok")
+    assert residual.status == "blocked" and "sqrt" in residual.reason
+
+
+def test_multihead_attention_head_dim_alone():
+    m = MHANet().eval()
+    x = torch.randn(2, 4, 5)
+    a = fxgrow.analyze(m, x)
+    heads, head_dim = a.groups_of("inp")
+    # averaged attention weights constrain the heads only; the LayerNorm both
+    assert "averaged over heads" in heads.uniform[0]
+    g = fxgrow.widen(a, x, {head_dim.id: 8})
+    assert_same_function(m, g, x)
+    assert (g.mha.num_heads, g.mha.head_dim, g.mha.embed_dim) == (3, 8, 24)
+
+
+torchvision = pytest.importorskip("torchvision")
+
+
+@pytest.mark.parametrize("name", ["vit_b_16", "swin_t", "maxvit_t"])
+def test_torchvision_transformers(name):
+    from fxgrow.testing import zoo
+    model, x = zoo.build(name, batch=1)
+    a = fxgrow.analyze(model, x)
+    mlp = [g for g in a.growable if not g.uniform]
+    residual = [g for g in a.growable if g.uniform]
+    assert mlp and residual
+    # the query/key head dims (MultiheadAttention, Swin's window attention, MaxViT's einsum)
+    assert a.pairings and all(a.group(p.rescaled).growable for p in a.pairings)
+    assert fxgrow.widen(a, x, 2.0, trials=1).meta["fxgrow.report"].ok
+    spec = {g.id: (2.0 if g.uniform else 1.5) for g in a.growable}
+    assert fxgrow.widen(a, x, spec, trials=1).meta["fxgrow.report"].ok
+
+
+def test_explicit_causal_mask_buffer():
+    from transformer_models import NanoGPTAttention
+    m, x = NanoGPTAttention().eval(), torch.randn(2, 6, 16)
+    a = fxgrow.analyze(m, x)
+    heads = [g for g in a.growable if g.size == 4 and "c_attn" in g.producers]
+    assert heads, str(a)
+    g = fxgrow.widen(a, x, {h.id: 7 for h in heads})
+    assert_same_function(m, g, x)
+    assert_same_function(m, fxgrow.widen(a, x, 2.0), x)
+    assert_same_function(m, fxgrow.widen(a, x, 1.5), x)  # 1/sqrt(4) is a literal: unchanged

@@ -1,0 +1,59 @@
+"""Rules for BatchNorm, InstanceNorm, LayerNorm, RMSNorm, GroupNorm (fxgrow.rules.norms)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fxgrow
+from helpers import grow_exactly
+
+
+def test_layer_norm_integer_factors_replicate_others_mean_pad():
+    m = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.GELU(), nn.Linear(6, 3))
+    x = torch.randn(5, 4)
+    a = fxgrow.analyze(m, x)
+    assert a.group("0").uniform
+    g = grow_exactly(m, x, 3)
+    assert g.get_submodule("1").normalized_shape == (18,)
+    grow_exactly(m, x, 1.5)  # LayerNorm right after the producer: mean-padding applies
+    after_gelu = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.LayerNorm(6), nn.Linear(6, 3))
+    with pytest.raises(fxgrow.ConstraintError, match="integer factor"):
+        fxgrow.widen(after_gelu, x, 1.5)
+
+
+def test_group_norm_widens_within_groups():
+    m = nn.Sequential(nn.Conv2d(3, 8, 1), nn.GroupNorm(2, 8), nn.SiLU(), nn.Conv2d(8, 2, 1))
+    x = torch.randn(2, 3, 4, 4)
+    g = grow_exactly(m, x, 2.0)
+    assert g.get_submodule("1").num_channels == 16 and g.get_submodule("1").num_groups == 2
+
+
+def test_instance_norm_and_prelu_any_width():
+    m = nn.Sequential(nn.Conv2d(3, 5, 1), nn.InstanceNorm2d(5, affine=True), nn.PReLU(5),
+                      nn.Conv2d(5, 2, 1))
+    grow_exactly(m, torch.randn(2, 3, 4, 4), 1.4)
+
+
+def test_rms_norm_module_zero_pads_and_functional_needs_integer_factors():
+    class FnRMS(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 8)
+            self.w = nn.Parameter(torch.rand(8) + 0.5)
+            self.b = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.b(F.rms_norm(self.a(x), (8,), self.w))
+
+    x = torch.randn(4, 3)
+    for m in (nn.Sequential(nn.Linear(3, 8), nn.RMSNorm(8), nn.SiLU(), nn.Linear(8, 2)), FnRMS()):
+        a = fxgrow.analyze(m, x)
+        g = a.group(1)
+        assert g.growable and any("RMSNorm" in u for u in g.uniform)
+        grow_exactly(m, x, 2.0)
+        if isinstance(m, nn.Sequential):  # nn.RMSNorm: zero-padded to any width
+            grow_exactly(m, x, 1.5)
+        else:  # F.rms_norm has no module whose eps and weight fxgrow could rescale
+            with pytest.raises(fxgrow.ConstraintError, match="integer factor"):
+                fxgrow.widen(a, x, 1.5)

@@ -1,0 +1,62 @@
+"""Rules for reductions and softmax (fxgrow.rules.reductions)."""
+
+import pytest
+import torch
+from torch import nn
+
+import fxgrow
+from helpers import assert_same_function
+
+
+class Reduce(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+        self.a = nn.Linear(3, 6)
+        self.b = nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(h) + self.op(h)
+
+
+def test_mean_over_neurons_is_uniform():
+    m, x = Reduce(lambda h: h.mean(-1, keepdim=True)), torch.randn(4, 3)
+    a = fxgrow.analyze(m, x)
+    assert a.group("a").uniform
+    assert_same_function(m, fxgrow.widen(a, x, 2.0), x)
+    with pytest.raises(fxgrow.ConstraintError):
+        fxgrow.widen(a, x, {"a": 7})
+
+
+def test_max_over_neurons_needs_nothing():
+    m, x = Reduce(lambda h: h.amax(-1, keepdim=True)), torch.randn(4, 3)
+    assert_same_function(m, fxgrow.widen(m, x, {"a": 7}), x)
+
+
+@pytest.mark.parametrize("op", [lambda h: h.sum(-1, keepdim=True),
+                                lambda h: torch.softmax(h, -1)[:, :2],
+                                lambda h: h.var(-1, keepdim=True),
+                                lambda h: h.argmax(-1, keepdim=True).float()])
+def test_count_dependent_reductions_block(op):
+    a = fxgrow.analyze(Reduce(op), torch.randn(4, 3))
+    assert all(g.status == "blocked" for g in a.groups_of("a"))
+
+
+def test_mean_over_spatial_dims_passes_channels():
+    m = nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU())
+    x = torch.randn(2, 3, 6, 6)
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = m
+            self.fc = nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.fc(self.body(x).mean(dim=(2, 3)))
+
+    h = Head()
+    a = fxgrow.analyze(h, x)
+    assert a.group("body.0").growable and not a.group("body.0").uniform
+    assert_same_function(h, fxgrow.widen(a, x, {"body.0": 9}), x)

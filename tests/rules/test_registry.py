@@ -1,0 +1,91 @@
+"""fxgrow.rules: the rule table, lookup and user registration."""
+
+import torch
+from torch import nn
+
+import fxgrow
+from helpers import assert_same_function
+from fxgrow.rules import RULES, lookup, register_rule
+
+
+class Twice(nn.Module):
+    """A user leaf module fxgrow knows nothing about."""
+
+    def forward(self, x):
+        return x * 2
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 6)
+        self.act = Twice()
+        self.b = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.b(self.act(self.a(x)))
+
+
+def test_unknown_leaf_blocks_with_reason_then_registration_unblocks():
+    m, x = Net(), torch.randn(4, 3)
+    a = fxgrow.analyze(m, x, leaf_modules=[Twice])
+    g = a.group("a")
+    assert g.status == "blocked" and "no rule for Twice" in g.reason and "`act`" in g.reason
+    try:
+        register_rule(Twice)(fxgrow.rules.elementwise)
+        a = fxgrow.analyze(m, x, leaf_modules=[Twice])
+        assert a.group("a").growable
+        assert_same_function(m, fxgrow.widen(a, x, 2.0), x)
+    finally:
+        RULES.pop(Twice, None)
+
+
+def test_subclass_lookup_only_without_new_forward():
+    class MyLinear(nn.Linear):
+        pass
+
+    class Odd(nn.Linear):
+        def forward(self, x):
+            return super().forward(x).flip(-1)
+
+    assert lookup(MyLinear) is lookup(nn.Linear)
+    assert lookup(Odd) is None
+    assert lookup(torch.relu) is not None and lookup("view") is not None
+
+
+def test_custom_rule_with_context_verbs():
+    """A user rule for a channel-mixing op: it must say the dim cannot grow."""
+
+    def roll_rule(ctx):
+        x = ctx.tensor(ctx.arg(0))
+        ctx.block(x.dims[-1], "roll moves neurons to other positions")
+        return x
+
+    class Rolled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 5)
+
+        def forward(self, x):
+            return torch.roll(self.a(x), 1, -1).sum(0)
+
+    try:
+        register_rule(torch.roll)(roll_rule)
+        a = fxgrow.analyze(Rolled(), torch.randn(2, 3))
+        assert "roll moves neurons" in a.group("a").reason
+    finally:
+        RULES.pop(torch.roll, None)
+
+
+def test_more_elementwise_functions_pass_through():
+    class E(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 4)
+            self.b = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(torch.atan(torch.special.expit(self.a(x))) + torch.sinh(self.a(x)))
+
+    m, x = E(), torch.randn(2, 3)
+    assert_same_function(m, fxgrow.widen(m, x, 2.0), x)

@@ -1,0 +1,44 @@
+"""Rules for cat, split, chunk and slicing (fxgrow.rules.slicing)."""
+
+import torch
+from torch import nn
+
+import fxgrow
+from helpers import grow_exactly
+
+
+def test_uneven_split_getitem_and_chunk_are_rewritten():
+    class S(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 8)
+            self.a = nn.Linear(2, 3)
+            self.b = nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = self.fc(x)
+            p, q = h.chunk(2, dim=-1)
+            return self.a(p[:, 1:3]) + self.b(q) + h[:, -1:] * 0.5
+
+    m, x = S(), torch.randn(3, 4)
+    a = fxgrow.analyze(m, x)
+    sizes = sorted(g.size for g in a.growable)
+    # h = [p0 | p[1:3] | p3 | q[0:3] | q[3]]; q[3] is broadcast against 3 neurons: fixed
+    assert sizes == [1, 1, 2, 3]
+    grow_exactly(m, x, {g.id: g.size + 2 for g in a.growable})
+
+
+def test_cat_of_branches_and_stack():
+    class C(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 4)
+            self.b = nn.Linear(3, 5)
+            self.c = nn.Linear(9, 2)
+
+        def forward(self, x):
+            y = torch.cat([self.a(x), torch.relu(self.b(x))], dim=1)
+            z = torch.stack([y, y * 2], dim=0).mean(0)
+            return self.c(z)
+
+    grow_exactly(C(), torch.randn(2, 3), 1.5)
