@@ -17,7 +17,7 @@ from .. import meta
 from ..ir.groups import Group, Member, Pairing, UniformSite
 from ..ir.layout import Axis, Layout, leaves, map_layout
 from ..ir.rewrites import AttrRewrite, Rewrite, rename as rename_template
-from ..ir.roles import CONSUMER, FIXED, GROWABLE, PRODUCER, ROLES
+from ..ir.roles import CONSUMER, FIXED, GROWABLE, PRODUCER, ROLES, STATUS_RANK
 from ..ir.values import TV, SizeOf
 from .result import Analysis, Space
 from .state import WalkState
@@ -116,20 +116,32 @@ def build_analysis(state: WalkState, gm: fx.GraphModule, args: tuple, kwargs: di
             uniform_of[g] = dict(merged)
 
     inverse = {gid: root for root, gid in order.items()}
-    groups = []
+    found: Dict[int, Tuple[Tuple[Member, ...], str, Tuple[str, ...]]] = {}
     for gid in range(n_groups):
         root = inverse[gid]
         mem = tuple(by_group.get(gid, ()))
         if not mem:
             continue
-        producers = tuple(dict.fromkeys(m.module for m in mem if m.role == PRODUCER))
         status, reasons = table.status(root), tuple(table.reasons(root))
         if status == GROWABLE and not any(m.role in (PRODUCER, CONSUMER) for m in mem):
             # Only tensor attributes read by the graph touch these neurons (an
             # index buffer, say): no layer gives them a meaning to preserve.
             status, reasons = FIXED, ("no layer produces or consumes these neurons; "
                                       f"only {', '.join(m.tensor for m in mem)} reads them",)
-        groups.append(Group(gid, table.size(root), status, reasons, producers, mem,
+        found[gid] = (mem, status, reasons)
+    # groups that share an index map (contraction partners) share a status
+    for family in families.values():
+        worst = max((found[g] for g in family if g in found), key=lambda f: STATUS_RANK[f[1]],
+                    default=None)
+        if worst is not None and worst[1] != GROWABLE:
+            for g in family:
+                if g in found and found[g][1] == GROWABLE:
+                    found[g] = (found[g][0], worst[1], tuple(
+                        f"its contraction partner is {worst[1]}: {r}" for r in worst[2]))
+    groups = []
+    for gid, (mem, status, reasons) in found.items():
+        producers = tuple(dict.fromkeys(m.module for m in mem if m.role == PRODUCER))
+        groups.append(Group(gid, table.size(inverse[gid]), status, reasons, producers, mem,
                             tuple(uniform_of.get(gid, ()))))
     rewrites = tuple(Rewrite(r.node, rename_template(r.args, rename),
                              rename_template(r.kwargs, rename), r.target,

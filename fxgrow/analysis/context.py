@@ -23,7 +23,7 @@ from .. import meta
 from ..capture.shapes import TensorSpec
 from ..errors import RuleError
 from ..ir.groups import UniformSite
-from ..ir.layout import Axis, Layout
+from ..ir.layout import Axis, Layout, leaves
 from ..ir.rewrites import AttrRewrite, IfGrows, Size, rewrite
 from ..ir.roles import BLOCKED, FIXED
 from ..ir.spaces import Contraction, Unalignable
@@ -166,6 +166,23 @@ class RuleContext:
             return
         self.unify(a, b)
         self.block(a, why)
+
+    def mixes(self, layout: Layout, why: str) -> None:
+        """This node mixes or moves positions along a dim (pooling, a conv kernel,
+        interpolation): whatever neurons the dim holds cannot grow.  Free extents
+        (batch, time, space) are what such ops are for, and stay as they are."""
+        neurons = [leaf for leaf in leaves(self.norm(layout))
+                   if not self.table.is_free(leaf.space)]
+        for leaf in neurons:
+            self.table.mark(leaf, BLOCKED, f"{why} (node `{self.node.name}`)")
+        if neurons:
+            self._s.note(self.node, why)
+
+    def averages(self, layout: Layout, why: str) -> None:
+        """This node takes a mean or a population variance along a dim: the neurons it
+        holds, if any, must be replicated uniformly (see :meth:`uniform`)."""
+        if any(not self.table.is_free(leaf.space) for leaf in leaves(self.norm(layout))):
+            self.uniform(layout, why)
 
     def uniform(self, layout: Layout, why: str) -> None:
         """Every neuron of ``layout`` must be replicated the same number of times."""

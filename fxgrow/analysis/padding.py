@@ -289,6 +289,9 @@ def prove_padding(analysis: Analysis, gid: int) -> Padding:
             affine = [t if getattr(norm, t, None) is not None else None for t in ("weight", "bias")]
             found = NormSite(name, *(f"{node.target}.{t}" if t else None for t in affine),
                              module=node.target)
+        if found.weight is None:
+            # without γ nothing undoes the factor √(n'/n) the wider norm divides by
+            return Padding(None, f"{label} `{name}` has no affine weight to rescale")
         if mode is not None and here != mode:
             return Padding(None, "the group is normalised by both LayerNorm and RMSNorm")
         mode = here
@@ -300,14 +303,18 @@ def prove_padding(analysis: Analysis, gid: int) -> Padding:
             return Padding(None, f"the input of {label} `{name}` is not on {path} path from "
                                  f"the group's producers: {problem}")
         sites.append(found)
-    if mode == "zero":
-        # a max over copies is the max, so replication leaves amax/amin alone; the mean
-        # lies between them, so mean-padding does too; a new 0 can change them
-        for node in analysis.graph_module.graph.nodes:
-            if (meta.rule(node) or "").startswith("reduce_max") and any(
-                    _has(n, gid) for n in node_inputs(node)):
+    # A max over copies is the max, so replication leaves amax/amin alone.  A padded
+    # group's new entries are the mean of the old ones (mean-padding) only on the
+    # affine path from its producers, where a max over them is unchanged; anywhere
+    # else (after the norm they are 0, after a nonlinear op f(mean)) and in
+    # zero-padding (a new 0) a max or min could change.
+    for node in analysis.graph_module.graph.nodes:
+        if not (meta.rule(node) or "").startswith("reduce_max"):
+            continue
+        for n in node_inputs(node):
+            if _has(n, gid) and (mode == "zero" or _affine(analysis, n, gid, {}) is not None):
                 return Padding(None, f"node `{node.name}` takes a max or min over the group, "
-                                     "which new zero neurons could change")
+                                     "which the new neurons could change")
     return Padding(mode, None, tuple(sites))
 
 

@@ -15,31 +15,50 @@ from typing import List, Optional
 
 from torch import fx
 
-from ..ir.roles import BLOCKED, CONSUMER, PASS, PRODUCER
+from ..ir.roles import ATTR, BLOCKED, CONSUMER, PASS, PRODUCER
 from ..ir.values import TV
+from ..ops.access import tensor_by_name
 from ..ops.kinds import MUL, is_op, norm_kind
 from .state import TensorDim, WalkState
 
 __all__ = ["resolve_ties"]
 
 
+def _readers(state: WalkState, tensor: str) -> int:
+    """How many places read tensor ``tensor`` (by identity, under any of its names):
+    ``get_attr`` uses, and calls of modules that own it."""
+    n = 0
+    for node in state.gm.graph.nodes:
+        if node.op == "get_attr" and state.name(node.target) == tensor:
+            n += len(node.users)
+        elif node.op == "call_module":
+            mod = state.gm.get_submodule(node.target)
+            owned = list(mod.named_parameters(remove_duplicate=False)) + \
+                list(mod.named_buffers(remove_duplicate=False))
+            n += any(state.name(f"{node.target}.{k}") == tensor for k, _ in owned)
+    return n
+
+
 def _gains(state: WalkState, node: fx.Node) -> Optional[List[TensorDim]]:
     """Per-neuron gain tensors applied last by ``node`` (a norm's affine weight and
-    bias, or a multiplication by a 1-D parameter), or None."""
+    bias, or a multiplication by a 1-D parameter) that nothing else reads, or None.
+
+    The scaling moved onto a gain changes it for every reader, so each gain must
+    have exactly one: this node (counted by tensor identity, across aliases).
+    """
     if node.op == "call_module":
         mod = state.gm.get_submodule(node.target)
-        calls = sum(1 for n in node.graph.nodes if n.op == "call_module" and n.target == node.target)
-        if calls == 1 and norm_kind(mod) is not None \
+        if norm_kind(mod) is not None \
                 and getattr(mod, "weight", None) is not None and mod.weight.dim() == 1:
             names = ["weight"] + (["bias"] if getattr(mod, "bias", None) is not None else [])
-            return [(state.name(f"{node.target}.{n}"), 0) for n in names]
+            gains = [(state.name(f"{node.target}.{n}"), 0) for n in names]
+            return gains if all(_readers(state, t) == 1 for t, _ in gains) else None
         return None
     if node.op == "call_function" and is_op(node, MUL):
         attrs = [a for a in node.args if isinstance(a, fx.Node) and a.op == "get_attr"]
         if len(attrs) == 1 and isinstance(state.env.get(attrs[0]), TV) \
-                and state.env[attrs[0]].ndim == 1 and len(attrs[0].users) == 1 \
-                and sum(1 for n in node.graph.nodes
-                        if n.op == "get_attr" and n.target == attrs[0].target) == 1:
+                and state.env[attrs[0]].ndim == 1 \
+                and _readers(state, state.name(attrs[0].target)) == 1:
             return [(state.name(attrs[0].target), 0)]
     return None
 
@@ -77,7 +96,14 @@ def resolve_ties(state: WalkState) -> None:
     """Block every tensor dim that is both scaled (consumer) and copied unscaled,
     unless its scaling can move onto a gain (:func:`_move_scaling`)."""
     for key, roles in state.roles.items():
-        if CONSUMER in roles and roles & {PRODUCER, PASS} and not _move_scaling(state, key):
+        # ATTR: read as a plain tensor somewhere (``w[1]``, a bias made of a weight row)
+        if CONSUMER in roles and roles & {PRODUCER, PASS, ATTR} and not _move_scaling(state, key):
             state.table.mark(state.params[key], BLOCKED,
                              f"`{key[0]}` dim {key[1]} is used both as a consumer "
                              f"(scaled) and unscaled (e.g. tied weights)")
+        elif CONSUMER in roles:
+            t = tensor_by_name(state.gm, key[0])
+            if not (t.is_floating_point() or t.is_complex()):
+                state.table.mark(state.params[key], BLOCKED,
+                                 f"`{key[0]}` ({t.dtype}) consumes these neurons, and an integer "
+                                 "tensor cannot be divided by the replication counts")

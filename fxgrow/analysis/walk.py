@@ -25,6 +25,7 @@ import torch
 from torch import fx, nn
 
 from .. import meta
+from ..capture.modules import hidden_computation
 from ..capture.shapes import TensorSpec
 from ..errors import AnalysisError, RuleError
 from ..ir.roles import ATTR, FIXED
@@ -130,6 +131,10 @@ def _walk_node(state: WalkState, node: fx.Node) -> Any:
     rule = lookup(_rule_key(node, ctx.module))
     op = _op_name(node, ctx.module)
     meta.set_op(node, op)
+    hidden = hidden_computation(ctx.module) if ctx.module is not None else None
+    if hidden:
+        meta.set_rule(node, None)
+        return _block_node(ctx, f"{op} `{node.target}` computes more than its forward: {hidden}")
     if rule is None:
         meta.set_rule(node, None)
         return _block_node(ctx, f"no rule for {op}")

@@ -28,6 +28,8 @@ import torch
 from torch import fx, nn
 
 from ..errors import TraceError
+from .modules import root_problem
+from .runner import preserved
 
 __all__ = ["export_module", "is_exported", "as_module", "flat_inputs"]
 
@@ -68,8 +70,12 @@ def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any
     TraceError
         Naming the cause reported by ``torch.export``.
     """
+    problem = root_problem(model)
+    if problem:
+        raise TraceError(f"cannot capture {type(model).__name__}: {problem}")
     try:
-        ep = torch.export.export(model, tuple(args), dict(kwargs), strict=False)
+        with preserved(model):  # export runs the model's Python on fake tensors
+            ep = torch.export.export(model, tuple(args), dict(kwargs), strict=False)
     except Exception as e:  # export raises many kinds: UserError, Unsupported, ...
         msg = str(e).strip().splitlines()
         head = msg[0] if msg else ""

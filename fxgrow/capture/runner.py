@@ -1,20 +1,29 @@
-"""Run a module on inputs without changing its state.
+"""Run a module on inputs without changing its state, or the inputs'.
 
-A forward pass in training mode updates BatchNorm running statistics.
-fxgrow runs user models to learn shapes and to verify growth, and must not
-change them, so every such run goes through :func:`call_pure`, which gives
-the module private copies of its buffers for the duration of the call.
+A forward pass can change a model: BatchNorm in training mode updates its
+running statistics, ``nn.Embedding(max_norm=...)`` renormalises its weight
+rows in place, a forward may edit weights under ``no_grad`` (``clamp_``),
+count its calls in a Python attribute (``self.n += 1``), edit its input
+(``x.mul_(2)``), or, while torch.fx traces it, store a ``Proxy`` where it
+assigns a buffer.  fxgrow runs user models to learn shapes, to trace them and
+to verify growth, and must change none of that, so every such run goes
+through this module:
+
+* :func:`call_pure` gives the module private copies of its parameters and
+  buffers and the call private copies of its inputs, and restores every
+  submodule's Python attributes afterwards;
+* :func:`preserved` is the last part alone, for tracing.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["call_pure", "full_precision"]
+__all__ = ["call_pure", "preserved", "full_precision"]
 
 
 @contextlib.contextmanager
@@ -37,6 +46,47 @@ def full_precision():
         torch.backends.cudnn.allow_tf32 = cudnn
         torch.backends.cuda.matmul.allow_tf32 = matmul
         torch.set_float32_matmul_precision(precision)
+
+
+@contextlib.contextmanager
+def preserved(module: nn.Module) -> Iterator[None]:
+    """Restore every submodule's attributes as they were when the block ends.
+
+    Saves a shallow copy of each submodule's ``__dict__`` and of its parameter,
+    buffer, submodule and hook dicts, and puts them back: a ``self.n += 1``, a
+    buffer reassigned (to a ``Proxy`` while tracing), a lazily built cache or a
+    flipped ``training`` flag does not outlive the block.  Tensors changed in
+    place are not covered here (:func:`call_pure` hands out copies).
+
+    Examples
+    --------
+    >>> class Count(nn.Module):
+    ...     def forward(self, x):
+    ...         self.calls = getattr(self, "calls", 0) + 1
+    ...         return x
+    >>> m = Count()
+    >>> with preserved(m):
+    ...     _ = m(torch.ones(1))
+    >>> hasattr(m, "calls")
+    False
+    """
+    saved: List[Tuple[nn.Module, Dict[str, Any], Dict[str, Dict[Any, Any]]]] = []
+    for m in module.modules():
+        dicts = {k: dict(v) for k, v in vars(m).items() if isinstance(v, dict)
+                 and (k.startswith("_") and (k.endswith("hooks") or k in (
+                     "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")))}
+        saved.append((m, dict(vars(m)), dicts))
+    try:
+        yield
+    finally:
+        for m, attrs, dicts in saved:
+            state = vars(m)
+            state.clear()
+            state.update(attrs)
+            for k, d in dicts.items():  # the dicts themselves were shared: refill them
+                target = state[k]
+                target.clear()
+                target.update(d)
 
 
 class _Forward(nn.Module):
@@ -64,10 +114,12 @@ def call_pure(
 ) -> Any:
     """Call ``fn(module, args, kwargs)`` (default: ``module(*args, **kwargs)``).
 
-    Buffers are replaced by clones for the call, so running statistics and
-    step counters of the user's module stay as they were.  With ``seed`` the
-    call runs under a forked, seeded RNG, so stochastic layers draw the same
-    numbers in two calls and the caller's RNG state is untouched.
+    Parameters and buffers are replaced by clones for the call, the inputs
+    are cloned, and the submodules' attributes are restored afterwards
+    (:func:`preserved`), so running statistics, weights edited in place, step
+    counters and the caller's tensors all stay as they were.  With ``seed``
+    the call runs under a forked, seeded RNG, so stochastic layers draw the
+    same numbers in two calls and the caller's RNG state is untouched.
 
     Examples
     --------
@@ -75,17 +127,31 @@ def call_pure(
     >>> _ = call_pure(bn, (torch.randn(4, 3),))
     >>> bool(bn.running_mean.eq(0).all())
     True
+    >>> emb = nn.Embedding(4, 3, max_norm=0.1)   # renormalises its rows in place
+    >>> before = emb.weight.clone()
+    >>> _ = call_pure(emb, (torch.tensor([0, 1]),))
+    >>> torch.equal(emb.weight, before)
+    True
     """
     kwargs = kwargs or {}
     wrapper = _Forward(module, fn or _default)
-    buffers = {f"inner.{name}": buf.clone() for name, buf in module.named_buffers()}
     with torch.no_grad():
-        if seed is None:
-            return torch.func.functional_call(wrapper, buffers, (args, kwargs), strict=False)
-        devices = [t.device for t in _tensors((args, kwargs)) if t.device.type == "cuda"]
-        with torch.random.fork_rng(devices=sorted({d.index or 0 for d in devices})):
-            torch.manual_seed(seed)
-            return torch.func.functional_call(wrapper, buffers, (args, kwargs), strict=False)
+        state = {f"inner.{name}": t.detach().clone().requires_grad_(t.requires_grad)
+                 if t.is_floating_point() or t.is_complex() else t.detach().clone()
+                 for name, t in list(module.named_parameters()) + list(module.named_buffers())}
+        args, kwargs = _clone_inputs((args, kwargs))
+        with preserved(module):
+            if seed is None:
+                return torch.func.functional_call(wrapper, state, (args, kwargs), strict=False)
+            devices = [t.device for t in _tensors((args, kwargs)) if t.device.type == "cuda"]
+            with torch.random.fork_rng(devices=sorted({d.index or 0 for d in devices})):
+                torch.manual_seed(seed)
+                return torch.func.functional_call(wrapper, state, (args, kwargs), strict=False)
+
+
+def _clone_inputs(tree: Any) -> Any:
+    return torch.utils._pytree.tree_map(
+        lambda t: t.clone() if isinstance(t, torch.Tensor) else t, tree)
 
 
 def _tensors(tree: Any):

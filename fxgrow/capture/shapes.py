@@ -17,7 +17,9 @@ from torch import fx
 
 from .. import meta
 from ..errors import ExampleInputError
-from .runner import call_pure
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from .runner import call_pure, preserved
 
 __all__ = ["TensorSpec", "Opaque", "describe", "propagate"]
 
@@ -63,10 +65,40 @@ class _Recorder(fx.Interpreter):
         return out
 
 
-def propagate(gm: fx.GraphModule, placeholder_values: Tuple[Any, ...]) -> Any:
-    """Record ``fxgrow.shape`` on every node of ``gm``; return the output."""
+def _fake_run(gm: fx.GraphModule, placeholder_values: Tuple[Any, ...]) -> None:
+    """Run the graph on fake tensors: shapes and dtypes, no data, nothing written."""
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    convert = lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t  # noqa: E731
+    state = {n: convert(t) for n, t in list(gm.named_parameters()) + list(gm.named_buffers())}
+    values = torch.utils._pytree.tree_map(convert, tuple(placeholder_values))
+    with mode, preserved(gm), torch.no_grad():
+        torch.func.functional_call(_Run(gm), {f"gm.{k}": v for k, v in state.items()},
+                                   (values,), strict=False)
 
-    def run(module, args, kwargs):
-        return _Recorder(module).run(*args)
 
-    return call_pure(gm, placeholder_values, fn=run)
+class _Run(torch.nn.Module):
+    """Holds the graph as a submodule and interprets it, recording shapes."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__()
+        self.gm = gm
+
+    def forward(self, values):
+        return _Recorder(self.gm).run(*values)
+
+
+def propagate(gm: fx.GraphModule, placeholder_values: Tuple[Any, ...]) -> None:
+    """Record ``fxgrow.shape`` on every node of ``gm``.
+
+    The graph runs on fake tensors (:class:`torch._subclasses.FakeTensorMode`):
+    shapes without data, so no weight memory is touched, nothing can be
+    written in place, and a model built on the ``meta`` device can be analysed.
+    A graph fake tensors cannot run (data-dependent Python, an op without a fake
+    kernel) runs once on real copies of its state instead (:func:`call_pure`).
+    """
+    try:
+        _fake_run(gm, placeholder_values)
+        return
+    except Exception:  # noqa: BLE001 - the real run below says what is wrong, if anything
+        pass
+    call_pure(gm, placeholder_values, fn=lambda module, args, kwargs: _Recorder(module).run(*args))

@@ -6,7 +6,8 @@ modules whole.  A model fx cannot trace fails with a :class:`TraceError`
 naming the construct (the deepest frame of the user's code) and the ways out.
 
 The traced ``GraphModule`` shares the model's submodules and tensors: nothing
-downstream writes to them.
+downstream writes to them, and whatever ``forward`` assigns while it is
+traced is undone (:func:`fxgrow.capture.runner.preserved`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 from torch import fx, nn
 
 from ..errors import TraceError
+from .modules import call_override, hidden_computation, root_problem
+from .runner import preserved
 
 __all__ = ["trace"]
 
@@ -37,6 +40,10 @@ class _Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if qualname in self._leaf_names or (self._leaf_types and isinstance(m, self._leaf_types)):
+            return True
+        if hidden_computation(m) is not None:
+            # its hooks run only when the module is called as a whole: keep it a leaf, so
+            # the graph computes what the model does (the analysis then blocks it)
             return True
         return super().is_leaf_module(m, qualname)
 
@@ -64,15 +71,28 @@ _WAYS_OUT = (
 def trace(model: nn.Module, leaf_modules: Iterable[Union[str, Type[nn.Module]]] = (),
           concrete_args: Optional[Dict[str, Any]] = None) -> fx.GraphModule:
     """``torch.fx`` symbolic tracing of ``model``, keeping ``leaf_modules`` whole."""
+    problem = root_problem(model)
+    if problem:
+        raise TraceError(f"cannot capture {type(model).__name__}: {problem}")
+    override = call_override(model)
+    if override:
+        raise TraceError(f"torch.fx cannot trace {type(model).__name__} faithfully: {override}, "
+                         "which fx would trace and then run again; capture='export' runs it once")
     tracer = _Tracer(leaf_modules)
     try:
-        graph = tracer.trace(model, concrete_args=concrete_args or None)
+        # tracing runs the model's Python: what forward assigns (a buffer, now a Proxy,
+        # or a call counter) must not stay on the user's modules
+        with preserved(model):
+            graph = tracer.trace(model, concrete_args=concrete_args or None)
+            # the constants fx itself stores on the root (`_tensor_constant0`, ...)
+            constants = {n.target: getattr(model, n.target) for n in graph.nodes
+                         if n.op == "get_attr" and n.target.startswith("_tensor_constant")}
     except Exception as e:  # fx raises many kinds: TraceError, TypeError, ...
         where = _user_frame(e)
         raise TraceError(
             f"torch.fx could not trace {type(model).__name__}: {type(e).__name__}: {e}"
             + (f"\n  at {where}" if where else "") + "\n" + _WAYS_OUT) from e
-    name = model.__class__.__name__
-    return fx.GraphModule(tracer.root, graph, name)
-
-
+    with preserved(model):  # the graph module takes its tensors from the restored model
+        for target, value in constants.items():
+            setattr(model, target, value)
+        return fx.GraphModule(tracer.root, graph, model.__class__.__name__)

@@ -407,11 +407,15 @@ def _plan_one(analysis: Analysis, node: fx.Node, method: str, batchnorm: Optiona
     spec: TensorSpec = meta.shape(node)
     act = activation_of(node)
     resolved = None
+    bn, producer_kernel = _walk_back(node)
+    bn_spec = None
     if block is not None:
         _check_tokens(node, kind, block)
         resolved = resolve(block, spec.shape[dim], defaults, spec.dtype)
         chosen, why = "residual", scale_note(resolved)
     else:
+        bn_spec = _bn_spec(bn, dim, batchnorm, training,
+                           f"cannot mirror BatchNorm after `{node.name}`")
         identity_exact = act is None or act.idempotent
         if method == "identity" and not identity_exact:
             raise NotIdempotentError(
@@ -419,14 +423,19 @@ def _plan_one(analysis: Analysis, node: fx.Node, method: str, batchnorm: Optiona
                 f"{act.name}, and {act.name}({act.name}(z)) != {act.name}(z), so repeating it "
                 "changes the function (only ReLU, ReLU6 and Hardtanh are idempotent); use "
                 "method='residual' or 'auto'")
-        chosen = method if method != "auto" else ("identity" if identity_exact else "residual")
+        # a mirrored BatchNorm in training mode normalises with each batch's statistics,
+        # so an identity block is exact only on the calibration batch: auto takes residual
+        batch_stats = bn_spec is not None and bn_spec.training
+        chosen = method if method != "auto" else (
+            "identity" if identity_exact and not batch_stats else "residual")
         if chosen == "identity":
             why = ("identity layer; " + (f"{act.name} is idempotent, so repeating it is exact"
                                          if act else "no activation at this point"))
         else:
             why = ("residual block with a zero last layer: exact for any activation"
-                   + (f" ({act.name} is not idempotent)" if act and not act.idempotent else ""))
-    bn, producer_kernel = _walk_back(node)
+                   + (f" ({act.name} is not idempotent)" if act and not act.idempotent else "")
+                   + (" (a mirrored BatchNorm would use batch statistics in training mode)"
+                      if batch_stats and identity_exact else ""))
     base = _base_name(node, asked)
     k = 0
     while f"{base}_deepen{k}" in taken:
@@ -436,7 +445,4 @@ def _plan_one(analysis: Analysis, node: fx.Node, method: str, batchnorm: Optiona
     return Insertion(
         node=node.name, name=name, method=chosen, kind=kind, dim=dim,
         channels=spec.shape[dim], kernel_size=_kernel(kind, producer_kernel, kernel_size),
-        activation=act, dtype=spec.dtype,
-        batchnorm=None if resolved is not None else _bn_spec(
-            bn, dim, batchnorm, training, f"cannot mirror BatchNorm after `{node.name}`"),
-        why=why, block=resolved)
+        activation=act, dtype=spec.dtype, batchnorm=bn_spec, why=why, block=resolved)

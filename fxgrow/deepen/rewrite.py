@@ -29,6 +29,7 @@ from .. import meta
 from ..api import analyze
 from ..capture import CaptureOptions
 from ..capture.export import as_module, is_exported
+from ..capture.modules import deepcopy_memo
 from ..capture.inputs import ExampleInput, normalize_input
 from ..errors import MissingCalibrationError, VerificationError
 from ..verify import verify as _verify
@@ -198,7 +199,7 @@ def _batch_size(example_input: Any) -> int:
 def _rewrite(plan: DeepeningPlan, calibration: Any, example_input: Any,
              seed: int) -> fx.GraphModule:
     old = plan.analysis.graph_module
-    new = copy.deepcopy(old)
+    new = copy.deepcopy(old, deepcopy_memo(old))
     nodes = {n.name: n for n in new.graph.nodes}
     device = _device(old)
     blocks = {}

@@ -339,7 +339,9 @@ _ELEMENTWISE = {
 }
 _CAST = {"contiguous": "contiguous", "clone": "clone lift_fresh_copy",
          "detach": "detach detach_ alias", "to": "to _to_copy type_as",
-         torch.clone: "zeros_like ones_like full_like"}
+         # constants shaped like their input: not moves of it (fxgrow.ops.kinds)
+         torch.zeros_like: "zeros_like", torch.ones_like: "ones_like",
+         torch.full_like: "full_like"}
 
 
 def _all_overloads(name: str):
@@ -353,7 +355,12 @@ for _canon, _names in list(_ELEMENTWISE.items()) + list(_CAST.items()):
     for _name in _names.split():
         for _op in _all_overloads(_name):
             FORMS.setdefault(_op, AtenForm(_canon))
-_add("native_dropout.default", AtenForm(F.dropout, extra="same"))
+_DROPOUT_ARGS = dict(params=("input", "p", "training"),
+                     rename=(("self", "input"), ("train", "training")))
+_add("dropout.default dropout_.default feature_dropout.default feature_dropout_.default "
+     "alpha_dropout.default alpha_dropout_.default feature_alpha_dropout.default",
+     AtenForm(F.dropout, **_DROPOUT_ARGS))
+_add("native_dropout.default", AtenForm(F.dropout, extra="same", **_DROPOUT_ARGS))
 
 #: overloads that are views: a resized one must become a reshape (export drops a
 #: `.contiguous()` that was a no-op at trace time, so after growth the input's

@@ -36,9 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .. import meta
 from .aten import canonical_target
 
-__all__ = ["kind", "node_inputs", "is_op", "norm_kind", "MOVE", "ADD", "SCALE", "DIVIDE",
+__all__ = ["kind", "node_inputs", "is_op", "norm_kind", "CASTS", "MOVE", "ADD", "SCALE", "DIVIDE",
            "MUL", "SUM", "POW", "SQUARE", "MEAN", "RSQRT", "LINEAR_LAYERS", "LINEAR_MODULES",
            "MOVE_MODULES", "PASSTHROUGH_MODULES", "CONV_MODULES", "BN_MODULES",
            "CONV_FUNCTIONS", "NORM_MODULES", "IDEMPOTENT_ACTIVATIONS", "OTHER_ACTIVATIONS"]
@@ -56,6 +57,9 @@ POW = {torch.pow, operator.pow, "pow"}
 SQUARE = {torch.square, "square"}
 MEAN = {torch.mean, "mean"}
 RSQRT = {torch.rsqrt, "rsqrt"}
+
+#: casts: moves only between floating dtypes (see :func:`kind`)
+CASTS = {"to", "float", "double", "half", "bfloat16", "type_as", "type"}
 
 #: ops that only move values: views, transposes, splits, casts, dropout (the
 #: identity in eval mode, and a per-element mask that copies keep in training)
@@ -114,11 +118,25 @@ def norm_kind(module: Any) -> Optional[str]:
     return None
 
 
+def _real_valued(node: Any) -> bool:
+    spec = meta.shape(node) if isinstance(node, fx.Node) else None
+    dtype = getattr(spec, "dtype", None)
+    return isinstance(dtype, torch.dtype) and (dtype.is_floating_point or dtype.is_complex)
+
+
+def _cast_moves(node: fx.Node) -> bool:
+    """A cast moves values only between floating (or complex) dtypes: to an integer
+    or bool dtype it truncates, which is not linear."""
+    first = node.args[0] if node.args else None
+    return _real_valued(node) and _real_valued(first)
+
+
 def kind(gm: fx.GraphModule, node: fx.Node) -> Optional[str]:
     """``"move"``, ``"add"``, ``"scale"``, ``"divide"``, ``"layer"`` or None.
 
     ``"layer"`` is a linear layer (:data:`LINEAR_LAYERS`); for ``"scale"`` and
-    ``"divide"`` the caller still checks which operand carries what.
+    ``"divide"`` the caller still checks which operand carries what.  A cast
+    (:data:`CASTS`) is a move only between real-valued dtypes.
     """
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
@@ -129,6 +147,8 @@ def kind(gm: fx.GraphModule, node: fx.Node) -> Optional[str]:
         return None
     if str(canonical_target(node)) == "aten.addmm.default":
         return "layer"
+    if is_op(node, CASTS) and not _cast_moves(node):
+        return None
     for name, ops in (("move", MOVE), ("add", ADD), ("scale", SCALE), ("divide", DIVIDE),
                       ("layer", LINEAR_LAYERS)):
         if is_op(node, ops):

@@ -78,15 +78,16 @@ _ACT_MODULES = [
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
     nn.Hardsigmoid, nn.Hardtanh, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Mish, nn.Softsign,
     nn.Tanhshrink, nn.LogSigmoid, nn.Threshold, nn.Hardshrink, nn.Softshrink, nn.Identity,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
 ]
+_DROPOUT_MODULES = [nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                    nn.FeatureAlphaDropout]
+_DROPOUT_FUNCTIONS = [F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+                      F.feature_alpha_dropout]
 _FUNCTIONS = [
     torch.relu, torch.relu_, F.relu, F.relu_, F.relu6, F.leaky_relu, F.gelu, F.silu, F.mish,
     torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.hardswish, F.hardsigmoid, F.hardtanh,
     F.elu, F.selu, F.celu, F.softplus, F.softsign, F.logsigmoid, F.tanhshrink, F.threshold,
-    F.hardshrink, F.softshrink, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
-    F.alpha_dropout, F.feature_alpha_dropout,
+    F.hardshrink, F.softshrink,
     torch.exp, torch.log, torch.sqrt, torch.rsqrt, torch.abs, torch.neg, torch.square,
     torch.clamp, torch.clip, torch.pow, torch.sin, torch.cos, torch.erf, torch.reciprocal,
     torch.add, torch.sub, torch.subtract, torch.mul, torch.multiply, torch.div, torch.divide,
@@ -128,6 +129,39 @@ RULES.rule(torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge, torch.log
               torch.logical_or, torch.logical_not, torch.logical_xor, torch.isnan, torch.isinf,
               torch.isfinite, "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or",
               "logical_not", "bool", "long", "int", name="comparison")(elementwise)
+
+
+@RULES.rule(*_DROPOUT_MODULES, *_DROPOUT_FUNCTIONS, "dropout", name="dropout")
+def dropout(ctx) -> TV:
+    """Dropout: the identity in eval mode, so copies stay copies.
+
+    In training mode it draws a mask per neuron (or per channel), and copies of
+    a neuron get different masks: the grown model would not compute the same
+    function, so the dims it masks are blocked (call ``model.eval()`` first).
+    """
+    if ctx.module is not None:
+        active = ctx.module.training and ctx.module.p > 0
+    else:
+        p, training = ctx.arg(1, "p", 0.5), ctx.arg(2, "training", True)
+        active = not (isinstance(training, bool) and not training) and p != 0
+    out = elementwise(ctx)
+    if active:
+        for d in out.dims:
+            ctx.mixes(d, "dropout in training mode draws a mask per neuron (call model.eval() "
+                         "before growing)")
+    return out
+
+
+@RULES.rule(torch.zeros_like, torch.ones_like, torch.full_like,
+            name="constant_like")
+def constant_like(ctx) -> TV:
+    """``zeros_like(x)``/``ones_like``/``full_like``: a constant laid out like ``x``.
+
+    Copies of a constant are the same constant, so the layouts pass; the value
+    carries no neuron's signal, which the proofs of :mod:`fxgrow.ops.kinds` see
+    (it is no move of ``x``).
+    """
+    return same_as_input(ctx)
 
 
 @RULES.rule(nn.PReLU)

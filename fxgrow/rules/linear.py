@@ -126,6 +126,8 @@ def _conv(ctx, nd: int, groups: int, weight: WeightFn, transposed: bool) -> TV:
     if c < 0:
         raise RuleError("input has too few dims for the convolution")
     cin = ctx.norm(x.dims[c])
+    for d in x.dims[c + 1:]:  # the kernel slides along them
+        ctx.mixes(d, "a convolution's kernel mixes positions along a dim that holds neurons")
     out = _conv_channels(ctx, cin, groups, weight, out_shape[c], transposed)
     spatial = tuple(ctx.free(n) for n in out_shape[c + 1:])
     return TV(x.dims[:c] + (out,) + spatial)
@@ -140,10 +142,11 @@ def conv(ctx) -> TV:
     """``nn.ConvNd`` / ``nn.ConvTransposeNd`` (see :func:`_conv_channels`)."""
     m = ctx.module
     transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
+    nd = len(m.kernel_size)  # a subclass kept as a leaf is read like its base
     x = ctx.tensor(ctx.arg(0, "input"))
-    cin = x.dims[len(x.dims) - _CONV[type(m)] - 1]
-    y = _conv(ctx, _CONV[type(m)], m.groups, module_weight(ctx), transposed)
-    cout = y.dims[len(y.dims) - _CONV[type(m)] - 1]
+    cin = x.dims[len(x.dims) - nd - 1]
+    y = _conv(ctx, nd, m.groups, module_weight(ctx), transposed)
+    cout = y.dims[len(y.dims) - nd - 1]
     ctx.module_attr("in_channels", ctx.size(cin))
     ctx.module_attr("out_channels", ctx.size(cout))
     if m.groups > 1 and m.groups == ctx.norm(cin).size:  # depthwise: groups follow C_in
@@ -173,17 +176,21 @@ RULES.rule(F.conv3d)(_conv_functional(3))
 
 
 # -- Embedding ------------------------------------------------------------------
-def _embedding(ctx, idx: TV, weight: WeightFn) -> TV:
+def _embedding(ctx, idx: TV, weight: WeightFn, max_norm) -> TV:
     vocab = weight("weight", 0, PASS)
     ctx.fix(vocab, "embedding vocabulary (indexed by token ids)")
-    return TV(idx.dims + (weight("weight", 1, PRODUCER),))
+    out = weight("weight", 1, PRODUCER)
+    if max_norm is not None:
+        # the rows it reads are renormalised to a norm over this dim, which copies change
+        ctx.block(out, "max_norm renormalises each embedding row over this dimension")
+    return TV(idx.dims + (out,))
 
 
 @RULES.rule(nn.Embedding)
 def embedding(ctx) -> TV:
     """Embedding: the table's columns produce a fresh space; its rows are fixed."""
     idx = ctx.tensor(ctx.arg(0, "input"))
-    y = _embedding(ctx, idx, module_weight(ctx))
+    y = _embedding(ctx, idx, module_weight(ctx), ctx.module.max_norm)
     ctx.module_attr("embedding_dim", ctx.size(y.dims[-1]))
     return y
 
@@ -191,4 +198,5 @@ def embedding(ctx) -> TV:
 @RULES.rule(F.embedding)
 def embedding_functional(ctx) -> TV:
     idx = ctx.tensor(ctx.arg(0, "input"))
-    return _embedding(ctx, idx, functional_weight(ctx, {"weight": (1, "weight")}))
+    return _embedding(ctx, idx, functional_weight(ctx, {"weight": (1, "weight")}),
+                      ctx.arg(3, "max_norm", None))

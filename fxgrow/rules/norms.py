@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import RuleError
 from ..ir.roles import FIXED, PASS
 from ..ir.values import TV
 from .linear import WeightFn, functional_weight, module_weight
@@ -35,21 +36,49 @@ def _per_channel(ctx, x: TV, c: int, weight: WeightFn, names) -> TV:
 _BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
 
 
+def _batch_statistics(ctx, x: TV, c: int, what: str) -> None:
+    """Statistics computed from the input average over every dim but the channel
+    dim ``c``: neurons held there must be replicated uniformly."""
+    for i, d in enumerate(x.dims):
+        if i != c:
+            ctx.averages(d, f"{what} takes its statistics over this dimension")
+
+
 @RULES.rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 def batch_norm(ctx) -> TV:
-    """BatchNorm: per-channel statistics; copies have identical ones."""
+    """BatchNorm: per-channel statistics; copies have identical ones.
+
+    In training mode (or without running statistics) the statistics are the
+    batch's, a mean over the batch and spatial dims.
+    """
+    m = ctx.module
     x = ctx.tensor(ctx.arg(0, "input"))
+    if m.training or m.running_mean is None:
+        _batch_statistics(ctx, x, 1, "BatchNorm in training mode")
     y = _per_channel(ctx, x, 1, module_weight(ctx), _BN_TENSORS)
     ctx.module_attr("num_features", ctx.size(x.dims[1]))
     return y
 
 
-@RULES.rule(nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+_INSTANCE_NORMS = ((nn.InstanceNorm1d, 1), (nn.InstanceNorm2d, 2), (nn.InstanceNorm3d, 3))
+
+
+@RULES.rule(*(cls for cls, _ in _INSTANCE_NORMS))
 def instance_norm(ctx) -> TV:
-    """InstanceNorm: per-sample, per-channel statistics (channel dim before the spatial ones)."""
+    """InstanceNorm: per-sample, per-channel statistics over the spatial dims.
+
+    The channel dim is the one before the ``nd`` spatial dims, as PyTorch reads
+    it: an input with ``nd + 1`` dims is unbatched, ``(C, *spatial)``.
+    """
+    m = ctx.module
     x = ctx.tensor(ctx.arg(0, "input"))
-    nd = {nn.InstanceNorm1d: 1, nn.InstanceNorm2d: 2, nn.InstanceNorm3d: 3}[type(ctx.module)]
+    nd = next(n for cls, n in _INSTANCE_NORMS if isinstance(m, cls))
     c = len(x.dims) - nd - 1
+    if c < 0:
+        raise RuleError("input has too few dims for the InstanceNorm")
+    if m.training or not m.track_running_stats:
+        for d in x.dims[c + 1:]:
+            ctx.averages(d, "InstanceNorm takes its statistics over this dimension")
     y = _per_channel(ctx, x, c, module_weight(ctx), _BN_TENSORS)
     ctx.module_attr("num_features", ctx.size(x.dims[c]))
     return y
@@ -61,6 +90,8 @@ def batch_norm_functional(ctx) -> TV:
     weight = functional_weight(ctx, {"running_mean": (1, "running_mean"),
                                       "running_var": (2, "running_var"),
                                       "weight": (3, "weight"), "bias": (4, "bias")})
+    if ctx.arg(5, "training", False) is not False or ctx.arg(1, "running_mean", None) is None:
+        _batch_statistics(ctx, x, 1, "batch_norm with training=True")
     return _per_channel(ctx, x, 1, weight, _BN_TENSORS)
 
 
@@ -126,7 +157,11 @@ def layer_norm_functional(ctx) -> TV:
 
 
 def _group_norm(ctx, x: TV, groups: int, weight: WeightFn) -> TV:
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise RuleError("non-literal group count")
     c = x.dims[1]
+    for d in x.dims[2:]:
+        ctx.averages(d, "GroupNorm takes its statistics over this dimension")
     g = ctx.table.fresh(groups, status=FIXED,
                         reason=f"the group count of GroupNorm `{ctx.node.name}`")
     ctx.unify(c, ctx.prod([g, ctx.fresh(ctx.norm(c).size // groups)]))

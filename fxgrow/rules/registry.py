@@ -122,7 +122,9 @@ def lookup(target: Key) -> Optional[Rule]:
     """The rule for ``target``, or None.
 
     Module classes match exactly; a subclass of a registered class matches
-    only if it does not override ``forward`` (so it computes the same thing).
+    only if no class between them defines a method other than the harmless
+    ones in :data:`_HARMLESS` (overriding ``forward``, ``__call__`` or a helper
+    such as ``_conv_forward`` computes something else).
     """
     rule = RULES.get(target) if not isinstance(target, str) or "." not in target else None
     if rule is None and callable(target) and not isinstance(target, type):
@@ -137,9 +139,22 @@ def lookup(target: Key) -> Optional[Rule]:
         rule = fallback(target)
     if rule is not None or not isinstance(target, type) or not issubclass(target, nn.Module):
         return rule
-    for base in inspect.getmro(target)[1:]:
+    mro = inspect.getmro(target)
+    for i, base in enumerate(mro[1:], 1):
         if base in RULES:
-            if base.forward is target.forward:
+            if all(_only_harmless(cls) for cls in mro[:i]):
                 return RULES[base]
             return None
     return None
+
+
+#: methods a subclass may define and still compute what its base computes
+_HARMLESS = frozenset({"__init__", "extra_repr", "reset_parameters", "__repr__", "__setstate__",
+                       "_load_from_state_dict", "_save_to_state_dict", "_get_name"})
+
+
+def _only_harmless(cls: type) -> bool:
+    return all(not callable(v) or k in _HARMLESS or (k.startswith("__") and k.endswith("__")
+                                                    and k not in ("__call__", "__getattr__"))
+               for k, v in vars(cls).items() if not isinstance(v, (staticmethod, classmethod))
+               ) and not any(isinstance(v, property) for v in vars(cls).values())

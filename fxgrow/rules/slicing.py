@@ -162,10 +162,14 @@ def _index_tensor(ctx, x: TV, index: Any) -> TV:
                 plan.append((item, None))
                 d += 1
                 continue
-            stop = max(start, stop)
+            if stop <= start:
+                raise RuleError("an empty slice")
             if (start, stop) == (0, n):
                 out.append(lay)
-                plan.append((item, None))
+                # literal bounds that happen to cover the dim (`h[:, :16]`, GhostNet's crop
+                # after a cat) must follow it once it grows
+                explicit = item.start is not None or item.stop is not None
+                plan.append((item, ("whole", lay) if explicit else None))
             else:
                 parts = ctx.split_at(lay, [b for b in (start, stop) if 0 < b < n])
                 before = parts[0] if start > 0 else None
@@ -186,6 +190,9 @@ def _index_tensor(ctx, x: TV, index: Any) -> TV:
         for item, lays in plan:
             if lays is None:
                 new_items.append(item)
+                continue
+            if lays[0] == "whole":
+                new_items.append(ctx.if_grows((lays[1],), slice(None), item))
                 continue
             before, mid = lays
             start = ctx.size(before) if before is not None else 0

@@ -1,7 +1,8 @@
 """Ops over spatial dims: pooling, resizing, padding, rolling.
 
 They mix or move positions along the dims they act on, so those dims must
-carry no neurons; the other dims pass through.
+carry no neurons (a dim that does is blocked, or fixed where positions only
+move); the other dims pass through.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ RULES = RuleSet()
 
 
 def spatial(nd: int):
-    """Rule for an op over the last ``nd`` dims: the others pass through."""
+    """Rule for an op over the last ``nd`` dims: the others pass through.
+
+    The op mixes positions along those dims (a pooling window, an
+    interpolation), so they must hold no neurons: a dim that does -- a channel
+    dim moved last, ``h.unsqueeze(1)`` pooled -- is blocked.
+    """
     def rule(ctx) -> TV:
         x = ctx.tensor(ctx.arg(0, "input"))
         if not isinstance(ctx.out_spec, TensorSpec):
@@ -30,6 +36,8 @@ def spatial(nd: int):
         out_shape = ctx.out_shape
         if len(out_shape) != x.ndim or x.ndim < nd + 1:
             raise RuleError("unexpected rank")
+        for d in x.dims[-nd:]:
+            ctx.mixes(d, "mixes positions along a dim that holds neurons")
         return TV(x.dims[:-nd] + tuple(ctx.free(n) for n in out_shape[-nd:]))
     rule.__name__ = f"spatial{nd}d"
     return rule

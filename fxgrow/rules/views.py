@@ -9,6 +9,7 @@ counts (view sizes) are recomputed after growth from the new layouts.
 
 from __future__ import annotations
 
+import math
 from typing import Any, List, Sequence, Tuple
 
 import torch
@@ -41,6 +42,8 @@ def _reshape_dims(ctx, x: TV, in_shape: Sequence[int], out_shape: Sequence[int])
     for j, n in enumerate(out_shape):
         if n == 1:
             result[j] = ctx.free(1)
+    if math.prod(in_shape) != math.prod(out_shape):
+        raise RuleError("input and output sizes do not match")
     a = b = 0
     while a < len(ins):
         ia, ib = [ins[a]], [outs[b]]
@@ -132,6 +135,8 @@ def _shape_entries(ctx, first: int) -> Tuple[List[Any], Any]:
 @RULES.rule("view", "reshape", torch.reshape, accepts_sizes=True)
 def reshape(ctx) -> TV:
     """``view``/``reshape``: merge dims into products, split them into factors."""
+    if any(isinstance(a, torch.dtype) for a in ctx.node.args[1:]):
+        raise RuleError("a view as another dtype reinterprets the bytes")
     x = ctx.tensor(ctx.arg(0, "input"))
     dims = _reshape_dims(ctx, x, ctx.spec(ctx.arg(0, "input")).shape, ctx.out_shape)
     entries, rebuild = _shape_entries(ctx, 1)

@@ -35,12 +35,13 @@ import torch
 from torch import fx, nn
 
 from .. import meta
+from ..capture.modules import deepcopy_memo
 from ..errors import UnknownInitError
 from ..ir.groups import Member
 from ..ir.rewrites import evaluate, grows
 from ..ir.roles import PRODUCER
 from ..ops.access import owner_of
-from .gather import Expander, grow_tensor
+from .gather import Expander, _real, grow_tensor
 from .pad import Padder
 from .growth import GrowthPlan
 
@@ -98,7 +99,7 @@ def _fresh_like(new: nn.Module, qualname: str, shape, like: torch.Tensor,
         t = getattr(fresh_modules[path], name, None)
         if isinstance(t, torch.Tensor) and tuple(t.shape) == tuple(shape):
             return t.detach().to(like.dtype)
-    if not like.is_floating_point():
+    if not _real(like):
         return torch.zeros(shape, dtype=like.dtype, device=like.device)
     std = like.detach().float().std() if like.numel() > 1 else torch.tensor(1.0)
     std = float(std) if float(std) > 0 else 1.0
@@ -136,7 +137,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
     originals = {q: _tensor(old, q) for q in growing}
     # Tensors about to be replaced are not copied: the peak is old + new
     # weights, not twice the old ones plus the new.
-    memo: Dict[int, Any] = {}
+    memo: Dict[int, Any] = deepcopy_memo(old)
     for t in originals.values():
         empty = torch.empty(0, dtype=t.dtype, device=t.device)
         memo[id(t)] = nn.Parameter(empty, t.requires_grad) if isinstance(t, nn.Parameter) else empty
@@ -156,7 +157,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
             t = originals[qualname]
             grown, mask = grow_tensor(t, members, ex, scale_consumers=(init == "net2net"), mp=mp,
                                        want_mask=(init == "random_pad" or bool(noise)))
-            if init == "net2net" and noise and mask is not None and grown.is_floating_point():
+            if init == "net2net" and noise and mask is not None and _real(grown):
                 if any(m.role == PRODUCER and ex.grows(m.layout) for m in members):
                     std = float(t.detach().float().std()) if t.numel() > 1 else 1.0
                     grown = grown + noise * std * torch.randn_like(grown) * mask
@@ -192,7 +193,7 @@ def _reinit_all(root: nn.Module) -> None:
             covered.update(id(p) for p in mod.parameters(recurse=False))
     with torch.no_grad():
         for p in root.parameters():
-            if id(p) not in covered and p.is_floating_point():
+            if id(p) not in covered and _real(p):
                 std = float(p.detach().std()) if p.numel() > 1 else 1.0
                 p.normal_(0.0, std if std > 0 else 1.0)
 

@@ -21,8 +21,14 @@ import torch
 from ..ir.groups import Member
 from ..ir.layout import Layout, expand, leaves
 from ..ir.roles import PRODUCER, SCALED
-from .pad import Padder
 from .growth import GrowthPlan
+from .pad import Padder
+
+
+def _real(t: torch.Tensor) -> bool:
+    """Floating or complex: a tensor whose slices can be divided by the counts."""
+    return t.is_floating_point() or t.is_complex()
+
 
 __all__ = ["Expander", "grow_tensor"]
 
@@ -109,9 +115,9 @@ def grow_tensor(t: torch.Tensor, members: List[Member], ex: Expander,
             if (mp is not None and mp.grows(m)) or not ex.grows(m.layout):
                 continue
             index[m.dim], scale = ex.index_scale(m.layout, t.device)
-            if scale_consumers and m.role in SCALED and out.is_floating_point():
+            if scale_consumers and m.role in SCALED and _real(out):
                 scales.append((m.dim, scale))
-            elif scale_consumers and m.role == PRODUCER and out.is_floating_point():
+            elif scale_consumers and m.role == PRODUCER and _real(out):
                 # the divided side of a contraction: Σ_j q_g(j) k_g(j)/c = Σ_i q_i k_i
                 rows = ex.producer_scale(m.layout, t.device)
                 if rows is not None:

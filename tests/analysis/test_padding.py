@@ -189,3 +189,45 @@ def test_written_out_rmsnorm_weight_read_elsewhere_keeps_integer_factors():
     assert pad_mode(a, group.id)[0] is None
     with pytest.raises(fxgrow.ConstraintError):
         fxgrow.widen(a, x, {"emb": 10})
+
+
+class _MaxBeside(nn.Module):
+    """A LayerNorm'd stream, and a max over the same neurons elsewhere."""
+
+    def __init__(self, where):
+        super().__init__()
+        self.a, self.ln, self.b = nn.Linear(4, 16), nn.LayerNorm(16), nn.Linear(16, 3)
+        self.where = where
+
+    def forward(self, x):
+        h = self.a(x)
+        y = self.ln(h)
+        side = (y if self.where == "after the norm" else torch.cos(h)).amax(-1, keepdim=True)
+        return self.b(y) + side
+
+
+@pytest.mark.parametrize("where", ["after the norm", "after a nonlinear op"])
+def test_mean_padding_refuses_a_max_over_new_neurons_it_does_not_control(where):
+    m = _MaxBeside(where).double().eval()
+    with torch.no_grad():
+        m.ln.bias.fill_(-5.0)  # new LayerNorm outputs are 0, far above every old one
+    x = torch.randn(6, 4, dtype=torch.float64)
+    a = fxgrow.analyze(m, x)
+    assert "max or min" in mean_pad_problem(a, a.group("a").id)
+    with pytest.raises(fxgrow.ConstraintError, match="max or min"):
+        fxgrow.widen(m, x, {"a": 21}, verify=False)
+
+
+def test_an_integer_cast_is_not_an_affine_step():
+    class Cast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.ln, self.b = nn.Linear(4, 16), nn.LayerNorm(16), nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.b(self.ln((self.a(x) * 4).to(torch.int64).to(torch.float64)))
+
+    m = Cast().double().eval()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    a = fxgrow.analyze(m, x)
+    assert "is not affine" in mean_pad_problem(a, a.group("a").id)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxgrow
-from helpers import assert_same_function, assert_unchanged, snapshot
+from helpers import assert_same_function, assert_unchanged, exact_or_refused, snapshot
 from fxgrow.errors import ConstraintError, SpecError, TraceError
 from fxgrow.rules import lookup
 from fxgrow.ops.aten import canonical_target
@@ -364,3 +364,22 @@ def test_rms_norm_through_export_replicates():
     assert_same_function(m, fxgrow.widen(a, x, 2.0), x)
     with pytest.raises(ConstraintError, match="integer factor"):
         fxgrow.widen(a, x, 1.5)
+
+
+def test_a_constant_like_a_tensor_is_not_a_move_of_it():
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.o = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(5, 2)
+
+        def forward(self, x):
+            k = self.k(x)
+            return self.o(self.q(x) @ (k + torch.ones_like(k)).transpose(-1, -2))
+
+    m = Attn().double().eval()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    for capture in ("fx", "export"):
+        # `k + ones_like(k)` is not k divided by the counts: only q's side may be divided
+        a = fxgrow.analyze(m, x, capture=capture)
+        assert a.group("k").id not in a.partners, capture
+        assert not isinstance(exact_or_refused(m, x, 2.0, capture=capture), Exception)

@@ -341,3 +341,18 @@ def test_bad_options(kwargs):
     model, x = small_resnet()
     with pytest.raises(SpecError):
         fxgrow.deepen(model, x, after="layer1.0.conv1", batchnorm=False, **kwargs)
+
+
+def test_auto_takes_the_residual_block_where_a_batchnorm_uses_batch_statistics():
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 2, 1)).train()
+    x = torch.randn(4, 3, 8, 8)
+    deep = fxgrow.deepen(m, x, after="2", method="auto", calibration=x, verify=False)
+    (record,) = deep.meta["fxgrow.deepen"]
+    assert record["method"] == "residual" and "batch statistics" in record["why"]
+    fresh = torch.randn(4, 3, 8, 8)
+    torch.manual_seed(1)
+    expected = torch.func.functional_call(m, {k: v.clone() for k, v in m.state_dict().items()},
+                                          (fresh,))
+    got = torch.func.functional_call(deep, {k: v.clone() for k, v in deep.state_dict().items()},
+                                     (fresh,))
+    assert torch.allclose(got, expected, atol=1e-5)

@@ -47,3 +47,15 @@ def test_node_inputs_include_nested_arguments():
     (cat,) = [n for n in gm.graph.nodes if n.target is torch.cat]
     assert [n.name for n in node_inputs(cat)] == ["getitem", "getitem_1"]  # from a list
     assert {n.target for n in node_inputs(cat)} == {operator.getitem}
+
+
+def test_casts_move_values_only_between_floating_dtypes():
+    class Casts(nn.Module):
+        def forward(self, x):
+            return x.to(torch.float32).double() + x.to(torch.int64).double()
+
+    gm = fx.symbolic_trace(Casts())
+    from fxgrow.capture import capture
+    gm = capture(gm, torch.randn(2, 3, dtype=torch.float64)).graph_module
+    kinds = {n.name: kind(gm, n) for n in gm.graph.nodes if n.op == "call_method"}
+    assert kinds == {"to": "move", "double": "move", "to_1": None, "double_1": None}

@@ -57,3 +57,45 @@ def test_rms_norm_module_zero_pads_and_functional_needs_integer_factors():
         else:  # F.rms_norm has no module whose eps and weight fxgrow could rescale
             with pytest.raises(fxgrow.ConstraintError, match="integer factor"):
                 fxgrow.widen(a, x, 1.5)
+
+
+class _StatsOver(nn.Module):
+    """Linear whose neurons become a dim a norm takes statistics over."""
+
+    def __init__(self, norm, view):
+        super().__init__()
+        self.a, self.norm, self.view, self.b = nn.Linear(4, 16), norm, view, nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(self.norm(self.view(h)).reshape(h.shape))
+
+
+@pytest.mark.parametrize("norm, view", [
+    (nn.InstanceNorm1d(4), lambda h: h.view(-1, 4, 4)),
+    (nn.InstanceNorm1d(16), lambda h: h),                 # (N, C) reads as unbatched (C, L)
+    (nn.BatchNorm1d(4).train(), lambda h: h.view(-1, 4, 4)),
+    (nn.GroupNorm(2, 4), lambda h: h.view(-1, 4, 4)),
+    (lambda t: F.batch_norm(t, None, None, training=True), lambda h: h.view(-1, 4, 4)),
+])
+def test_statistics_over_neurons_need_uniform_replication(norm, view):
+    m = _StatsOver(norm, view).double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    a = fxgrow.analyze(m, x)
+    # the neurons of the dims the statistics run over (not those of the channel dim)
+    held = [g for g in a.groups_of("a")
+            if g.growable and any("statistics over this dimension" in u for u in g.uniform)]
+    assert held
+    with pytest.raises(fxgrow.ConstraintError):
+        fxgrow.widen(m, x, {g.id: 1.5 for g in held}, verify=False)
+    grow_exactly(m, x, 2.0)  # integer factors keep every mean and variance
+
+
+@pytest.mark.parametrize("norm", [nn.LayerNorm(16, elementwise_affine=False),
+                                  nn.RMSNorm(16, elementwise_affine=False)])
+def test_a_norm_without_weight_is_not_padded(norm):
+    m = nn.Sequential(nn.Linear(4, 16), norm, nn.Linear(16, 3)).double().eval()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    with pytest.raises(fxgrow.ConstraintError, match="no affine weight"):
+        fxgrow.widen(m, x, {"0": 21}, verify=False)
+    grow_exactly(m, x, {"0": 32})

@@ -89,3 +89,20 @@ def test_more_elementwise_functions_pass_through():
 
     m, x = E(), torch.randn(2, 3)
     assert_same_function(m, fxgrow.widen(m, x, 2.0), x)
+
+
+def test_a_subclass_inherits_its_base_rule_only_if_it_computes_the_same():
+    class Plain(nn.Conv2d):
+        def extra_repr(self):
+            return "plain"
+
+    class Standardised(nn.Conv2d):  # weight standardisation: a different function
+        def _conv_forward(self, x, w, b):
+            return super()._conv_forward(x, (w - w.mean()) / w.std(), b)
+
+    assert lookup(Plain) is lookup(nn.Conv2d)
+    assert lookup(Standardised) is None
+    m = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), Plain(8, 8, 3), nn.ReLU(),
+                      nn.Conv2d(8, 2, 1)).double().eval()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    assert_same_function(m, fxgrow.widen(m, x, 2.0, verify=False, leaf_modules=[Plain]), x)

@@ -42,3 +42,33 @@ def test_cat_of_branches_and_stack():
             return self.c(z)
 
     grow_exactly(C(), torch.randn(2, 3), 1.5)
+
+
+def test_literal_bounds_covering_the_dim_follow_its_growth():
+    class Crop(nn.Module):  # GhostNet: cat two branches, crop to the output width
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(16, 3)
+
+        def forward(self, x):
+            h = self.a(x)
+            y = torch.cat([h, self.b(h)], 1)[:, :16]
+            return self.c(y[:, -16:])
+
+    m = Crop().double().eval()
+    grow_exactly(m, torch.randn(3, 4, dtype=torch.float64), 2.0)
+
+
+def test_an_empty_slice_blocks_instead_of_crashing():
+    class Empty(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 2), nn.Linear(2, 3)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(h) + h[:, 3:4].sum()
+
+    m = Empty().double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    assert "empty slice" in fxgrow.analyze(m, x).group("a").reason

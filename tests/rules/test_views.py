@@ -58,3 +58,17 @@ def test_flatten_then_linear_gathers_whole_channels():
     m = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
     g = grow_exactly(m, torch.randn(2, 2, 6, 6), 1.7)
     assert g.get_submodule("3").in_features == 5 * 16
+
+
+def test_a_view_as_another_dtype_blocks():
+    class Bits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 16), nn.Linear(32, 3)
+
+        def forward(self, x):
+            return self.b(self.a(x).view(torch.float32).double())
+
+    m = Bits().double()
+    assert "another dtype" in fxgrow.analyze(m, torch.randn(3, 4, dtype=torch.float64)).group(
+        "a").reason

@@ -59,3 +59,11 @@ def test_no_python_loop_per_neuron():
     g = apply_plan(plan_widening(a, 2.0))
     assert g.get_submodule("0").out_features == 8192
     assert time.perf_counter() - t < 5.0  # generous: this is a smoke check, not a benchmark
+
+
+def test_complex_consumers_are_divided_by_the_counts():
+    m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).to(torch.complex128).eval()
+    x = torch.randn(5, 4, dtype=torch.complex128)
+    g = fxgrow.widen(m, x, 2.0, verify=False)
+    with torch.no_grad():
+        assert torch.allclose(g(x), m(x), rtol=1e-10, atol=1e-12)

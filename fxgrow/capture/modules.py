@@ -1,0 +1,89 @@
+"""What a module computes besides its ``forward``, which no graph shows.
+
+Forward hooks and pre-hooks (``spectral_norm``, ``weight_norm``, pruning masks
+and user hooks are all pre-hooks), parametrizations (``torch.nn.utils.parametrize``)
+and lazy modules that have not run yet change what calling a module does.
+torch.fx traces ``forward`` alone, so capture keeps such modules whole (leaves,
+:func:`hidden_computation`) and the analysis blocks what they touch; hooks on
+the root, or global ones, would be lost from the graph entirely, so capture
+refuses them (:func:`root_problem`).
+
+>>> m = nn.Linear(2, 2)
+>>> hidden_computation(m) is None
+True
+>>> _ = m.register_forward_hook(lambda mod, i, o: o * 2)
+>>> hidden_computation(m)
+'it has forward hooks'
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.modules import module as _module
+
+__all__ = ["hidden_computation", "root_problem", "call_override", "deepcopy_memo"]
+
+
+def deepcopy_memo(module: nn.Module) -> dict:
+    """A ``copy.deepcopy`` memo for tensors deepcopy refuses: computed (non-leaf)
+    tensors a module keeps as plain attributes, such as a pruned layer's
+    ``weight = weight_orig * weight_mask``, are copied detached.
+
+    >>> import copy, torch
+    >>> m = nn.Linear(2, 2)
+    >>> m.cached = m.weight * 2          # a non-leaf tensor attribute
+    >>> copy.deepcopy(m, deepcopy_memo(m)).cached.requires_grad
+    False
+    """
+    memo = {}
+    for m in module.modules():
+        for v in vars(m).values():
+            if isinstance(v, torch.Tensor) and not v.is_leaf:
+                memo[id(v)] = v.detach().clone()
+    return memo
+
+
+def call_override(model: nn.Module) -> Optional[str]:
+    """The first submodule whose class overrides ``__call__``, or None.
+
+    torch.fx intercepts ``nn.Module.__call__``: an override runs (and is
+    traced) around it, and the graph module then calls the override again, so
+    fx cannot capture such a model faithfully (``torch.export`` can).
+    """
+    for name, m in model.named_modules():
+        if type(m).__call__ is not nn.Module.__call__:
+            return f"`{name or type(model).__name__}` ({type(m).__name__}) overrides __call__"
+    return None
+
+
+def hidden_computation(m: nn.Module) -> Optional[str]:
+    """Why calling ``m`` computes more than its ``forward`` shows, or None."""
+    if getattr(m, "_forward_pre_hooks", None):
+        return "it has forward pre-hooks (spectral_norm, weight_norm and pruning use them)"
+    if getattr(m, "_forward_hooks", None):
+        return "it has forward hooks"
+    if getattr(m, "parametrizations", None) is not None and isinstance(
+            getattr(m, "parametrizations"), nn.ModuleDict):
+        return f"its {', '.join(m.parametrizations)} are parametrized (torch.nn.utils.parametrize)"
+    return None
+
+
+def root_problem(model: nn.Module) -> Optional[str]:
+    """Why ``model`` cannot be captured faithfully as a whole, or None."""
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return ("global forward hooks are registered (torch.nn.modules.module."
+                "register_module_forward_hook): they would run in the original model but not in "
+                "its graph")
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params():
+            return (f"`{name or type(model).__name__}` is a lazy module whose parameters are not "
+                    "initialised yet: run the model once on an input first")
+    hidden = hidden_computation(model)
+    if hidden:
+        return (f"the model itself ({type(model).__name__}) computes more than its forward: "
+                f"{hidden}; the traced graph would lose it. Remove them, or wrap the model in a "
+                "module of your own that calls it (its hooks are then blocked, not lost)")
+    return None
