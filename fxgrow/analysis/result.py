@@ -108,9 +108,13 @@ class Analysis:
             return self._by_id[key]
         found = self.groups_of(key)
         if len(found) != 1:
-            ids = [g.id for g in found]
-            raise UnknownTargetError(
-                f"module `{key}` produces {len(found)} groups {ids}; name them by id")
+            listed = ", ".join(f"{g.id} ({g.size} neurons, {g.status})" for g in found)
+            growable = [g.id for g in found if g.growable]
+            hint = (f"; the growable one is group {growable[0]}" if len(growable) == 1 else
+                    f"; the growable ones are {growable}" if growable else
+                    "; none of them can grow")
+            raise UnknownTargetError(f"module `{key}` produces {len(found)} groups: {listed}"
+                                     f"{hint}. Name one by its id")
         return found[0]
 
     def groups_of(self, module: str) -> List[Group]:

@@ -80,6 +80,11 @@ def _check(ctx: RuleContext, value: Any, spec: Any) -> None:
             raise RuleError("rule returned a tuple of the wrong length")
         for v, s in zip(value, spec):
             _check(ctx, v, s)
+    elif isinstance(spec, dict) and isinstance(value, dict):
+        if spec.keys() != value.keys():
+            raise RuleError("rule returned a dict with other keys")
+        for k, s in spec.items():
+            _check(ctx, value[k], s)
 
 
 def _op_name(node: fx.Node, module: Optional[nn.Module]) -> str:
@@ -109,11 +114,17 @@ def _walk_node(state: WalkState, node: fx.Node) -> Any:
     ctx = RuleContext(state, node)
     spec = meta.shape(node)
     if node.op == "placeholder":
-        if isinstance(spec, TensorSpec):
-            return TV(tuple(state.table.fresh(n, free=True, status=FIXED,
-                                               reason=f"model input `{node.target}`")
-                            for n in spec.shape))
-        return spec
+        def model_input(s: Any) -> Any:  # tensors anywhere in the input: fixed extents
+            if isinstance(s, TensorSpec):
+                return TV(tuple(state.table.fresh(n, free=True, status=FIXED,
+                                                   reason=f"model input `{node.target}`")
+                                for n in s.shape))
+            if isinstance(s, tuple):
+                return tuple(model_input(v) for v in s)
+            if isinstance(s, dict):
+                return {k: model_input(v) for k, v in s.items()}
+            return s
+        return model_input(spec)
     if node.op == "get_attr":
         if isinstance(spec, TensorSpec):
             # roles come from the uses: a claimed weight use or a plain (gathered) one

@@ -26,6 +26,7 @@ from .. import meta
 from ..errors import SpecError, TraceError
 from .export import as_module, copy_exported, export_module, is_exported
 from .inputs import ExampleInput, bind_inputs, normalize_input
+from .modules import complete_state
 from .shapes import propagate
 from .trace import trace
 
@@ -167,11 +168,13 @@ def capture(model: nn.Module, example_input: ExampleInput,
         how["method"] = "graph_module"
     elif options.method == "export":
         gm = export_module(model, args, kwargs)
+        complete_state(gm, model)
     else:
         concrete = _defaults_as_concrete(model, args, kwargs, options.concrete_args or {})
         try:
             gm = trace(model, options.leaf_modules, concrete)
             how["method"] = "fx"
+            complete_state(gm, model)
         except TraceError as e:
             if options.method == "fx":
                 raise
@@ -181,6 +184,7 @@ def capture(model: nn.Module, example_input: ExampleInput,
             except TraceError as e2:
                 raise TraceError(f"{e}\n\nThe torch.export fallback failed too:\n{e2}") from e2
             how["method"] = "export"
+            complete_state(gm, model)
     propagate(gm, bind_inputs(gm, args, kwargs))
     gm.meta[meta.CAPTURE] = how
     return Captured(gm, args, kwargs)

@@ -24,7 +24,48 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module
 
-__all__ = ["hidden_computation", "root_problem", "call_override", "deepcopy_memo"]
+__all__ = ["hidden_computation", "root_problem", "call_override", "deepcopy_memo",
+           "complete_state"]
+
+
+def complete_state(gm: nn.Module, model: nn.Module) -> None:
+    """Give ``gm`` every ``state_dict`` entry of ``model`` it lacks, under the same name.
+
+    A traced graph module holds only what the graph reads; the grown model must
+    keep the user's ``state_dict`` keys, including tensors reached under a
+    second name (``self.alias = self.a``) and modules ``forward`` never calls.
+    The tensors are the model's own (shared, not copied).
+
+    >>> m = nn.Sequential(nn.Linear(2, 2))
+    >>> m.alias = m[0]
+    >>> gm = torch.fx.symbolic_trace(m)
+    >>> complete_state(gm, m)
+    >>> sorted(gm.state_dict()) == sorted(m.state_dict())
+    True
+    """
+    have = set(gm.state_dict(keep_vars=True))
+    persistent = {}
+    for prefix, mod in model.named_modules(remove_duplicate=False):
+        for name, t in mod._parameters.items():
+            if t is not None:
+                persistent[f"{prefix}.{name}" if prefix else name] = (t, True)
+        for name, t in mod._buffers.items():
+            if t is not None and name not in mod._non_persistent_buffers_set:
+                persistent[f"{prefix}.{name}" if prefix else name] = (t, False)
+    for qualname in model.state_dict(keep_vars=True):
+        if qualname in have or qualname not in persistent:
+            continue
+        t, is_param = persistent[qualname]
+        owner = gm
+        *path, name = qualname.split(".")
+        for part in path:
+            if not hasattr(owner, part) or not isinstance(getattr(owner, part), nn.Module):
+                owner.add_module(part, nn.Module())
+            owner = getattr(owner, part)
+        if is_param:
+            owner.register_parameter(name, t)
+        else:
+            owner.register_buffer(name, t)
 
 
 def deepcopy_memo(module: nn.Module) -> dict:

@@ -48,6 +48,8 @@ def describe(value: Any) -> Any:
         return tuple(int(v) for v in value)
     if isinstance(value, (tuple, list)):
         return tuple(describe(v) for v in value)
+    if type(value) is dict:
+        return {k: describe(v) for k, v in value.items()}
     if isinstance(value, _PLAIN):
         return value
     return Opaque(type(value).__name__)

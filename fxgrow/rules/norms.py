@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import RuleError
 from ..ir.roles import FIXED, PASS
-from ..ir.values import TV
+from ..ir.values import TV, SizeOf
 from .linear import WeightFn, functional_weight, module_weight
 from .registry import RuleSet
 
@@ -117,18 +117,41 @@ def rms_norm(ctx) -> TV:
     return y
 
 
+def _normalized(ctx, x: TV, what: str) -> int:
+    """How many trailing dims the functional norm's ``normalized_shape`` covers,
+    recording how it follows growth.
+
+    A literal is rewritten with the new sizes; sizes read from the input itself
+    (``F.layer_norm(h, h.shape[-1:])``) follow it by themselves; sizes read from
+    anything else would not, and block.
+    """
+    raw = ctx.arg(1, "normalized_shape")
+    value = ctx.value(raw)
+    entries = value if isinstance(value, (tuple, list)) else (value,)
+    k = len(entries)
+    if k == 0 or k > x.ndim:
+        raise RuleError(f"unexpected normalized_shape of {what}")
+    dims = x.dims[x.ndim - k:]
+    read = [e for e in entries if isinstance(e, SizeOf)]
+    if read:
+        if len(read) != k or any(tuple(ctx.norm(l) for l in e.layouts) != (ctx.norm(d),)
+                                 for e, d in zip(entries, dims)):
+            raise RuleError(f"the normalized_shape of {what} is read from another tensor")
+        return k  # recomputed from the input's own sizes
+    if not all(isinstance(e, int) and not isinstance(e, bool) for e in entries):
+        raise RuleError(f"non-literal normalized_shape of {what}")
+    as_type = type(raw) if isinstance(raw, (list, tuple)) else tuple
+    ctx.rewrite_arg(1, "normalized_shape", as_type(ctx.size(d) for d in dims))
+    return k
+
+
 if hasattr(F, "rms_norm"):
-    @RULES.rule(F.rms_norm)
+    @RULES.rule(F.rms_norm, accepts_sizes=True)
     def rms_norm_functional(ctx) -> TV:
         x = ctx.tensor(ctx.arg(0, "input"))
-        shape = ctx.arg(1, "normalized_shape")
-        y = _layer_norm(ctx, x, len(shape),
-                        functional_weight(ctx, {"weight": (2, "weight"), "bias": (None, "bias")}),
-                        "RMSNorm")
-        dims = x.dims[len(x.dims) - len(shape):]
-        as_type = type(shape) if isinstance(shape, (list, tuple)) else tuple
-        ctx.rewrite_arg(1, "normalized_shape", as_type(ctx.size(d) for d in dims))
-        return y
+        k = _normalized(ctx, x, "rms_norm")
+        return _layer_norm(ctx, x, k, functional_weight(
+            ctx, {"weight": (2, "weight"), "bias": (None, "bias")}), "RMSNorm")
 
 
 @RULES.rule(nn.LayerNorm)
@@ -142,18 +165,13 @@ def layer_norm(ctx) -> TV:
     return y
 
 
-@RULES.rule(F.layer_norm)
+@RULES.rule(F.layer_norm, accepts_sizes=True)
 def layer_norm_functional(ctx) -> TV:
     x = ctx.tensor(ctx.arg(0, "input"))
-    shape = ctx.arg(1, "normalized_shape")
-    k = len(shape)
+    k = _normalized(ctx, x, "layer_norm")
     weight = functional_weight(ctx, {"weight": (2, "weight"), "bias": (3, "bias")})
     # weights are 1-D per normalised dim only when k == 1; for k > 1 dim i is dim i
-    y = _layer_norm(ctx, x, k, weight)
-    dims = x.dims[len(x.dims) - k:]
-    as_type = type(shape) if isinstance(shape, (list, tuple)) else tuple
-    ctx.rewrite_arg(1, "normalized_shape", as_type(ctx.size(d) for d in dims))
-    return y
+    return _layer_norm(ctx, x, k, weight)
 
 
 def _group_norm(ctx, x: TV, groups: int, weight: WeightFn) -> TV:

@@ -18,7 +18,7 @@ from torch import fx
 from ..capture.shapes import TensorSpec
 from ..errors import RuleError
 from ..ir.layout import Layout
-from ..ir.values import TV, SizeOf, iter_sizes
+from ..ir.values import TV, SizeOf, iter_sizes, iter_tensors
 from .common import dim_index
 from .registry import RuleSet
 
@@ -103,6 +103,10 @@ def getitem(ctx) -> Any:
         idx = ctx.value(index)
         if isinstance(base, (tuple, list)):
             return base[idx.value if isinstance(idx, SizeOf) else idx]
+        if isinstance(base, dict) and not isinstance(idx, SizeOf) and idx in base:
+            return base[idx]  # a dict input: `batch["x"]`
+        if any(True for _ in iter_tensors(base)):
+            raise RuleError("indexing a container of tensors fxgrow does not read")
         return ctx.out_spec
     return _index_tensor(ctx, base, index)
 

@@ -1,6 +1,8 @@
 """fxgrow.analysis.result: the Analysis result object."""
 
 import pytest
+import torch
+from torch import nn
 
 import fxgrow
 from models import resnet
@@ -36,3 +38,18 @@ def test_group_ids_are_deterministic():
     a, b = fxgrow.analyze(m, x), fxgrow.analyze(m, x)
     assert [(g.id, g.size, g.status, g.producers) for g in a.groups] == \
            [(g.id, g.size, g.status, g.producers) for g in b.groups]
+
+
+def test_a_module_producing_several_groups_names_the_growable_one():
+    class Split(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(5, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(h[:, :5]), h[:, 5:].softmax(-1)
+
+    a = fxgrow.analyze(Split(), torch.randn(2, 4))
+    with pytest.raises(fxgrow.UnknownTargetError, match=r"growable one is group \d+"):
+        a.group("a")

@@ -75,3 +75,22 @@ def test_missing_input_is_reported():
 
     with pytest.raises(fxgrow.ExampleInputError, match="`b`"):
         capture(Two(), torch.randn(1))
+
+
+def test_the_graph_module_keeps_every_state_dict_key():
+    class Alias(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.unused = nn.Linear(4, 8), nn.Linear(8, 2), nn.Linear(3, 3)
+            self.alias = self.a  # one module under two names
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    m = Alias()
+    gm = capture(m, torch.randn(2, 4)).graph_module
+    assert sorted(gm.state_dict()) == sorted(m.state_dict())
+    grown = fxgrow.widen(m, torch.randn(2, 4), 2.0)
+    assert sorted(grown.state_dict()) == sorted(m.state_dict())
+    assert grown.get_parameter("alias.weight") is grown.get_parameter("a.weight")
+    assert grown.get_parameter("a.weight").shape == (16, 4)

@@ -99,3 +99,20 @@ def test_a_norm_without_weight_is_not_padded(norm):
     with pytest.raises(fxgrow.ConstraintError, match="no affine weight"):
         fxgrow.widen(m, x, {"0": 21}, verify=False)
     grow_exactly(m, x, {"0": 32})
+
+
+def test_functional_norm_shape_read_from_its_input_follows_it():
+    class LN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+            self.w = nn.Parameter(torch.rand(8) + 0.5)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(F.layer_norm(h, h.shape[-1:], self.w))
+
+    m, x = LN().double(), torch.randn(3, 4, dtype=torch.float64)
+    grow_exactly(m, x, 2.0)
+    with pytest.raises(fxgrow.ConstraintError, match="integer factor"):
+        fxgrow.widen(m, x, 1.5, verify=False)

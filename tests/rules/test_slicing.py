@@ -72,3 +72,16 @@ def test_an_empty_slice_blocks_instead_of_crashing():
     m = Empty().double()
     x = torch.randn(3, 4, dtype=torch.float64)
     assert "empty slice" in fxgrow.analyze(m, x).group("a").reason
+
+
+def test_a_dict_passed_as_a_positional_input():
+    class Batch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, batch):
+            return self.b(torch.relu(self.a(batch["x"]))) * batch["scale"]
+
+    example = ({"x": torch.randn(3, 4, dtype=torch.float64), "scale": 2.0},)
+    grow_exactly(Batch().double(), example, 2.0)
