@@ -167,7 +167,13 @@ def _index_tensor(ctx, x: TV, index: Any) -> TV:
                 d += 1
                 continue
             if stop <= start:
-                raise RuleError("an empty slice")
+                # an empty piece (partial rotary code's `q[..., rotary_dim:]` with
+                # rotary_dim == head_dim): it stays empty, at the end of the grown dim
+                out.append(ctx.free(0))
+                at_end = start == n and item.start is not None
+                plan.append((item, ("end", lay) if at_end else None))
+                d += 1
+                continue
             if (start, stop) == (0, n):
                 out.append(lay)
                 # literal bounds that happen to cover the dim (`h[:, :16]`, GhostNet's crop
@@ -197,6 +203,9 @@ def _index_tensor(ctx, x: TV, index: Any) -> TV:
                 continue
             if lays[0] == "whole":
                 new_items.append(ctx.if_grows((lays[1],), slice(None), item))
+                continue
+            if lays[0] == "end":
+                new_items.append(ctx.if_grows((lays[1],), slice(ctx.size(lays[1]), None), item))
                 continue
             before, mid = lays
             start = ctx.size(before) if before is not None else 0

@@ -7,6 +7,7 @@ inputs; the largest ones are marked slow but still run in CI.
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 
@@ -64,8 +65,12 @@ def test_model_grows_exactly(name):
         # A fresh process per step: a x2 widen of 600M parameters needs ~13 GB, and
         # memory freed by one step is not reliably given back to the next.
         for step in STEPS:
+            # the child imports the fxgrow and helpers this run imported
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                [os.path.dirname(os.path.dirname(fxgrow.__file__)),
+                 os.path.dirname(os.path.dirname(__file__)), os.environ.get("PYTHONPATH", "")]))
             proc = subprocess.run([sys.executable, __file__, name, step],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, env=env)
             assert proc.returncode == 0, f"{step}:\n" + proc.stdout[-3000:] + proc.stderr[-3000:]
         return
     check(name)
