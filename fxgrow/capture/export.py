@@ -29,6 +29,7 @@ from torch import fx, nn
 
 from ..errors import TraceError
 from .modules import root_problem
+from .regions import inline_regions
 from .runner import preserved
 
 __all__ = ["export_module", "is_exported", "as_module", "flat_inputs"]
@@ -86,7 +87,9 @@ def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any
             + "\nWays around it: fix the construct torch.export names, export the model yourself with "
               "the options it needs (dynamic_shapes=..., strict=...) and pass the "
               "ExportedProgram, or use capture='fx'.") from e
-    return ep.module()
+    gm = ep.module()
+    inline_regions(gm)  # no_grad/autocast bodies become ordinary nodes the rules read
+    return gm
 
 
 def flat_inputs(gm: fx.GraphModule, args: Tuple[Any, ...], kwargs: Dict[str, Any]

@@ -27,6 +27,7 @@ from ..errors import SpecError, TraceError
 from .export import as_module, copy_exported, export_module, is_exported
 from .inputs import ExampleInput, bind_inputs, normalize_input
 from .modules import complete_state
+from .regions import inline_regions
 from .shapes import propagate
 from .trace import trace
 
@@ -162,6 +163,7 @@ def capture(model: nn.Module, example_input: ExampleInput,
     args, kwargs = normalize_input(example_input)
     if is_exported(model):  # ep.module(), given by the user
         gm = copy_exported(model)
+        inline_regions(gm)
         how["method"] = "export"
     elif isinstance(model, fx.GraphModule):
         gm = fx.GraphModule(model, copy.deepcopy(model.graph), model.__class__.__name__)

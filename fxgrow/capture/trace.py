@@ -21,6 +21,7 @@ from torch import fx, nn
 
 from ..errors import TraceError
 from .modules import call_override, hidden_computation, root_problem
+from .regions import recording
 from .runner import preserved
 
 __all__ = ["trace"]
@@ -82,7 +83,7 @@ def trace(model: nn.Module, leaf_modules: Iterable[Union[str, Type[nn.Module]]] 
     try:
         # tracing runs the model's Python: what forward assigns (a buffer, now a Proxy,
         # or a call counter) must not stay on the user's modules
-        with preserved(model):
+        with preserved(model), recording(tracer):
             graph = tracer.trace(model, concrete_args=concrete_args or None)
             # the constants fx itself stores on the root (`_tensor_constant0`, ...)
             constants = {n.target: getattr(model, n.target) for n in graph.nodes

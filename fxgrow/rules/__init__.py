@@ -15,6 +15,7 @@ in one module per op family and are installed here, explicitly:
 :mod:`.attention`         matmul between activations, SDPA, MultiheadAttention
 :mod:`.einsum`            ``torch.einsum``
 :mod:`.torchvision_ops`   functions torchvision wraps as fx leaves (Swin)
+:mod:`.control`           grad-mode and autocast switches (no tensor)
 :mod:`.aten`              the ``torch.export`` front end: ATen overloads read as canonical ops
 ========================  ==================================================================
 
@@ -30,8 +31,8 @@ modules with :func:`register_rule`:
 >>> _ = register_rule(MyAct)(elementwise)
 """
 
-from . import (aten, attention, einsum, elementwise as _elementwise, linear, norms, reductions,
-               sizes, slicing, spatial, torchvision_ops, views)
+from . import (aten, attention, control, einsum, elementwise as _elementwise, linear, norms,
+               reductions, sizes, slicing, spatial, torchvision_ops, views)
 from .elementwise import elementwise, same_as_input
 from .registry import RULES, RULES_BY_NAME, Rule, RuleSet, add_fallback, install, lookup, \
     register_rule
@@ -42,7 +43,7 @@ __all__ = ["Rule", "RuleSet", "register_rule", "lookup", "elementwise", "same_as
 #: the built-in rule sets, in the order they are installed
 BUILTIN = (_elementwise.RULES, linear.RULES, norms.RULES, views.RULES, slicing.RULES,
            sizes.RULES, spatial.RULES, reductions.RULES, attention.RULES, einsum.RULES,
-           torchvision_ops.RULES, aten.RULES)
+           torchvision_ops.RULES, control.RULES, aten.RULES)
 
 for _rules in BUILTIN:
     install(_rules)  # a rule the user registered before this import stays theirs

@@ -1,0 +1,35 @@
+"""Grad-mode and autocast regions kept in the grown graph (fxgrow.capture.regions)."""
+
+import pytest
+import torch
+from torch import nn
+
+import fxgrow
+from helpers import grow_exactly
+
+
+class Frozen(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        with torch.no_grad():
+            h = torch.relu(self.a(x))  # a frozen feature extractor
+        with torch.autocast("cpu", enabled=False):
+            h = self.b(h)
+        with torch.enable_grad():
+            return self.c(h)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_no_grad_regions_are_kept(capture):
+    m, x = Frozen().double(), torch.randn(3, 4, dtype=torch.float64)
+    grown = grow_exactly(m, x, 2.0, capture=capture)
+    grown(x).sum().backward()
+    assert grown.get_parameter("a.weight").grad is None       # frozen, as in the original
+    assert grown.get_parameter("b.weight").grad is not None
+    with torch.no_grad():  # under a caller's no_grad, as the original: enable_grad inside wins
+        assert grown(x).requires_grad == m(x).requires_grad
+        assert not torch.is_grad_enabled()  # and the caller's mode is restored after
+    assert torch.is_grad_enabled()
