@@ -120,7 +120,7 @@ def build_analysis(state: WalkState, gm: fx.GraphModule, args: tuple, kwargs: di
     for gid in range(n_groups):
         root = inverse[gid]
         mem = tuple(by_group.get(gid, ()))
-        if not mem:
+        if not mem or table.size(root) == 0:  # an empty tensor (a KV cache before use)
             continue
         status, reasons = table.status(root), tuple(table.reasons(root))
         if status == GROWABLE and not any(m.role in (PRODUCER, CONSUMER) for m in mem):

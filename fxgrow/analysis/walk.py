@@ -156,11 +156,14 @@ def _walk_node(state: WalkState, node: fx.Node) -> Any:
                 for lay in sz.layouts:
                     ctx.block(lay, f"a neuron count read by `size` is used by {op}, "
                                    "whose result would change with the width")
+    recorded = (len(state.rewrites), len(state.attr_rewrites))
     try:
         value = rule.fn(ctx)
         _check(ctx, value, spec)
         return value
     except (Unalignable, RuleError) as e:
+        # the node is blocked: rewrites the rule recorded before it failed must not run
+        del state.rewrites[recorded[0]:], state.attr_rewrites[recorded[1]:]
         return _block_node(ctx, f"{op}: {e}")
 
 

@@ -21,11 +21,14 @@ choose other options (dynamic shapes, strict mode, ...).
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
+import warnings
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import fx, nn
+from torch.utils import _pytree as pytree
 
 from ..errors import TraceError
 from .modules import root_problem
@@ -62,9 +65,53 @@ def copy_exported(gm: fx.GraphModule) -> fx.GraphModule:
     return copy.deepcopy(gm, memo)
 
 
-def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]
-                  ) -> fx.GraphModule:
+def auto_dynamic_shapes(model: nn.Module, args: Tuple[Any, ...],
+                        kwargs: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """``dynamic_shapes`` marking every dim of every tensor input ``Dim.AUTO``.
+
+    torch.export then keeps a dim symbolic wherever the model allows it (batch,
+    sequence, spatial) and specialises the rest (channels read by a weight),
+    so the captured graph -- and the grown one -- accepts other input sizes.
+    None where the inputs cannot be matched to ``forward``'s parameters.
+    """
+    try:
+        bound = inspect.signature(model.forward).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        return None
+    auto = torch.export.Dim.AUTO
+    return {name: pytree.tree_map(
+        lambda t: {i: auto for i in range(t.dim())} if isinstance(t, torch.Tensor) else None,
+        value) for name, value in bound.items()}
+
+
+def _register_output_types(model: nn.Module) -> None:
+    """Let torch.export flatten the output types of a HuggingFace model (its KV caches)
+    with transformers' own registration, where transformers provides one."""
+    if not any(c.__module__.startswith("transformers.") for c in type(model).__mro__):
+        return
+    try:
+        from transformers.exporters.exporter_dynamo import register_cache_pytrees_for_model
+    except ImportError:  # an older transformers: export reports the type it cannot flatten
+        return
+    register_cache_pytrees_for_model(model)
+
+
+def _export(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any],
+            dynamic_shapes: Any) -> Any:
+    _register_output_types(model)
+    with preserved(model):  # export runs the model's Python on fake tensors
+        return torch.export.export(model, tuple(args), dict(kwargs), strict=False,
+                                   dynamic_shapes=dynamic_shapes)
+
+
+def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any],
+                  dynamic: bool = True, how: Optional[Dict[str, Any]] = None) -> fx.GraphModule:
     """``torch.export.export(model, args, kwargs, strict=False).module()``.
+
+    With ``dynamic`` (the default) input dims are exported as
+    :func:`auto_dynamic_shapes`; if that fails the model is exported with the
+    example's static shapes, with a warning, and ``how["dynamic_fallback_reason"]``
+    (when ``how`` is given) says why.
 
     Raises
     ------
@@ -74,9 +121,20 @@ def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any
     problem = root_problem(model)
     if problem:
         raise TraceError(f"cannot capture {type(model).__name__}: {problem}")
+    spec = auto_dynamic_shapes(model, args, kwargs) if dynamic else None
     try:
-        with preserved(model):  # export runs the model's Python on fake tensors
-            ep = torch.export.export(model, tuple(args), dict(kwargs), strict=False)
+        try:
+            ep = _export(model, args, kwargs, spec)
+        except Exception as e:  # noqa: BLE001 - retried with static shapes below
+            if spec is None:
+                raise
+            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
+            warnings.warn(f"torch.export could not keep the input sizes of "
+                          f"{type(model).__name__} dynamic ({reason}); the captured graph, and "
+                          "the grown model, accept only the example's sizes", stacklevel=4)
+            if how is not None:
+                how["dynamic_fallback_reason"] = reason
+            ep = _export(model, args, kwargs, None)
     except Exception as e:  # export raises many kinds: UserError, Unsupported, ...
         msg = str(e).strip().splitlines()
         head = msg[0] if msg else ""

@@ -57,6 +57,10 @@ class CaptureOptions:
         Values to specialise during tracing (see ``torch.fx.symbolic_trace``).
         Keyword parameters of ``forward`` that the example input does not
         give are specialised to their defaults.
+    dynamic : bool
+        torch.export only: keep input dims symbolic where the model allows
+        (``Dim.AUTO``), so the graph accepts other batch and sequence sizes;
+        falls back to static shapes with a warning (default True).
 
     The entry points take ``capture="fx"`` (a method) or
     ``capture=CaptureOptions(...)``, and ``leaf_modules=`` / ``concrete_args=``
@@ -71,6 +75,7 @@ class CaptureOptions:
     method: str = "auto"
     leaf_modules: LeafModules = ()
     concrete_args: Optional[Dict[str, Any]] = field(default=None, hash=False)
+    dynamic: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in CAPTURES:
@@ -80,10 +85,10 @@ class CaptureOptions:
     @classmethod
     def of(cls, capture: Union[str, "CaptureOptions"] = "auto", **options: Any) -> "CaptureOptions":
         """Options from an entry point's ``capture=`` and keyword shorthands."""
-        unknown = set(options) - {"leaf_modules", "concrete_args"}
+        unknown = set(options) - {"leaf_modules", "concrete_args", "dynamic"}
         if unknown:
             raise SpecError(f"unknown capture option(s) {sorted(unknown)}; the options are "
-                            "leaf_modules and concrete_args")
+                            "leaf_modules, concrete_args and dynamic")
         given = {k: v for k, v in options.items() if v is not None}
         if isinstance(capture, CaptureOptions):
             return capture.with_(**given) if given else capture
@@ -94,7 +99,7 @@ class CaptureOptions:
 
     def with_(self, **changes: Any) -> "CaptureOptions":
         fields = {"method": self.method, "leaf_modules": self.leaf_modules,
-                  "concrete_args": self.concrete_args}
+                  "concrete_args": self.concrete_args, "dynamic": self.dynamic}
         fields.update(changes)
         return CaptureOptions(**fields)
 
@@ -169,7 +174,7 @@ def capture(model: nn.Module, example_input: ExampleInput,
         gm = fx.GraphModule(model, copy.deepcopy(model.graph), model.__class__.__name__)
         how["method"] = "graph_module"
     elif options.method == "export":
-        gm = export_module(model, args, kwargs)
+        gm = export_module(model, args, kwargs, options.dynamic, how)
         complete_state(gm, model)
     else:
         concrete = _defaults_as_concrete(model, args, kwargs, options.concrete_args or {})
@@ -182,7 +187,7 @@ def capture(model: nn.Module, example_input: ExampleInput,
                 raise
             how["fallback_reason"] = str(e).splitlines()[0]
             try:
-                gm = export_module(model, args, kwargs)
+                gm = export_module(model, args, kwargs, options.dynamic, how)
             except TraceError as e2:
                 raise TraceError(f"{e}\n\nThe torch.export fallback failed too:\n{e2}") from e2
             how["method"] = "export"

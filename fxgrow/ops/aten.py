@@ -39,6 +39,7 @@ from torch import fx
 
 from ..capture.shapes import TensorSpec
 from ..errors import RuleError
+from ..ir.rewrites import IfGrows
 
 __all__ = ["AtenForm", "FORMS", "BACK_TARGETS", "VIEWS", "bind", "to_canonical",
            "from_canonical", "canonical_target", "overload", "aten"]
@@ -188,12 +189,19 @@ def _picked(args: tuple, d: int) -> Any:
     return args[1][d]
 
 
-def _slice_unadapt(ctx, args, kwargs, b):
-    d = _norm_dim(ctx, b["self"], b.get("dim", 0))
-    item = _picked(args, d)
+def _bounds(item: Any) -> Tuple[Any, Any]:
+    """``(start, stop)`` of a slice in a rewrite template (an IfGrows of two slices too)."""
+    if isinstance(item, IfGrows):
+        (s1, e1), (s2, e2) = _bounds(item.then), _bounds(item.otherwise)
+        return IfGrows(item.layouts, s1, s2), IfGrows(item.layouts, e1, e2)
     if not isinstance(item, slice) or item.step not in (None, 1):
         raise RuleError("unexpected rewrite of a slice")
-    return (args[0], b.get("dim", 0), item.start, item.stop), {}
+    return item.start, item.stop
+
+
+def _slice_unadapt(ctx, args, kwargs, b):
+    d = _norm_dim(ctx, b["self"], b.get("dim", 0))
+    return (args[0], b.get("dim", 0)) + _bounds(_picked(args, d)), {}
 
 
 def _select_unadapt(ctx, args, kwargs, b):

@@ -9,7 +9,7 @@ replication count, so the sum over copies equals the old sum.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -119,18 +119,37 @@ def _conv_channels(ctx, cin: Layout, groups: int, weight: WeightFn, cout: int,
     return out
 
 
-def _conv(ctx, nd: int, groups: int, weight: WeightFn, transposed: bool) -> TV:
+def _per_dim(v: Any, nd: int) -> Tuple[Any, ...]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
+
+
+def _pointwise(kernel: Sequence[int], stride: Any, padding: Any, nd: int) -> Tuple[bool, ...]:
+    """Along which spatial dims the convolution is the identity on positions (kernel 1,
+    stride 1, no padding): a dim there may hold neurons, which then pass through."""
+    if isinstance(padding, str):
+        padding = 0 if padding in ("valid", "same") else None
+    return tuple(k == 1 and s == 1 and p == 0 for k, s, p in
+                 zip(kernel, _per_dim(stride, nd), _per_dim(padding, nd)))
+
+
+def _conv(ctx, nd: int, groups: int, weight: WeightFn, transposed: bool,
+          pointwise: Sequence[bool] = ()) -> TV:
     x = ctx.tensor(ctx.arg(0, "input"))
     out_shape = ctx.out_shape
     c = len(x.dims) - nd - 1
     if c < 0:
         raise RuleError("input has too few dims for the convolution")
     cin = ctx.norm(x.dims[c])
-    for d in x.dims[c + 1:]:  # the kernel slides along them
-        ctx.mixes(d, "a convolution's kernel mixes positions along a dim that holds neurons")
+    pointwise = tuple(pointwise) or (False,) * nd
+    spatial = []
+    for d, n, through in zip(x.dims[c + 1:], out_shape[c + 1:], pointwise):
+        if through:  # a 1-wide kernel at stride 1 reads each position alone
+            spatial.append(d)
+        else:  # the kernel slides along it, mixing positions
+            ctx.mixes(d, "a convolution's kernel mixes positions along a dim that holds neurons")
+            spatial.append(ctx.free(n))
     out = _conv_channels(ctx, cin, groups, weight, out_shape[c], transposed)
-    spatial = tuple(ctx.free(n) for n in out_shape[c + 1:])
-    return TV(x.dims[:c] + (out,) + spatial)
+    return TV(x.dims[:c] + (out,) + tuple(spatial))
 
 
 _CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3,
@@ -145,7 +164,8 @@ def conv(ctx) -> TV:
     nd = len(m.kernel_size)  # a subclass kept as a leaf is read like its base
     x = ctx.tensor(ctx.arg(0, "input"))
     cin = x.dims[len(x.dims) - nd - 1]
-    y = _conv(ctx, nd, m.groups, module_weight(ctx), transposed)
+    through = _pointwise(m.kernel_size, m.stride, m.padding, nd) if not transposed else ()
+    y = _conv(ctx, nd, m.groups, module_weight(ctx), transposed, through)
     cout = y.dims[len(y.dims) - nd - 1]
     ctx.module_attr("in_channels", ctx.size(cin))
     ctx.module_attr("out_channels", ctx.size(cout))
@@ -165,7 +185,10 @@ def _conv_functional(nd: int):
         if groups > 1 and ctx.norm(cin).size == groups:
             # depthwise: the group count is the channel count, so it follows C_in
             ctx.rewrite_arg(6, "groups", ctx.size(cin))
-        return _conv(ctx, nd, groups, weight, False)
+        w = ctx.spec(ctx.arg(1, "weight"))
+        through = _pointwise(tuple(w.shape[2:]), ctx.arg(3, "stride", 1), ctx.arg(4, "padding", 0),
+                             nd) if w is not None else ()
+        return _conv(ctx, nd, groups, weight, False, through)
     rule.__name__ = f"conv{nd}d_functional"
     return rule
 

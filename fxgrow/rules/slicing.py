@@ -33,6 +33,10 @@ def cat(ctx) -> TV:
     """``cat``: the output layout is the concatenation of the input layouts."""
     tensors = ctx.arg(0, "tensors")
     values = [ctx.tensor(t) for t in tensors]
+    if any(v.ndim > 1 for v in values):
+        # torch.cat skips 1-D empty tensors (an empty KV cache) whatever the other ranks
+        values = [v for v, t in zip(values, tensors)
+                  if not (v.ndim == 1 and tuple(ctx.spec(t).shape) == (0,))]
     d = dim_index(ctx.arg(1, "dim", 0), values[0].ndim)
     dims = list(values[0].dims)
     for v in values[1:]:

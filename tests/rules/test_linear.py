@@ -85,3 +85,18 @@ def test_functional_depthwise_conv_follows_its_input():
     g = grow_exactly(m, x, {"a": 9})
     conv = next(n for n in g.graph.nodes if n.target is F.conv2d)
     assert conv.args[6] == 9
+
+
+def test_a_pointwise_conv_along_a_neuron_dim_passes_it_a_wider_kernel_blocks_it():
+    class Over(nn.Module):  # a Conv1d whose length dim holds a Linear's neurons
+        def __init__(self, k):
+            super().__init__()
+            self.a, self.conv, self.b = nn.Linear(4, 16), nn.Conv1d(1, 2, k), nn.Linear(2 * (17 - k), 3)
+
+        def forward(self, x):
+            return self.b(self.conv(self.a(x).unsqueeze(1)).flatten(1))
+
+    x = torch.randn(3, 4, dtype=torch.float64)
+    grow_exactly(Over(1).double(), x, 2.0)
+    a = fxgrow.analyze(Over(3).double(), x)
+    assert not a.group("a").growable and "mixes positions" in a.group("a").reason
