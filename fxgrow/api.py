@@ -15,7 +15,7 @@ from .analysis import Analysis, analyze_graph
 from .capture import CaptureOptions, ExampleInput, bind_inputs, capture as _capture
 from .capture.export import as_module
 from .errors import ExampleInputError, SpecError, UnknownInitError, VerificationError
-from .verify import verify
+from .verify import train_mode_hint, verify
 from .widen import INITS, Spec, apply_plan, first_divergence, plan_widening
 
 __all__ = ["analyze", "widen", "CaptureOptions"]
@@ -156,7 +156,10 @@ def widen(
             where = first_divergence(plan, grown, bind_inputs(analysis.graph_module, analysis.args,
                                                               analysis.kwargs))
             if where:
-                report.problems.append(f"first divergence from the analysis: {where}")
+                report.problems.append(f"first divergence: {where}")
+            hint = train_mode_hint(analysis.graph_module)  # functional dropout too
+            if hint and not any(p.startswith("hint: ") for p in report.problems):
+                report.problems.append(hint)
             raise VerificationError(
                 "the widened model does not match the original"
                 + ("" if exact else f" (init={init!r}, noise={noise} is not function "
