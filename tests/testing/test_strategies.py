@@ -56,9 +56,9 @@ warnings.filterwarnings("ignore", category=UserWarning)
 
 
 def fuzz(strategy_args, **kw):
-    """``@given`` under the active profile."""
+    """``@given`` under the active profile; slow (``pytest -m "not slow"`` skips it)."""
     def deco(fn):
-        return _SETTINGS(given(*strategy_args, **kw)(fn))
+        return pytest.mark.slow(_SETTINGS(given(*strategy_args, **kw)(fn)))
     return deco
 
 
