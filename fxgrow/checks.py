@@ -11,6 +11,10 @@ Examples
 --------
 >>> integer(3, "trials", minimum=0)
 3
+>>> seed(2 ** 70)
+Traceback (most recent call last):
+...
+fxgrow.errors.SpecError: seed must be an int >= 0 and < 2**63, got 1180591620717411303424
 >>> real(float("nan"), "noise")
 Traceback (most recent call last):
 ...
@@ -51,8 +55,10 @@ def _what(value: Any) -> str:
 def integer(value: Any, name: str, *, minimum: Optional[int] = None,
             maximum: Optional[int] = None) -> int:
     """``value`` as an int (not a bool, not a float), within the bounds."""
+    shown = (f"2**{maximum.bit_length() - 1}" if maximum is not None and maximum > 2 ** 20
+             and maximum & (maximum - 1) == 0 else maximum)
     bounds = (f" >= {minimum}" if minimum is not None else "") + \
-             (f" and < {maximum}" if maximum is not None else "")
+             (f" and < {shown}" if maximum is not None else "")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise SpecError(f"{name} must be an int{bounds}, got {_what(value)}")
     value = int(value)

@@ -160,14 +160,13 @@ def _bounded_int(lo: int, hi: Optional[int] = None):
     """An argparse type: an int in ``[lo, hi)``."""
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value: Any = int(text)
         except ValueError:
-            value = None
-        if value is None or value < lo or (hi is not None and value >= hi):
-            raise argparse.ArgumentTypeError(
-                f"expected an int >= {lo}" + (f" and < {hi}" if hi is not None else "")
-                + f", got {text!r}")
-        return value
+            value = text
+        try:
+            return checks.integer(value, "the value", minimum=lo, maximum=hi)
+        except SpecError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return parse
 
 
@@ -182,7 +181,7 @@ def _factor(text: str) -> float:
     return value
 
 
-_seed = _bounded_int(0, checks.SEED_MAX)
+_seed = _bounded_int(0, checks.SEED_MAX)  # [0, 2**63)
 _DRAWN = (".html", ".htm", ".dot", ".gv")
 
 
