@@ -222,6 +222,7 @@ def test_pip_names_differ_from_import_names(monkeypatch):
     import sys
 
     from fxgrow.cli import ModelSpecError, load_model
-    monkeypatch.setitem(sys.modules, "PIL", None)  # `import PIL` fails as if not installed
+    for name in ("PIL", "PIL.Image"):  # importing them fails as if not installed
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ModelSpecError, match="No module named 'PIL.*': pip install pillow"):
         load_model("PIL.Image:new")
