@@ -53,6 +53,8 @@ needs_deepen = pytest.mark.skipif(not HAS_DEEPEN,
                                   reason="fxgrow.deepen (issue 3) is not implemented yet")
 
 warnings.filterwarnings("ignore", category=UserWarning)
+# drawn specs may grow nothing (a factor 1.0, sizes equal to the old ones): that warns by design
+pytestmark = pytest.mark.filterwarnings("ignore::fxgrow.GrowthWarning")
 
 
 def fuzz(strategy_args, **kw):
