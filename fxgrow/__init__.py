@@ -23,8 +23,9 @@ from .analysis import Analysis, Group, Member, RuleContext
 from .api import CaptureOptions, analyze, widen
 from .deepen import deepen
 from .errors import (AnalysisError, ConstraintError, ExampleInputError, FxGrowError,
-                     GroupNotGrowableError, NarrowingError, SpecError, TraceError,
-                     UnknownInitError, UnknownTargetError, VerificationError)
+                     GroupNotGrowableError, GrowthWarning, NarrowingError, OutputPathError,
+                     SpecError, TraceError, UnknownInitError, UnknownTargetError,
+                     VerificationError)
 from .rules import register_rule
 from .verify import Report, verify
 from .widen.apply import apply_plan
@@ -37,5 +38,5 @@ __all__ = [
     "Analysis", "Group", "Member", "GrowthPlan", "Report", "RuleContext", "CaptureOptions",
     "FxGrowError", "TraceError", "ExampleInputError", "SpecError", "NarrowingError",
     "UnknownTargetError", "GroupNotGrowableError", "ConstraintError", "UnknownInitError",
-    "VerificationError", "AnalysisError",
+    "VerificationError", "AnalysisError", "OutputPathError", "GrowthWarning",
 ]

@@ -10,12 +10,12 @@ from typing import Any, Optional, Union
 
 from torch import fx, nn
 
-from . import meta
+from . import checks, meta
 from .analysis import Analysis, analyze_graph
 from .capture import CaptureOptions, ExampleInput, bind_inputs, capture as _capture
 from .capture.export import as_module
-from .errors import ExampleInputError, UnknownInitError, VerificationError
-from .verify import verify
+from .errors import ExampleInputError, SpecError, UnknownInitError, VerificationError
+from .verify import train_mode_hint, verify
 from .widen import INITS, Spec, apply_plan, first_divergence, plan_widening
 
 __all__ = ["analyze", "widen", "CaptureOptions"]
@@ -119,9 +119,21 @@ def widen(
     >>> g.get_submodule("0").out_features, g.meta["fxgrow.report"].ok
     (16, True)
     """
-    if init not in INITS:
+    if not isinstance(init, str) or init not in INITS:
         raise UnknownInitError(f"unknown init {init!r}; choose one of {INITS}")
+    noise = checks.real(noise, "noise")
+    seed = checks.seed(seed)
+    verify = checks.flag(verify, "verify")
+    trials = checks.integer(trials, "trials", minimum=0)
+    rtol = None if rtol is None else checks.real(rtol, "rtol")
     if isinstance(model, Analysis):
+        given = (["capture"] if not (isinstance(capture, str) and capture == "auto") else []) \
+            + sorted(k for k, v in capture_options.items() if v is not None)
+        if given:
+            raise SpecError(
+                f"{' and '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to an "
+                "Analysis, which is captured already: pass capture options to fxgrow.analyze, "
+                "or give widen the model")
         analysis = model
         original: nn.Module = analysis.graph_module
         if example_input is None:
@@ -144,7 +156,10 @@ def widen(
             where = first_divergence(plan, grown, bind_inputs(analysis.graph_module, analysis.args,
                                                               analysis.kwargs))
             if where:
-                report.problems.append(f"first divergence from the analysis: {where}")
+                report.problems.append(f"first divergence: {where}")
+            hint = train_mode_hint(analysis.graph_module)  # functional dropout too
+            if hint and not any(p.startswith("hint: ") for p in report.problems):
+                report.problems.append(hint)
             raise VerificationError(
                 "the widened model does not match the original"
                 + ("" if exact else f" (init={init!r}, noise={noise} is not function "

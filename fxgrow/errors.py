@@ -76,6 +76,13 @@ class VerificationError(FxGrowError):
         self.report = report
 
 
+class OutputPathError(FxGrowError, OSError):
+    """A file cannot be written where asked (missing folder, a folder, no permission).
+
+    Also an ``OSError``, so ``except OSError`` keeps working.
+    """
+
+
 class AnalysisError(FxGrowError):
     """A rule failed unexpectedly on a node (a bug: please report it)."""
 
@@ -121,5 +128,12 @@ class MissingCalibrationError(CalibrationError):
     """A mirrored BatchNorm needs calibration data and none was given."""
 
 
-__all__ += ["DeepenError", "UnknownLocationError", "NotDeepenableError", "NotIdempotentError",
+class GrowthWarning(UserWarning):
+    """A request fxgrow carried out but that probably does not do what was meant
+    (e.g. a spec that grows nothing).  Not an error: filter it with
+    ``warnings.simplefilter("error", fxgrow.GrowthWarning)`` to make it one."""
+
+
+__all__ += ["OutputPathError", "GrowthWarning", "DeepenError", "UnknownLocationError",
+            "NotDeepenableError", "NotIdempotentError",
             "CalibrationError", "MissingCalibrationError"]

@@ -16,8 +16,9 @@ Per node (written by capture and analysis):
 ========================  ==============================================================
 
 Per grown module (``gm.meta``, written by the entry points, documented for users):
-``fxgrow.capture``, ``fxgrow.widen.plan``, ``fxgrow.init``, ``fxgrow.report``,
-``fxgrow.deepen``, ``fxgrow.deepen_skipped``.
+``fxgrow.capture``, ``fxgrow.plan``, ``fxgrow.init``, ``fxgrow.report``,
+``fxgrow.deepen``, ``fxgrow.deepen_skipped``, ``fxgrow.warnings`` (the message of every
+:class:`~fxgrow.errors.GrowthWarning` the call gave, e.g. that nothing grows).
 
 >>> class N: meta = {}
 >>> n = N(); set_op(n, "nn.Linear"); op(n)
@@ -29,13 +30,14 @@ from __future__ import annotations
 from typing import Any, Optional, Tuple
 
 __all__ = ["PREFIX", "SHAPE", "VALUE", "OP", "RULE", "BLOCKED", "CAPTURE", "PLAN", "INIT",
-           "REPORT", "DEEPEN", "DEEPEN_SKIPPED", "shape", "set_shape", "value", "set_value",
+           "REPORT", "DEEPEN", "DEEPEN_SKIPPED", "WARNINGS", "shape", "set_shape", "value", "set_value",
            "op", "set_op", "rule", "set_rule", "blocked", "set_blocked", "clear"]
 
 PREFIX = "fxgrow."
 SHAPE, VALUE, OP, RULE, BLOCKED = (PREFIX + k for k in ("shape", "value", "op", "rule", "blocked"))
 CAPTURE, PLAN, INIT, REPORT = (PREFIX + k for k in ("capture", "plan", "init", "report"))
 DEEPEN, DEEPEN_SKIPPED = PREFIX + "deepen", PREFIX + "deepen_skipped"
+WARNINGS = PREFIX + "warnings"
 
 _MISSING = object()
 

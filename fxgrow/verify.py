@@ -19,11 +19,14 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from . import checks
 from .capture.inputs import normalize_input
 from .capture.runner import call_pure, full_precision
 from .errors import ExampleInputError
+from .ops.kinds import stochastic_nodes
 
-__all__ = ["OutputError", "Report", "verify", "default_rtol", "random_like_input"]
+__all__ = ["OutputError", "Report", "verify", "default_rtol", "random_like_input",
+           "compare_values", "train_mode_hint"]
 
 _RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2,
          torch.bfloat16: 2e-2}
@@ -86,18 +89,31 @@ class Report:
 def random_like_input(value: Any, gen: torch.Generator) -> Any:
     """A random input with the same structure, shapes and dtypes as ``value``.
 
-    Floating tensors get Gaussian values with the example's mean and spread;
-    integer tensors (token ids) uniform values in the example's range; other
-    values are kept.
+    Floating tensors get Gaussian values with the example's mean and spread,
+    complex tensors complex Gaussians (real and imaginary parts each with the
+    example's spread); integer tensors (token ids) uniform values in the
+    example's range; other values are kept.
+
+    Examples
+    --------
+    >>> z = random_like_input(torch.randn(3, dtype=torch.complex64), torch.Generator())
+    >>> z.dtype, z.shape
+    (torch.complex64, torch.Size([3]))
     """
+    def gauss(part: torch.Tensor) -> torch.Tensor:  # the example's mean and spread
+        seen = part.detach().double()
+        seen = seen[torch.isfinite(seen)]
+        std = float(seen.std()) if seen.numel() > 1 else 1.0
+        mean = float(seen.mean()) if seen.numel() else 0.0
+        return torch.randn(part.shape, generator=gen, dtype=torch.float64) * (std or 1.0) + mean
+
     def one(t: Any) -> Any:
         if not isinstance(t, torch.Tensor):
             return t
+        if t.is_complex():
+            return torch.complex(gauss(t.real), gauss(t.imag)).to(t.dtype).to(t.device)
         if t.is_floating_point():
-            std = float(t.float().std()) if t.numel() > 1 else 1.0
-            mean = float(t.float().mean()) if t.numel() else 0.0
-            r = torch.randn(t.shape, generator=gen, dtype=torch.float64) * (std or 1.0) + mean
-            return r.to(t.dtype).to(t.device)
+            return gauss(t).to(t.dtype).to(t.device)
         if t.dtype == torch.bool:
             return (torch.rand(t.shape, generator=gen) < 0.5).to(t.device)
         if t.numel() == 0:
@@ -105,6 +121,54 @@ def random_like_input(value: Any, gen: torch.Generator) -> Any:
         lo, hi = int(t.min()), int(t.max())
         return torch.randint(lo, hi + 1, t.shape, generator=gen, dtype=t.dtype).to(t.device)
     return pytree.tree_map(one, value)
+
+
+def _real_dtype(dtype: torch.dtype) -> torch.dtype:
+    return {torch.complex32: torch.float16, torch.complex64: torch.float32,
+            torch.complex128: torch.float64}.get(dtype, dtype)
+
+
+def compare_values(a: torch.Tensor, b: torch.Tensor, rtol: Optional[float] = None
+                   ) -> Tuple[float, float, float, bool, Optional[str]]:
+    """``(max abs error, max relative error, tolerance, ok, problem)`` of two
+    same-shape tensors (``a`` the reference).
+
+    Floating and complex tensors: ``|a - b|`` over the entries finite in ``a``,
+    relative to ``max |a|``, within ``rtol`` (default: by the real dtype);
+    NaN and ±inf entries must sit at the same positions with the same values
+    (a masked logit stays ``-inf``), else ``problem`` says where they differ.
+    Other dtypes must be equal.
+
+    Examples
+    --------
+    >>> inf = float("inf")
+    >>> compare_values(torch.tensor([1.0, -inf]), torch.tensor([1.0, -inf]))
+    (0.0, 0.0, 1e-05, True, None)
+    >>> compare_values(torch.tensor([1.0, -inf]), torch.tensor([1.0, 2.0]))[4]
+    '1 non-finite entries differ (first at (1,): -inf vs 2)'
+    """
+    if not (a.is_floating_point() or a.is_complex()):
+        same = bool(torch.equal(a, b))
+        return (0.0 if same else float("inf")), (0.0 if same else float("inf")), 0.0, same, None
+    tol = rtol if rtol is not None else default_rtol(_real_dtype(a.dtype))
+    wide = torch.complex128 if a.is_complex() or b.is_complex() else torch.float64
+    a64, b64 = a.detach().to(wide), b.detach().to(wide)
+    fa, fb = torch.isfinite(a64), torch.isfinite(b64)
+    problem = None
+    odd = ~fa | ~fb
+    if bool(odd.any()):
+        # same positions and same values (NaN matches NaN), else a problem
+        same = (fa == fb) & ((a64 == b64) | (torch.isnan(a64) & torch.isnan(b64)))
+        bad = odd & ~same
+        if bool(bad.any()):
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            problem = (f"{int(bad.sum())} non-finite entries differ (first at {first}: "
+                       f"{a64[first].item():g} vs {b64[first].item():g})")
+    keep = fa & fb
+    err = float((a64 - b64)[keep].abs().max()) if bool(keep.any()) else 0.0
+    scale = float(a64[keep].abs().max()) if bool(keep.any()) else 0.0
+    rel = err / scale if scale > 0 else err
+    return err, rel, tol, problem is None and err <= tol * max(scale, 1e-6), problem
 
 
 def _compare(trial: int, ref: Any, got: Any, report: Report, rtol: Optional[float]) -> None:
@@ -124,18 +188,9 @@ def _compare(trial: int, ref: Any, got: Any, report: Report, rtol: Optional[floa
                 f"{name}: shape {tuple(a.shape)} vs "
                 f"{tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__}")
             continue
-        if not a.is_floating_point():
-            same = bool(torch.equal(a, b))
-            report.errors.append(OutputError(trial, name, 0.0 if same else float("inf"),
-                                             0.0 if same else float("inf"), 0.0, same))
-            continue
-        tol = rtol if rtol is not None else default_rtol(a.dtype)
-        a64, b64 = a.detach().double(), b.detach().double()
-        err = float((a64 - b64).abs().max()) if a.numel() else 0.0
-        scale = float(a64.abs().max()) if a.numel() else 0.0
-        rel = err / scale if scale > 0 else err
-        finite = bool(torch.isfinite(b64).all() == torch.isfinite(a64).all())
-        ok = finite and err <= tol * max(scale, 1e-6)
+        err, rel, tol, ok, problem = compare_values(a, b, rtol)
+        if problem:
+            report.problems.append(f"trial {trial}, {name}: {problem}")
         report.errors.append(OutputError(trial, name, err, rel, tol, ok))
 
 
@@ -172,8 +227,40 @@ def verify(original: nn.Module, grown: nn.Module, example_input: Any, *, trials:
     >>> verify(m, copy.deepcopy(m), torch.randn(4, 3)).ok
     True
     """
+    original = checks.module(original, "original")
+    grown = checks.module(grown, "grown")
+    trials = checks.integer(trials, "trials", minimum=0)
+    rtol = None if rtol is None else checks.real(rtol, "rtol")
+    seed = checks.seed(seed)
+    checks.real_tensors(original, example_input, "verify")
+    checks.real_tensors(grown, (), "verify")
     with full_precision():
-        return _verify(original, grown, example_input, trials, rtol, seed)
+        report = _verify(original, grown, example_input, trials, rtol, seed)
+    if not report.ok:
+        hint = train_mode_hint(original)
+        if hint:
+            report.problems.append(hint)
+    return report
+
+
+def train_mode_hint(model: nn.Module) -> Optional[str]:
+    """A hint when ``model`` draws random masks (dropout, stochastic depth in
+    training mode): copies of a neuron draw different masks, so a grown model
+    cannot match it; None otherwise.
+
+    Examples
+    --------
+    >>> train_mode_hint(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)))[:30]
+    'hint: call model.eval() first '
+    >>> train_mode_hint(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).eval()) is None
+    True
+    """
+    where = stochastic_nodes(model)
+    if not where:
+        return None
+    return ("hint: call model.eval() first (dropout in training mode draws masks per neuron, "
+            f"so the grown model cannot draw the same ones; here: {', '.join(where[:3])}"
+            + (", ..." if len(where) > 3 else "") + ")")
 
 
 def _verify(original, grown, example_input, trials, rtol, seed) -> Report:

@@ -233,3 +233,73 @@ def test_every_error_is_an_fxgrow_error():
                 fxgrow.UnknownTargetError, fxgrow.GroupNotGrowableError,
                 fxgrow.ConstraintError, fxgrow.UnknownInitError, fxgrow.VerificationError):
         assert issubclass(cls, fxgrow.FxGrowError)
+
+
+# -- argument checks (fxgrow/checks.py) -------------------------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    ({"noise": "a"}, "noise"), ({"noise": float("nan")}, "noise"), ({"noise": float("inf")}, "noise"),
+    ({"noise": 1j}, "noise"), ({"noise": -1.0}, "noise"), ({"noise": True}, "noise"),
+    ({"trials": 1.5}, "trials"), ({"trials": -1}, "trials"),
+    ({"rtol": "a"}, "rtol"), ({"rtol": -1}, "rtol"),
+    ({"seed": None}, "seed"), ({"seed": "a"}, "seed"), ({"seed": 2 ** 70}, "seed"),
+    ({"seed": 1.5}, "seed"), ({"seed": False}, "seed"), ({"verify": "yes"}, "verify"),
+    ({"init": None}, "init"),
+    ({"leaf_modules": nn.Linear}, r"did you mean \[Linear\]"),
+    ({"leaf_modules": "nope"}, r"not a str \(did you mean \['nope'\]"),
+    ({"leaf_modules": ["nope"]}, "names no module of the model: .'nope'."),
+    ({"leaf_modules": [3]}, "neither"),
+    ({"concrete_args": {"nope": 1}}, "not parameters of Sequential.forward"),
+    ({"concrete_args": [1]}, "concrete_args must be a dict"),
+    ({"capture": "export", "leaf_modules": ["0"]}, "apply to torch.fx tracing"),
+], ids=repr)
+def test_bad_arguments_are_spec_errors(kwargs, match):
+    model, x = mlp()
+    snap = snapshot(model)
+    with pytest.raises(fxgrow.SpecError, match=match):
+        fxgrow.widen(model, x, 2.0, **kwargs)
+    assert_unchanged(model, snap)
+
+
+@pytest.mark.parametrize("spec", [float("nan"), float("inf"), {"0": float("nan")},
+                                  {"0": float("inf")}], ids=repr)
+def test_non_finite_specs_are_spec_errors(spec):
+    model, x = mlp()
+    with pytest.raises(fxgrow.SpecError, match="finite"):
+        fxgrow.widen(model, x, spec)
+
+
+def test_capture_options_do_not_apply_to_an_analysis():
+    model, x = mlp()
+    a = fxgrow.analyze(model, x)
+    with pytest.raises(fxgrow.SpecError, match="capture and leaf_modules do not apply"):
+        fxgrow.widen(a, x, 2.0, capture="bogus", leaf_modules=["nope"])
+    with pytest.raises(fxgrow.SpecError, match="concrete_args does not apply"):
+        fxgrow.widen(a, x, 2.0, concrete_args={"x": 1})
+    assert fxgrow.widen(a, x, 2.0, capture="auto").meta["fxgrow.report"].ok
+
+
+def test_leaf_modules_by_name_still_work():
+    model, x = mlp()
+    a = fxgrow.analyze(model, x, leaf_modules=["1"])
+    assert [n.op for n in a.graph_module.graph.nodes].count("call_module") == 5
+
+
+def test_a_meta_model_grows_without_verification():
+    model, x = mlp()
+    model, x = model.to("meta"), x.to("meta")
+    with pytest.raises(fxgrow.SpecError, match="needs real tensors.*pass verify=False"):
+        fxgrow.widen(model, x, 2.0)
+    grown = fxgrow.widen(model, x, 2.0, verify=False)
+    assert grown.get_submodule("0").weight.shape == (64, 10)
+    assert grown.get_submodule("0").weight.device.type == "meta"
+
+
+def test_lower_level_steps_check_their_arguments():
+    model, x = mlp()
+    with pytest.raises(fxgrow.SpecError, match="needs an Analysis"):
+        fxgrow.plan_widening(model, 2.0)
+    with pytest.raises(fxgrow.SpecError, match="needs a GrowthPlan"):
+        fxgrow.apply_plan({1: (32, 64)})
+    plan = fxgrow.plan_widening(fxgrow.analyze(model, x), 2.0)
+    with pytest.raises(fxgrow.SpecError, match="noise"):
+        fxgrow.apply_plan(plan, noise=-0.5)

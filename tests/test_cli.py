@@ -34,6 +34,7 @@ def test_demo(capsys):
     assert main(["demo", "--width", "4"]) == 0
     out = capsys.readouterr().out
     assert "function preserved: yes" in out and "group 1" in out
+    assert "\ndeepened: verify: OK" in out and "\ndeepened, then widened: verify: OK" in out
 
 
 def test_analyze_prints_the_group_table(capsys):
@@ -115,3 +116,113 @@ def test_bad_arguments_are_usage_errors(argv, capsys):
         main(argv)
     assert e.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+# -- arguments checked before any work ---------------------------------------------
+MLP = ["--input-shape", "8,32"]
+
+
+@pytest.mark.parametrize("extra", [
+    ["--factor", "nan"], ["--factor", "inf"], ["--factor", "0.5"], ["--factor", "two"],
+    ["--input-shape", "4,x"], ["--input-shape", "0,8"], ["--input-shape", "4x"],
+    ["--input-shape", "4,8x2"], ["--max-int", "0"], ["--seed", "9" * 25], ["--seed", "-1"],
+], ids=" ".join)
+def test_bad_values_are_usage_errors_without_a_traceback(extra, mlp_file, capsys):
+    argv = ["widen", f"{mlp_file}:build", *MLP, *extra]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage:" in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("fxgrow widen: error: argument")
+
+
+@pytest.mark.parametrize("argv", [["demo", "--width", "-3"], ["demo", "--width", "0"],
+                                  ["demo", "--factor", "nan"]], ids=" ".join)
+def test_bad_demo_values_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "fxgrow demo: error: argument" in capsys.readouterr().err
+
+
+def test_shapes_take_one_separator():
+    from fxgrow.cli import _shape
+    assert _shape("4,8") == _shape("4x8") == (4, 8) and _shape("1, 3, 7") == (1, 3, 7)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["widen", "-o", "{tmp}/missing/x.pt"], "folder"),
+    (["widen", "--draw", "{tmp}/missing/x.html"], "folder"),
+    (["widen", "--draw", "{tmp}/x.png"], ".html, .htm, .dot, .gv"),
+    (["draw", "-o", "{tmp}/missing/x.html"], "folder"),
+    (["draw", "-o", "{tmp}/x.png"], "must end in one of .html, .htm, .dot, .gv"),
+    (["draw", "-o", "{tmp}/folder.html"], "is a folder"),
+])
+def test_output_paths_are_checked_before_the_work(argv, message, mlp_file, tmp_path, capsys,
+                                                   monkeypatch):
+    import fxgrow.cli as cli
+
+    def no_work(args):
+        raise AssertionError("the model was analysed before the path was checked")
+
+    monkeypatch.setattr(cli, "_prepare", no_work)
+    (tmp_path / "folder.html").mkdir()
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert main([argv[0], f"{mlp_file}:build", *MLP, *argv[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fxgrow: error:") and message in err and len(err.splitlines()) == 1
+
+
+def test_an_os_error_while_saving_is_one_line(mlp_file, tmp_path, capsys, monkeypatch):
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert main(["widen", f"{mlp_file}:build", *MLP, "-o", str(tmp_path / "g.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fxgrow: error: cannot write") and "No space left" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_spec_keys_naming_a_module_are_module_names(mlp_file, capsys):
+    # build() is an nn.Sequential: "0" is its first Linear, "#1" group 1
+    assert main(["widen", f"{mlp_file}:build", *MLP, "--spec", '{"0": 20}']) == 0
+    assert "group 1: 16 -> 20  (0)" in capsys.readouterr().out
+    assert main(["widen", f"{mlp_file}:build", *MLP, "--spec", '{"#1": 24}']) == 0
+    assert "group 1: 16 -> 24" in capsys.readouterr().out
+    assert main(["widen", f"{mlp_file}:build", *MLP, "--spec", '{"group:1": 18}']) == 0
+    assert "group 1: 16 -> 18" in capsys.readouterr().out
+
+
+def test_a_digit_key_read_as_a_module_says_so(mlp_file, capsys):
+    assert main(["widen", f"{mlp_file}:build", *MLP, "--spec", '{"2": 8}']) == 2
+    err = capsys.readouterr().err
+    assert "is fixed" in err and "were read as module names" in err and '"#2"' in err
+
+
+def test_help_has_a_description_and_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "without changing what" in out and "examples:" in out
+    assert "fxgrow draw torchvision.models:resnet18" in out
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "tiny ResNet" in capsys.readouterr().out
+
+
+def test_a_missing_package_says_what_to_install(tmp_path, capsys):
+    path = tmp_path / "needs_pkg.py"
+    path.write_text("import no_such_dependency_xyz\n\ndef build():\n    return None\n")
+    assert main(["analyze", f"{path}:build", "--input-shape", "1"]) == 2
+    assert "No module named 'no_such_dependency_xyz': pip install no_such_dependency_xyz" in \
+        capsys.readouterr().err
+
+
+def test_pip_names_differ_from_import_names(monkeypatch):
+    import sys
+
+    from fxgrow.cli import ModelSpecError, load_model
+    for name in ("PIL", "PIL.Image"):  # importing them fails as if not installed
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ModelSpecError, match="No module named 'PIL.*': pip install pillow"):
+        load_model("PIL.Image:new")

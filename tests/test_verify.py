@@ -2,6 +2,7 @@
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
@@ -59,3 +60,82 @@ def test_integer_outputs_compare_exactly():
             return x.argmax(-1)
 
     assert fxgrow.verify(Arg(), Arg(), torch.randn(3, 4)).ok
+
+
+class Masked(nn.Module):
+    """Logits with masked (-inf) positions, and a NaN where a row is all masked."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+        self.register_buffer("mask", torch.tensor([True, False, True, True, False, True]))
+
+    def forward(self, x):
+        return self.fc(x).masked_fill(~self.mask, float("-inf"))
+
+
+def test_non_finite_outputs_compare_by_position_and_value():
+    m, x = Masked(), torch.randn(5, 4)
+    r = fxgrow.verify(m, copy.deepcopy(m), x)
+    assert r.ok and r.max_abs == 0.0, str(r)
+    other = copy.deepcopy(m)
+    other.mask[1] = True  # a masked entry becomes finite
+    r = fxgrow.verify(m, other, x)
+    assert not r.ok and any("non-finite entries differ" in p for p in r.problems)
+    flipped = copy.deepcopy(m)
+    flipped.forward = lambda x: -m(x)  # -inf becomes +inf: same positions, other values
+    assert not fxgrow.verify(m, flipped, x).ok
+
+
+def test_nan_outputs_match_nan_but_not_numbers():
+    class Nan(nn.Module):
+        def forward(self, x):
+            return torch.where(x > 0, x, torch.full_like(x, float("nan")))
+
+    x = torch.randn(3, 4)
+    assert fxgrow.verify(Nan(), Nan(), x).ok
+    assert not fxgrow.verify(Nan(), nn.Identity(), x).ok
+
+
+def test_complex_models_are_compared_by_modulus():
+    m = nn.Linear(3, 2, dtype=torch.complex128)
+    z = torch.randn(4, 3, dtype=torch.complex128)
+    assert fxgrow.verify(m, copy.deepcopy(m), z).ok
+    off = copy.deepcopy(m)
+    with torch.no_grad():
+        off.bias += 1e-6j  # only the imaginary part differs
+    r = fxgrow.verify(m, off, z)
+    assert not r.ok and 5e-7 < r.max_abs < 2e-6
+    g = torch.Generator().manual_seed(0)
+    w = random_like_input(z, g)
+    assert w.dtype == torch.complex128 and w.imag.abs().sum() > 0 and not torch.equal(w, z)
+
+
+def test_bad_arguments_are_spec_errors():
+    m, x = nn.Linear(4, 3), torch.randn(2, 4)
+    for kwargs, match in [({"trials": -1}, "trials"), ({"trials": 1.5}, "trials"),
+                          ({"rtol": -1}, "rtol"), ({"rtol": "a"}, "rtol"),
+                          ({"rtol": float("nan")}, "rtol"), ({"seed": None}, "seed"),
+                          ({"seed": 2 ** 70}, "seed")]:
+        with pytest.raises(fxgrow.SpecError, match=match):
+            fxgrow.verify(m, m, x, **kwargs)
+    with pytest.raises(fxgrow.SpecError, match="grown must be an nn.Module"):
+        fxgrow.verify(m, "not a model", x)
+
+
+def test_meta_tensors_need_verify_false():
+    m = nn.Linear(4, 3).to("meta")
+    with pytest.raises(fxgrow.SpecError, match="meta device; pass verify=False"):
+        fxgrow.verify(m, m, torch.randn(2, 4, device="meta"))
+
+
+def test_dropout_in_training_mode_gets_a_hint():
+    m = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    x = torch.randn(16, 4)
+    grown = fxgrow.widen(m, x, 2.0, verify=False)
+    r = fxgrow.verify(m, grown, x)
+    assert not r.ok and any("call model.eval() first" in p and "`1`" not in p and "1" in p
+                            for p in r.problems)
+    with pytest.raises(fxgrow.VerificationError, match=r"call model\.eval\(\) first"):
+        fxgrow.widen(m, x, 2.0)
+    assert fxgrow.widen(m.eval(), x, 2.0).meta["fxgrow.report"].ok

@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional, Tuple, Type, Union
 import torch
 from torch import fx, nn
 
-from .. import meta
+from .. import checks, meta
 from ..errors import SpecError, TraceError
 from .export import as_module, copy_exported, export_module, is_exported
 from .inputs import ExampleInput, bind_inputs, normalize_input
@@ -80,7 +80,10 @@ class CaptureOptions:
     def __post_init__(self) -> None:
         if self.method not in CAPTURES:
             raise SpecError(f"unknown capture {self.method!r}; choose one of {CAPTURES}")
-        object.__setattr__(self, "leaf_modules", tuple(self.leaf_modules or ()))
+        object.__setattr__(self, "leaf_modules", checks.leaf_modules(self.leaf_modules))
+        if self.concrete_args is not None and not isinstance(self.concrete_args, dict):
+            raise SpecError(f"concrete_args must be a dict {{parameter name: value}}, not "
+                            f"{type(self.concrete_args).__name__}")
 
     @classmethod
     def of(cls, capture: Union[str, "CaptureOptions"] = "auto", **options: Any) -> "CaptureOptions":
@@ -174,9 +177,14 @@ def capture(model: nn.Module, example_input: ExampleInput,
         gm = fx.GraphModule(model, copy.deepcopy(model.graph), model.__class__.__name__)
         how["method"] = "graph_module"
     elif options.method == "export":
+        if options.leaf_modules or options.concrete_args:
+            raise SpecError("leaf_modules and concrete_args apply to torch.fx tracing, not to "
+                            "capture='export'")
         gm = export_module(model, args, kwargs, options.dynamic, how)
         complete_state(gm, model)
     else:
+        checks.leaf_names(model, options.leaf_modules)
+        checks.concrete_args(model, options.concrete_args)
         concrete = _defaults_as_concrete(model, args, kwargs, options.concrete_args or {})
         try:
             gm = trace(model, options.leaf_modules, concrete)

@@ -31,6 +31,7 @@ import torch
 from torch import fx
 from torch.utils import _pytree as pytree
 
+from .. import checks
 from ..capture.inputs import bind_inputs, normalize_input
 from ..capture.runner import call_pure
 from ..errors import CalibrationError
@@ -52,8 +53,8 @@ def batches(calibration: Any, example_input: Any) -> Iterator[Args]:
     Raises
     ------
     CalibrationError
-        No batch, or a batch whose structure, per-sample shape or dtype
-        differs from the example input's.
+        No batch, a batch whose structure, per-sample shape or dtype
+        differs from the example input's, or one with NaN or infinite values.
     """
     ex_args, ex_kwargs = normalize_input(example_input)
     want_spec, want = _signature((ex_args, ex_kwargs))
@@ -79,6 +80,7 @@ def batches(calibration: Any, example_input: Any) -> Iterator[Args]:
                 f"calibration batch {i} does not look like the example input: expected "
                 f"per-sample shapes/dtypes {_show(want)}, got {_show(got)} "
                 "(only the batch dimension may differ)")
+        checks.finite((args, kwargs), f"calibration batch {i}", CalibrationError)
         n += 1
         yield args, kwargs
     if n == 0:

@@ -48,7 +48,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 import torch
 from torch import fx
 
-from .. import meta
+from .. import checks, meta
 from ..analysis.result import Analysis
 from ..capture.shapes import TensorSpec
 from ..errors import NotDeepenableError, NotIdempotentError, SpecError, UnknownLocationError
@@ -176,6 +176,7 @@ def _resolve(gm: fx.GraphModule, after: Location
     exported graph, and containers such as ``"blocks.0"``, whose calls end at
     their output nodes), then as a node name.
     """
+    after = checks.location(after)
     nodes = [n for n in gm.graph.nodes if n.op != "output"]
     if isinstance(after, str) and after == "all":
         return [n for n in nodes if _is_layer_end(n)], True, {}
@@ -292,10 +293,7 @@ def _kernel(kind: str, producer_kernel: Optional[Tuple[int, ...]],
     if kind == "linear":
         return 1
     if kernel_size is not None:
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise SpecError(f"kernel_size must be a positive odd int (a Dirac kernel is centred "
-                            f"at (k-1)/2), got {kernel_size}")
-        return kernel_size
+        return checks.kernel_size(kernel_size)
     ks = producer_kernel
     if ks and len(set(ks)) == 1 and ks[0] % 2 == 1:
         return ks[0]  # mirror the producer's receptive field

@@ -25,17 +25,17 @@ import torch
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
-from .. import meta
+from .. import checks, meta
 from ..api import analyze
 from ..capture import CaptureOptions
 from ..capture.export import as_module, is_exported
 from ..capture.modules import deepcopy_memo
 from ..capture.inputs import ExampleInput, normalize_input
-from ..errors import MissingCalibrationError, VerificationError
+from ..errors import MissingCalibrationError, SpecError, VerificationError
 from ..verify import verify as _verify
 from .blocks import build_block
 from .calibrate import batches, channel_stats, fixed_size
-from .plan import DeepeningPlan, Location, plan_deepening
+from .plan import METHODS, DeepeningPlan, Location, plan_deepening
 from .transformer import BlockSpec
 
 __all__ = ["deepen"]
@@ -161,6 +161,15 @@ def deepen(
     >>> (r["module"], r["layer"], r["heads"], r["hidden"], g.meta["fxgrow.report"].ok)
     ('1_deepen0', 'transformer', 2, 64, True)
     """
+    after = checks.location(after)
+    kernel_size = checks.kernel_size(kernel_size)
+    batchnorm = checks.flag(batchnorm, "batchnorm")
+    seed = checks.seed(seed)
+    verify = checks.flag(verify, "verify")
+    trials = checks.integer(trials, "trials", minimum=0)
+    rtol = None if rtol is None else checks.real(rtol, "rtol")
+    if method is not None and not isinstance(method, str):
+        raise SpecError(f"method must be one of {METHODS}, got {method!r}")
     model = as_module(model)  # an ExportedProgram runs as ep.module()
     analysis = analyze(model, example_input, capture=capture, **capture_options)
     plan = plan_deepening(analysis, after, method=method, batchnorm=batchnorm,

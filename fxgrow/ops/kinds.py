@@ -42,7 +42,8 @@ from .aten import canonical_target
 __all__ = ["kind", "node_inputs", "is_op", "norm_kind", "CASTS", "MOVE", "ADD", "SCALE", "DIVIDE",
            "MUL", "SUM", "POW", "SQUARE", "MEAN", "RSQRT", "LINEAR_LAYERS", "LINEAR_MODULES",
            "MOVE_MODULES", "PASSTHROUGH_MODULES", "CONV_MODULES", "BN_MODULES",
-           "CONV_FUNCTIONS", "NORM_MODULES", "IDEMPOTENT_ACTIVATIONS", "OTHER_ACTIVATIONS"]
+           "CONV_FUNCTIONS", "NORM_MODULES", "IDEMPOTENT_ACTIVATIONS", "OTHER_ACTIVATIONS",
+           "STOCHASTIC_MODULES", "STOCHASTIC_FUNCTIONS", "stochastic_nodes"]
 
 # -- arithmetic ---------------------------------------------------------------------
 #: a sum of two values (``sub`` too: a difference is a sum of a negated value)
@@ -89,6 +90,52 @@ MOVE_MODULES = PASSTHROUGH_MODULES + (nn.Flatten, nn.Unflatten)
 #: norms over the last dims whose affine weight (and bias) apply last, per neuron:
 #: ``"layer"`` keeps a mean (mean-padding), ``"rms"`` a mean square (zero-padding)
 NORM_MODULES = {nn.LayerNorm: "layer", **({nn.RMSNorm: "rms"} if hasattr(nn, "RMSNorm") else {})}
+
+# -- random masks -------------------------------------------------------------------
+#: modules drawing a random mask in training mode (copies of a neuron draw different ones)
+STOCHASTIC_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                      nn.FeatureAlphaDropout)
+#: functions doing the same: ``{function: (index of training, its default)}``
+STOCHASTIC_FUNCTIONS = {F.dropout: (2, True), F.dropout1d: (2, True), F.dropout2d: (2, True),
+                        F.dropout3d: (2, True), F.alpha_dropout: (2, False),
+                        F.feature_alpha_dropout: (2, False)}
+#: stochastic depth (torchvision), by qualified name: module, and function with its training
+_STOCHASTIC_DEPTH = ("torchvision.ops.stochastic_depth.StochasticDepth",
+                     "torchvision.ops.stochastic_depth.stochastic_depth")
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+
+
+def stochastic_nodes(model: nn.Module) -> List[str]:
+    """Modules (and, in a ``GraphModule``, function calls) that draw random masks
+    in training mode -- dropout, stochastic depth -- by name.
+
+    >>> stochastic_nodes(nn.Sequential(nn.Linear(2, 2), nn.Dropout()))
+    ['1']
+    """
+    found = [name for name, m in model.named_modules()
+             if m.training and getattr(m, "p", 1) and (
+                 isinstance(m, STOCHASTIC_MODULES) or _qualname(type(m)) == _STOCHASTIC_DEPTH[0])]
+    graph = getattr(model, "graph", None)
+    for node in graph.nodes if isinstance(graph, fx.Graph) else ():
+        if node.op != "call_function":
+            continue
+        if _qualname(node.target) == _STOCHASTIC_DEPTH[1]:
+            index, default = 3, True
+        elif is_op(node, STOCHASTIC_FUNCTIONS):
+            target = canonical_target(node)
+            index, default = STOCHASTIC_FUNCTIONS[target]
+        else:
+            continue
+        training = node.args[index] if len(node.args) > index else \
+            node.kwargs.get("training", node.kwargs.get("train", default))
+        p = node.args[1] if len(node.args) > 1 else node.kwargs.get("p", 0.5)
+        if training is not False and p != 0:
+            found.append(node.name)
+    return found
+
 
 # -- activations --------------------------------------------------------------------
 #: module types whose forward is an idempotent activation (φ(φ(z)) = φ(z))

@@ -26,6 +26,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from torch import nn
 
+from .. import checks
+from ..errors import SpecError
+
 __all__ = ["Rule", "RuleSet", "register_rule", "install", "lookup", "add_fallback", "RULES",
            "RULES_BY_NAME"]
 
@@ -105,8 +108,17 @@ def register_rule(*targets: Key, accepts_sizes: bool = False, name: Optional[str
         A name for messages and visualisation (default: the function's).
     override : bool
         Replace an existing rule (default) instead of keeping it.
+
+    Raises
+    ------
+    SpecError
+        No target, or a target that is none of those (``register_rule(12345)``).
     """
+    checks.rule_targets(targets)
+
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if not callable(fn):
+            raise SpecError(f"a rule is a function of a RuleContext, not {type(fn).__name__}")
         _put(targets, Rule(fn, name or fn.__name__, accepts_sizes), override)
         return fn
     return deco

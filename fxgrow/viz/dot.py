@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 
 from ..ir.roles import BLOCKED, FIXED
 from .format import fmt_shape
+from .. import checks
 from .graph import Plan, group_colours, to_networkx
 
 __all__ = ["to_dot"]
@@ -43,6 +44,8 @@ def to_dot(analysis, path: Union[str, os.PathLike, None] = None, *,
     >>> '"_0" -> "_1"' in text
     True
     """
+    if path is not None:
+        checks.output_path(path)
     G = to_networkx(analysis, plan=plan)
     colours = group_colours(G.graph["groups"])
     lines = [f"digraph {_dot_str(G.graph['name'])} {{",
@@ -80,6 +83,5 @@ def to_dot(analysis, path: Union[str, os.PathLike, None] = None, *,
     lines.append("}")
     text = "\n".join(lines) + "\n"
     if path is not None:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        checks.write_text(path, text)
     return text

@@ -26,13 +26,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import networkx as nx
 from torch import fx
 
-from .. import meta
+from .. import checks, meta
 from ..capture.shapes import TensorSpec
 from ..ir.layout import leaves, new_size
 from ..ir.roles import BLOCKED, FIXED, GROWABLE
 from ..ir.values import TV
 
-__all__ = ["to_networkx", "collapse", "group_colours", "NO_GROUP", "Plan"]
+__all__ = ["to_networkx", "collapse", "group_colours", "NO_GROUP", "Plan", "HUES"]
 
 #: status of a node none of whose output dimensions index neurons
 NO_GROUP = "none"
@@ -161,9 +161,9 @@ def to_networkx(analysis, *, plan: Optional[Plan] = None) -> nx.DiGraph:
     Parameters
     ----------
     analysis : fxgrow.Analysis
-    plan : mapping ``{group id: (old, new)}``, optional
+    plan : mapping ``{group id: (old, new)}`` or GrowthPlan, optional
         A widening's sizes (``grown.meta["fxgrow.plan"]``); adds ``new_shape``
-        to nodes and ``new_size`` to groups.
+        to nodes and ``new_size`` to groups.  Anything else is a ``SpecError``.
 
     Returns
     -------
@@ -198,6 +198,7 @@ def to_networkx(analysis, *, plan: Optional[Plan] = None) -> nx.DiGraph:
     >>> G.graph["groups"][1]["new_size"]
     16
     """
+    plan = checks.plan_sizes(plan)
     table = _group_table(analysis, plan)
     owners = _params_by_owner(analysis)
     sizes = {g: int(new) for g, (_, new) in plan.items()} if plan else None
@@ -303,25 +304,32 @@ def collapse(G: nx.DiGraph, depth: int) -> nx.DiGraph:
     return Q
 
 
+#: hues of growable and blocked groups' fills, in degrees: yellow through green, cyan and
+#: blue to violet, never near red (red outlines mark blocked nodes in the legend)
+HUES = (50.0, 290.0)
+
+
 def group_colours(groups: Mapping[int, Mapping[str, Any]]) -> Dict[int, str]:
     """A fill colour (``#rrggbb``) per group.
 
-    Growable and blocked groups get well separated hues (golden-angle steps);
-    fixed groups get greys, so what can grow stands out.
+    Growable and blocked groups get well separated hues (golden-angle steps
+    through :data:`HUES`, which keeps every fill away from red, the colour of
+    the blocked outline); fixed groups get greys, so what can grow stands out.
 
     Examples
     --------
-    >>> group_colours({0: {"status": "growable"}, 1: {"status": "fixed"}})
-    {0: '#f0a8a8', 1: '#c7c7c7'}
+    >>> group_colours({0: {"status": "growable"}, 1: {"status": "fixed"}, 2: {"status": "growable"}})
+    {0: '#f0e4a8', 1: '#c7c7c7', 2: '#86eaaa'}
     """
     out: Dict[int, str] = {}
     k = 0
+    lo, hi = HUES
     for gid, info in groups.items():
         if info["status"] == FIXED:
             light = (0.85, 0.78, 0.91)[gid % 3]
-            r = g = b = light
+            r, g, b = light, light, light
         else:
-            hue = (k * 0.381966) % 1.0
+            hue = (lo + (k * 0.381966) % 1.0 * (hi - lo)) / 360.0
             light = 0.80 if k % 2 == 0 else 0.72
             r, g, b = colorsys.hls_to_rgb(hue, light, 0.70)
             k += 1

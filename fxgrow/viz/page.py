@@ -13,6 +13,7 @@ from typing import Iterable, List, Optional, Union
 
 import networkx as nx
 
+from .. import checks
 from .graph import Plan, collapse, group_colours, to_networkx
 from .html import render
 
@@ -57,7 +58,8 @@ def draw(analysis, path: Union[str, os.PathLike, None] = None, *,
     ----------
     analysis : fxgrow.Analysis
     path : str or PathLike, optional
-        Where to write the page.
+        Where to write the page; a missing folder is an
+        :class:`~fxgrow.errors.OutputPathError`, checked before any work.
     plan : mapping ``{group id: (old, new)}``, optional
         Show ``old → new`` sizes (e.g. ``grown.meta["fxgrow.plan"]``).
     levels : iterable of int, optional
@@ -82,6 +84,9 @@ def draw(analysis, path: Union[str, os.PathLike, None] = None, *,
     ...     "http://www.w3.org", "")
     (True, 1, False)
     """
+    if path is not None:
+        checks.output_path(path)  # before the layout is computed
+    plan = checks.plan_sizes(plan)
     G = to_networkx(analysis, plan=plan)
     depths = _default_levels(G) if levels is None else sorted(set(int(d) for d in levels))
     views = [("full graph", G)] + [(f"modules collapsed to depth {d}", collapse(G, d))
@@ -89,6 +94,5 @@ def draw(analysis, path: Union[str, os.PathLike, None] = None, *,
     html = render(views, G.graph["groups"], group_colours(G.graph["groups"]),
                   title=title or f"fxgrow: {G.graph['name']}", plan=plan, embed=embed)
     if path is not None:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(html)
+        checks.write_text(path, html)
     return html

@@ -34,9 +34,9 @@ from typing import Any, Dict, List
 import torch
 from torch import fx, nn
 
-from .. import meta
+from .. import checks, meta
 from ..capture.modules import deepcopy_memo
-from ..errors import UnknownInitError
+from ..errors import SpecError, UnknownInitError
 from ..ir.groups import Member
 from ..ir.rewrites import evaluate, grows
 from ..ir.roles import PRODUCER
@@ -123,8 +123,12 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
     torch.fx.GraphModule
         A new module; ``meta["fxgrow.plan"]`` holds ``plan.summary()``.
     """
-    if init not in INITS:
+    if not isinstance(init, str) or init not in INITS:
         raise UnknownInitError(f"unknown init {init!r}; choose one of {INITS}")
+    if not isinstance(plan, GrowthPlan):
+        raise SpecError(f"apply_plan needs a GrowthPlan (from fxgrow.plan_widening), not "
+                        f"{type(plan).__name__}")
+    noise = checks.real(noise, "noise")
     analysis = plan.analysis
     old = analysis.graph_module
     ex = Expander(plan)
@@ -179,6 +183,8 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
     mp.rescale_eps_literals(new)
     new.recompile()
     new.meta[meta.PLAN] = plan.summary()
+    if plan.notes:
+        new.meta[meta.WARNINGS] = list(plan.notes)
     new.meta[meta.INIT] = init
     return new
 

@@ -46,6 +46,8 @@ class GrowthPlan:
     analysis: Any = field(repr=False)  # the fxgrow.analysis.result.Analysis planned for
     growth: Dict[int, GroupGrowth]
     seed: int = 0
+    #: warnings the planner gave (e.g. that nothing grows); the grown model keeps them
+    notes: Tuple[str, ...] = ()
 
     @property
     def sizes(self) -> Dict[int, int]:

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Union
 
+import numbers
+import warnings
+
 import torch
 
+from .. import checks
 from ..analysis.padding import prove_padding
 from ..analysis.result import Analysis
-from ..errors import (ConstraintError, GroupNotGrowableError, NarrowingError, SpecError,
-                      UnknownTargetError)
+from ..errors import (ConstraintError, GroupNotGrowableError, GrowthWarning, NarrowingError,
+                      SpecError, UnknownTargetError)
 from ..ir.groups import Group
 from ..ir.layout import expand, leaves
+from .budget import check_memory
 from .growth import GroupGrowth, GrowthPlan
 
 __all__ = ["GroupGrowth", "GrowthPlan", "plan_widening", "Spec"]
@@ -29,10 +34,14 @@ Spec = Union[float, int, Mapping[Union[str, int], Union[int, float]]]
 
 
 def _target_size(group: Group, value: Union[int, float], key) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        new = int(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        factor = checks.real(value, f"the factor for {key!r}", minimum=None)
+        new = int(round(group.size * factor))
+    else:
         raise SpecError(f"size for {key!r} must be an int (new size) or a float (factor), "
                         f"not {value!r}")
-    new = value if isinstance(value, int) else int(round(group.size * value))
     if new < group.size:
         raise NarrowingError(
             f"{key!r} asks for {new} neurons but group {group.id} has {group.size}; "
@@ -44,7 +53,8 @@ def _resolve(analysis: Analysis, spec: Spec, allow_blocked: bool = False) -> Dic
     """``{group id: new size}`` from a factor or a ``{module or group: size}`` dict."""
     if isinstance(spec, bool):
         raise SpecError(f"invalid widening spec {spec!r}")
-    if isinstance(spec, (int, float)):
+    if isinstance(spec, numbers.Real):
+        spec = checks.real(spec, "the widening factor", minimum=None)
         if spec < 1:
             raise NarrowingError(f"factor {spec} < 1 would narrow the network")
         groups = analysis.groups if allow_blocked else analysis.growable
@@ -88,12 +98,15 @@ def _whole_families(analysis: Analysis, sizes: Dict[int, int]) -> Dict[int, int]
 
 
 def _index_map(old: int, new: int, uniform: bool, gen: torch.Generator) -> torch.Tensor:
-    base = torch.arange(old)
+    """``[0, ..., old-1]`` then copies: a tiling for uniform groups, else rounds of
+    random permutations (every neuron copied once before any is copied twice),
+    drawn for all rounds at once."""
     if uniform:
         return torch.arange(new) % old
-    extra = new - old
-    rounds = [torch.randperm(old, generator=gen) for _ in range(-(-extra // old))]
-    return torch.cat([base] + rounds)[:new]
+    rounds = -(-(new - old) // old)
+    draws = torch.rand(rounds, old, generator=gen, dtype=torch.float64)
+    perms = torch.argsort(draws, dim=1, stable=True).reshape(-1)
+    return torch.cat([torch.arange(old), perms[: new - old]])
 
 
 def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0, *,
@@ -124,7 +137,12 @@ def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0, *,
     >>> p.growth[p.analysis.group("0").id].index[:3].tolist()
     [0, 1, 2]
     """
+    if not isinstance(analysis, Analysis):
+        raise SpecError(f"plan_widening needs an Analysis (from fxgrow.analyze), not "
+                        f"{type(analysis).__name__}")
+    seed = checks.seed(seed)
     requested = _resolve(analysis, spec, _allow_blocked)
+    check_memory(analysis, {g: n for g, n in requested.items() if n != analysis.group(g).size})
     growth: Dict[int, GroupGrowth] = {}
     for gid in sorted(requested):
         group = analysis.group(gid)
@@ -153,10 +171,31 @@ def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0, *,
             gg = growth[primary]
             growth[gid] = GroupGrowth(gid, gg.old, gg.new, gg.index, gg.counts, gg.mode)
     growth = dict(sorted(growth.items()))
-    plan = GrowthPlan(analysis, growth, seed)
+    notes = () if growth else (_nothing_grows(analysis, spec, requested),)
+    for note in notes:
+        warnings.warn(note, GrowthWarning, stacklevel=2)
+    plan = GrowthPlan(analysis, growth, seed, notes)
     if not _allow_blocked:
         _check_uniform(plan)
     return plan
+
+
+def _nothing_grows(analysis: Analysis, spec: Spec, requested: Dict[int, int]) -> str:
+    """Why a request grows no group, said as a warning."""
+    if isinstance(spec, Mapping) and not spec:
+        why = "the spec {} names no group"
+    elif isinstance(spec, Mapping):
+        why = "every size asked for is the group's current size"
+    elif not analysis.growable:
+        blocked = sum(g.status == "blocked" for g in analysis.groups)
+        why = (f"no group can grow ({len(analysis.groups) - blocked} fixed, {blocked} blocked; "
+               "print(fxgrow.analyze(...)) says why)")
+    else:
+        small = min(analysis.growable, key=lambda g: g.size)
+        why = (f"factor {spec:g} rounds every growable group back to its size (e.g. group "
+               f"{small.id}: {small.size} x {spec:g} -> {requested.get(small.id, small.size)}"
+               " neurons); ask for a larger factor or for sizes")
+    return f"nothing grows: {why}"
 
 
 def _check_uniform(plan: GrowthPlan) -> None:

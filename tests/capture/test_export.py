@@ -330,6 +330,7 @@ def _hf_models():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
 def test_huggingface_models_widen_exactly(name):
     torch.manual_seed(0)

@@ -336,7 +336,12 @@ def test_error_hierarchy():
         assert issubclass(e, DeepenError) and issubclass(e, fxgrow.FxGrowError)
 
 
-@pytest.mark.parametrize("kwargs", [{"method": "deeper"}, {"kernel_size": 2}])
+@pytest.mark.parametrize("kwargs", [
+    {"method": "deeper"}, {"method": 3}, {"kernel_size": 2}, {"kernel_size": "3"},
+    {"kernel_size": 3.0}, {"kernel_size": True}, {"seed": "a"}, {"seed": 1.5}, {"seed": None},
+    {"trials": 1.5}, {"trials": -1}, {"rtol": "a"}, {"rtol": -1.0}, {"verify": "yes"},
+    {"after": None}, {"after": 123}, {"after": {"layer1": 1}},
+], ids=repr)
 def test_bad_options(kwargs):
     model, x = small_resnet()
     with pytest.raises(SpecError):
@@ -356,3 +361,23 @@ def test_auto_takes_the_residual_block_where_a_batchnorm_uses_batch_statistics()
     got = torch.func.functional_call(deep, {k: v.clone() for k, v in deep.state_dict().items()},
                                      (fresh,))
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+    (name,) = kwargs  # the message names the argument
+    with pytest.raises(SpecError, match=name):
+        fxgrow.deepen(model, x, batchnorm=False, **{"after": "layer1.0.conv1", **kwargs})
+
+
+def test_kernel_size_is_checked_without_a_conv_site():
+    model, x = relu_mlp()
+    with pytest.raises(SpecError, match="odd"):
+        fxgrow.deepen(model, x, after="1", kernel_size=2)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_calibration_data_must_be_finite(value):
+    model, x = vgg_bn()
+    bad = x.clone()
+    bad[0, 0, 0, 0] = value
+    with pytest.raises(CalibrationError, match="not finite: 1 of"):
+        fxgrow.deepen(model, x, after="all", calibration=bad, verify=False)

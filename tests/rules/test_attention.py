@@ -138,6 +138,7 @@ def test_multihead_attention_head_dim_alone():
 torchvision = pytest.importorskip("torchvision")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vit_b_16", "swin_t", "maxvit_t"])
 def test_torchvision_transformers(name):
     from fxgrow.testing import zoo

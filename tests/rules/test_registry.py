@@ -1,5 +1,6 @@
 """fxgrow.rules: the rule table, lookup and user registration."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -106,3 +107,18 @@ def test_a_subclass_inherits_its_base_rule_only_if_it_computes_the_same():
                       nn.Conv2d(8, 2, 1)).double().eval()
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     assert_same_function(m, fxgrow.widen(m, x, 2.0, verify=False, leaf_modules=[Plain]), x)
+
+
+@pytest.mark.parametrize("targets", [(12345,), (), ("",), (nn.Linear(2, 2),), (int,)],
+                         ids=repr)
+def test_bad_targets_are_refused(targets):
+    before = (dict(RULES), dict(fxgrow.rules.RULES_BY_NAME))
+    with pytest.raises(fxgrow.SpecError, match="register_rule|cannot register"):
+        register_rule(*targets)(lambda ctx: None)
+    assert (RULES, fxgrow.rules.RULES_BY_NAME) == before
+
+
+def test_a_rule_must_be_callable():
+    with pytest.raises(fxgrow.SpecError, match="function of a RuleContext"):
+        register_rule("my_unused_method_xyz")(42)
+    assert "my_unused_method_xyz" not in RULES

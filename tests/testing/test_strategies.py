@@ -53,12 +53,14 @@ needs_deepen = pytest.mark.skipif(not HAS_DEEPEN,
                                   reason="fxgrow.deepen (issue 3) is not implemented yet")
 
 warnings.filterwarnings("ignore", category=UserWarning)
+# drawn specs may grow nothing (a factor 1.0, sizes equal to the old ones): that warns by design
+pytestmark = pytest.mark.filterwarnings("ignore::fxgrow.GrowthWarning")
 
 
 def fuzz(strategy_args, **kw):
-    """``@given`` under the active profile."""
+    """``@given`` under the active profile; slow (``pytest -m "not slow"`` skips it)."""
     def deco(fn):
-        return _SETTINGS(given(*strategy_args, **kw)(fn))
+        return pytest.mark.slow(_SETTINGS(given(*strategy_args, **kw)(fn)))
     return deco
 
 

@@ -277,3 +277,36 @@ def test_contraction_partners_are_explained():
     assert f"group {a.partners[k_dim]}" in note and "divided by the counts" in note
     assert "scaled_dot_product_attention" in note
     assert note in a.table(400) and "divided by the counts" in a.draw()
+
+
+def test_group_fills_are_never_red_ish():
+    import colorsys
+    groups = {g: {"status": ("growable", "blocked", "fixed")[g % 3]} for g in range(60)}
+    for gid, c in group_colours(groups).items():
+        r, g, b = (int(c[i:i + 2], 16) / 255 for i in (1, 3, 5))
+        hue, _, sat = colorsys.rgb_to_hls(r, g, b)
+        if sat > 0.05:  # greys (fixed groups) have no hue
+            assert 40 <= hue * 360 <= 300, f"group {gid}: {c} is red-ish"
+
+
+def test_plan_must_map_groups_to_sizes(resnet):
+    _, _, a = resnet
+    for bad in ("abc", {1: 5}, {"1": (4, 8)}, [(1, (4, 8))], {1: (4.0, 8)}):
+        with pytest.raises(fxgrow.SpecError, match=r"plan must map group ids"):
+            a.draw(None, plan=bad)
+    with pytest.raises(fxgrow.SpecError, match="plan must map"):
+        a.to_dot(None, plan="abc")
+    gid = a.growable[0].id
+    assert "→" in a.draw(None, plan={gid: (a.growable[0].size, 99)})
+    plan = fxgrow.plan_widening(a, 2.0)  # a GrowthPlan is read as its summary
+    assert to_networkx(a, plan=plan).graph["groups"][gid]["new_size"] == plan.growth[gid].new
+
+
+def test_writing_into_a_missing_folder_is_an_output_path_error(resnet, tmp_path):
+    _, _, a = resnet
+    for write in (a.draw, a.to_dot):
+        with pytest.raises(fxgrow.OutputPathError, match="does not exist") as e:
+            write(tmp_path / "missing" / "g.html")
+        assert isinstance(e.value, OSError)
+        with pytest.raises(fxgrow.OutputPathError, match="is a folder"):
+            write(tmp_path)

@@ -1,5 +1,8 @@
 """fxgrow.widen.plan: index maps and validation."""
 
+import time
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -37,7 +40,8 @@ def test_seeds_are_per_group():
 
 def test_same_size_is_a_no_op_and_factor_rounds():
     a = _analysis()
-    assert plan_widening(a, {"0": 32}).growth == {}
+    with pytest.warns(fxgrow.GrowthWarning, match="current size"):
+        assert plan_widening(a, {"0": 32}).growth == {}
     p = plan_widening(a, 1.5)
     assert sorted(gg.new for gg in p.growth.values()) == [36, 48]
     assert "GrowthPlan" in str(p)
@@ -59,3 +63,85 @@ def test_uniform_groups_tile():
     p = plan_widening(a, 3)
     (gg,) = p.growth.values()
     assert gg.index.tolist() == [0, 1, 2, 3] * 3
+
+
+@pytest.mark.parametrize("spec", [float("nan"), float("inf"), -float("inf"),
+                                  {"0": float("nan")}, {"0": float("inf")}])
+def test_non_finite_factors_are_spec_errors(spec):
+    with pytest.raises(fxgrow.SpecError, match="finite"):
+        plan_widening(_analysis(), spec)
+
+
+@pytest.mark.parametrize("seed", [None, "a", 2 ** 70, 1.5, True, -1])
+def test_seeds_must_be_ints_in_range(seed):
+    with pytest.raises(fxgrow.SpecError, match="seed must be an int"):
+        plan_widening(_analysis(), 2.0, seed=seed)
+
+
+def test_plan_needs_an_analysis():
+    with pytest.raises(fxgrow.SpecError, match="needs an Analysis"):
+        plan_widening(None, 2.0)
+
+
+def test_numpy_sizes_are_sizes():
+    np = pytest.importorskip("numpy")
+    a = _analysis()
+    assert plan_widening(a, {"0": np.int64(40)}).growth[a.group("0").id].new == 40
+    assert plan_widening(a, {"0": np.float64(1.5)}).growth[a.group("0").id].new == 48
+
+
+def test_sizes_that_cannot_fit_in_memory_are_refused_at_once():
+    a = _analysis()
+    start = time.perf_counter()
+    with pytest.raises(fxgrow.SpecError, match=r"GiB .* available"):
+        plan_widening(a, {"0": 10 ** 12})
+    assert time.perf_counter() - start < 5
+
+
+def test_memory_limit_is_the_device_memory(monkeypatch):
+    from fxgrow.widen import budget
+    a = _analysis()
+    monkeypatch.setattr(budget, "available_bytes", lambda device: 2_000)
+    with pytest.raises(fxgrow.SpecError, match="only 0.0 MiB is available"):
+        plan_widening(a, {"0": 64})
+    monkeypatch.setattr(budget, "available_bytes", lambda device: None)  # unknown: no limit
+    assert plan_widening(a, {"0": 64}).growth
+
+
+@pytest.mark.parametrize("old, new", [(1, 200_000), (3, 10), (1000, 1001), (7, 7 * 50 + 3)])
+def test_index_maps_copy_every_neuron_once_before_any_twice(old, new):
+    gen = torch.Generator().manual_seed(0)
+    from fxgrow.widen.plan import _index_map
+    start = time.perf_counter()
+    index = _index_map(old, new, False, gen)
+    assert time.perf_counter() - start < 2  # vectorised: no Python loop per round
+    assert index.shape == (new,) and index[:old].tolist() == list(range(old))
+    counts = torch.bincount(index, minlength=old)
+    assert int(counts.max() - counts.min()) <= 1
+    again = _index_map(old, new, False, torch.Generator().manual_seed(0))
+    assert torch.equal(index, again)  # deterministic per seed
+
+
+@pytest.mark.parametrize("spec, why", [({}, "names no group"), (1.01, "rounds every"),
+                                       ({"0": 32}, "current size")])
+def test_a_spec_that_grows_nothing_warns_and_says_so_in_meta(spec, why):
+    m, x = mlp()
+    with pytest.warns(fxgrow.GrowthWarning, match=why):
+        grown = fxgrow.widen(m, x, spec)
+    assert grown.meta["fxgrow.plan"] == {}
+    assert why in grown.meta["fxgrow.warnings"][0]
+
+
+def test_nothing_growable_warns():
+    m = nn.Sequential(nn.Linear(3, 2))
+    with pytest.warns(fxgrow.GrowthWarning, match="no group can grow"):
+        grown = fxgrow.widen(m, torch.randn(2, 3), 2.0)
+    assert grown.meta["fxgrow.plan"] == {} and grown.meta["fxgrow.warnings"]
+
+
+def test_a_spec_that_grows_something_does_not_warn():
+    m, x = mlp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fxgrow.GrowthWarning)
+        grown = fxgrow.widen(m, x, 2.0)
+    assert "fxgrow.warnings" not in grown.meta
