@@ -102,7 +102,6 @@ def load_model(spec: str) -> torch.nn.Module:
     """
     import importlib
     import importlib.util
-    import os
 
     where, sep, name = spec.rpartition(":")
     if not sep or not where or not name:

@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 
-import fxgrow
 from helpers import grow_exactly
 
 
