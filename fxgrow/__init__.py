@@ -23,7 +23,8 @@ from .analysis import Analysis, Group, Member, RuleContext
 from .api import CaptureOptions, analyze, widen
 from .deepen import deepen
 from .errors import (AnalysisError, ConstraintError, ExampleInputError, FxGrowError,
-                     GroupNotGrowableError, GrowthWarning, NarrowingError, OutputPathError,
+                     GroupNotGrowableError, GrowthWarning, ModeError, NarrowingError,
+                     OutputPathError,
                      SpecError, TraceError, UnknownInitError, UnknownTargetError,
                      VerificationError)
 from .rules import register_rule
@@ -38,5 +39,5 @@ __all__ = [
     "Analysis", "Group", "Member", "GrowthPlan", "Report", "RuleContext", "CaptureOptions",
     "FxGrowError", "TraceError", "ExampleInputError", "SpecError", "NarrowingError",
     "UnknownTargetError", "GroupNotGrowableError", "ConstraintError", "UnknownInitError",
-    "VerificationError", "AnalysisError", "OutputPathError", "GrowthWarning",
+    "VerificationError", "AnalysisError", "ModeError", "OutputPathError", "GrowthWarning",
 ]

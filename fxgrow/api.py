@@ -6,6 +6,7 @@ the user's context to errors; every step is also importable on its own.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional, Union
 
 from torch import fx, nn
@@ -14,9 +15,11 @@ from . import checks, meta
 from .analysis import Analysis, analyze_graph
 from .capture import CaptureOptions, ExampleInput, bind_inputs, capture as _capture
 from .capture.export import as_module
+from .rules import has_module_rule
 from .errors import ExampleInputError, SpecError, UnknownInitError, VerificationError
 from .verify import train_mode_hint, verify
 from .widen import INITS, Spec, apply_plan, first_divergence, plan_widening
+from .widen.module import into_module
 
 __all__ = ["analyze", "widen", "CaptureOptions"]
 
@@ -58,8 +61,26 @@ def analyze(
     >>> [(g.size, g.status) for g in a.groups]
     [(4, 'fixed'), (8, 'growable'), (2, 'fixed')]
     """
-    cap = _capture(model, example_input, CaptureOptions.of(capture, **capture_options))
-    return analyze_graph(cap.graph_module, cap.args, cap.kwargs)
+    options = CaptureOptions.of(capture, **capture_options)
+    cap = _capture(model, example_input, options,
+                   faithful=_faithfulness(model, example_input) if options.check else None,
+                   is_leaf=has_module_rule)
+    analysis = analyze_graph(cap.graph_module, cap.args, cap.kwargs)
+    # the user's model, to verify against and to grow into (output="module")
+    return dataclasses.replace(analysis, source=as_module(model))
+
+
+def _faithfulness(model: Any, example_input: ExampleInput):
+    """How a captured graph differs from ``model`` on the example input (None: it does
+    not, or the model has no data to run on: a model on the ``meta`` device)."""
+    def check(gm: fx.GraphModule) -> Optional[str]:
+        tensors = list(model.parameters()) + list(model.buffers()) if isinstance(
+            model, nn.Module) else []
+        if any(t.is_meta for t in tensors):
+            return None
+        report = verify(model, gm, example_input, trials=0)
+        return None if report.ok else str(report).replace("\n", "; ")
+    return check
 
 
 def widen(
@@ -74,8 +95,9 @@ def widen(
     trials: int = 3,
     rtol: Optional[float] = None,
     capture: Union[str, CaptureOptions] = "auto",
+    output: str = "graph",
     **capture_options: Any,
-) -> fx.GraphModule:
+) -> nn.Module:
     """Widen a model with Net2WiderNet (or a baseline initialiser).
 
     Parameters
@@ -103,13 +125,20 @@ def widen(
         Passed to :func:`fxgrow.verify`.
     capture, **capture_options :
         As for :func:`analyze`.
+    output : {"graph", "module"}
+        ``"graph"`` (default): a ``torch.fx.GraphModule``.  ``"module"``: a deep
+        copy of the user's own module with every grown layer resized, running
+        the user's ``forward`` (any input shape, train and eval mode, its hooks
+        and methods); refused (``SpecError``) where ``forward`` holds a number
+        the growth changes, such as a literal head count (see
+        :mod:`fxgrow.widen.module`; :func:`fxgrow.grow_into` handles those).
 
     Returns
     -------
-    torch.fx.GraphModule
-        Same module names and ``state_dict`` keys, new sizes.  ``meta`` holds
-        ``"fxgrow.plan"`` (``{group: (old, new)}``) and, when verified,
-        ``"fxgrow.report"``.
+    torch.fx.GraphModule or the user's module class
+        Same module names and ``state_dict`` keys, new sizes.  A GraphModule's
+        ``meta`` holds ``"fxgrow.plan"`` (``{group: (old, new)}``) and, when
+        verified, ``"fxgrow.report"``.
 
     Examples
     --------
@@ -126,6 +155,8 @@ def widen(
     verify = checks.flag(verify, "verify")
     trials = checks.integer(trials, "trials", minimum=0)
     rtol = None if rtol is None else checks.real(rtol, "rtol")
+    if output not in ("graph", "module"):
+        raise SpecError(f"output must be 'graph' or 'module', not {output!r}")
     if isinstance(model, Analysis):
         given = (["capture"] if not (isinstance(capture, str) and capture == "auto") else []) \
             + sorted(k for k, v in capture_options.items() if v is not None)
@@ -135,7 +166,7 @@ def widen(
                 "Analysis, which is captured already: pass capture options to fxgrow.analyze, "
                 "or give widen the model")
         analysis = model
-        original: nn.Module = analysis.graph_module
+        original: nn.Module = analysis.source or analysis.graph_module
         if example_input is None:
             example_input = analysis.kwargs or analysis.args
     else:
@@ -146,15 +177,22 @@ def widen(
         original = model
     plan = plan_widening(analysis, spec, seed=seed)
     grown = apply_plan(plan, init=init, noise=noise)
+    if output == "module":
+        if analysis.source is None or isinstance(analysis.source, fx.GraphModule):
+            raise SpecError("output='module' needs the user's own module: give widen the model "
+                            "(or an Analysis made from it by fxgrow.analyze)")
+        grown = into_module(analysis.source, plan, grown)
     exact = init == "net2net" and not noise
     if verify is None:
         verify = exact
     if verify:
         report = _verify(original, grown, example_input, trials=trials, rtol=rtol, seed=seed)
-        grown.meta[meta.REPORT] = report
+        if isinstance(grown, fx.GraphModule):
+            grown.meta[meta.REPORT] = report
         if not report.ok:
-            where = first_divergence(plan, grown, bind_inputs(analysis.graph_module, analysis.args,
-                                                              analysis.kwargs))
+            where = first_divergence(plan, grown, bind_inputs(
+                analysis.graph_module, analysis.args, analysis.kwargs)) \
+                if isinstance(grown, fx.GraphModule) else None
             if where:
                 report.problems.append(f"first divergence: {where}")
             hint = train_mode_hint(analysis.graph_module)  # functional dropout too

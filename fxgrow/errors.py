@@ -19,6 +19,7 @@ __all__ = [
     "UnknownInitError",
     "VerificationError",
     "AnalysisError",
+    "ModeError",
 ]
 
 
@@ -81,6 +82,11 @@ class OutputPathError(FxGrowError, OSError):
 
     Also an ``OSError``, so ``except OSError`` keeps working.
     """
+
+
+class ModeError(FxGrowError):
+    """A grown graph that baked in one mode (train or eval) was run in the other
+    (see :mod:`fxgrow.capture.modes`)."""
 
 
 class AnalysisError(FxGrowError):

@@ -64,6 +64,8 @@ class Analysis:
         are both divided by ``sqrt(count)``.
     args, kwargs
         The example input, bound for calls.
+    source : nn.Module, optional
+        The user's model the graph was captured from.
     """
 
     graph_module: fx.GraphModule
@@ -77,6 +79,9 @@ class Analysis:
     halved: Mapping[int, str] = field(default_factory=dict)
     args: tuple = ()
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    #: the model the graph was captured from (fxgrow.analyze sets it): what widen verifies
+    #: against, and what output="module" grows
+    source: Any = field(default=None, repr=False)
 
     @cached_property
     def _by_id(self) -> Dict[int, Group]:

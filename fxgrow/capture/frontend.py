@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Type, Union
 
 import torch
 from torch import fx, nn
@@ -26,6 +26,7 @@ from .. import checks, meta
 from ..errors import SpecError, TraceError
 from .export import as_module, copy_exported, export_module, is_exported
 from .inputs import ExampleInput, bind_inputs, normalize_input
+from . import modes
 from .modules import complete_state
 from .regions import inline_regions
 from .shapes import propagate
@@ -61,6 +62,11 @@ class CaptureOptions:
         torch.export only: keep input dims symbolic where the model allows
         (``Dim.AUTO``), so the graph accepts other batch and sequence sizes;
         falls back to static shapes with a warning (default True).
+    check : bool
+        Run the captured graph and the model on the example input and refuse a
+        graph that computes something else (a branch on
+        ``torch.compiler.is_exporting()``, say); with ``"auto"`` the next tracer
+        is tried (default True; models on the ``meta`` device are not run).
 
     The entry points take ``capture="fx"`` (a method) or
     ``capture=CaptureOptions(...)``, and ``leaf_modules=`` / ``concrete_args=``
@@ -76,6 +82,7 @@ class CaptureOptions:
     leaf_modules: LeafModules = ()
     concrete_args: Optional[Dict[str, Any]] = field(default=None, hash=False)
     dynamic: bool = True
+    check: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in CAPTURES:
@@ -88,10 +95,10 @@ class CaptureOptions:
     @classmethod
     def of(cls, capture: Union[str, "CaptureOptions"] = "auto", **options: Any) -> "CaptureOptions":
         """Options from an entry point's ``capture=`` and keyword shorthands."""
-        unknown = set(options) - {"leaf_modules", "concrete_args", "dynamic"}
+        unknown = set(options) - {"leaf_modules", "concrete_args", "dynamic", "check"}
         if unknown:
             raise SpecError(f"unknown capture option(s) {sorted(unknown)}; the options are "
-                            "leaf_modules, concrete_args and dynamic")
+                            "leaf_modules, concrete_args, dynamic and check")
         given = {k: v for k, v in options.items() if v is not None}
         if isinstance(capture, CaptureOptions):
             return capture.with_(**given) if given else capture
@@ -102,7 +109,8 @@ class CaptureOptions:
 
     def with_(self, **changes: Any) -> "CaptureOptions":
         fields = {"method": self.method, "leaf_modules": self.leaf_modules,
-                  "concrete_args": self.concrete_args, "dynamic": self.dynamic}
+                  "concrete_args": self.concrete_args, "dynamic": self.dynamic,
+                  "check": self.check}
         fields.update(changes)
         return CaptureOptions(**fields)
 
@@ -134,7 +142,9 @@ def _defaults_as_concrete(model: nn.Module, args: tuple, kwargs: dict,
 
 
 def capture(model: nn.Module, example_input: ExampleInput,
-            options: CaptureOptions = CaptureOptions()) -> Captured:
+            options: CaptureOptions = CaptureOptions(),
+            faithful: Optional[Callable[[fx.GraphModule], Optional[str]]] = None,
+            is_leaf: Optional[Callable[[nn.Module], bool]] = None) -> Captured:
     """Trace ``model`` and record every node's output shape.
 
     Parameters
@@ -146,6 +156,13 @@ def capture(model: nn.Module, example_input: ExampleInput,
         One batch the model runs on.
     options : CaptureOptions
         Which tracer, and its options.
+    faithful : callable, optional
+        ``faithful(gm)`` says how a captured graph differs from the model
+        (None: it does not).  A tracer whose graph differs is not used: with
+        ``"auto"`` the next one is tried, otherwise a TraceError says why.
+    is_leaf : callable, optional
+        Modules to keep whole while tracing with torch.fx (e.g. those the rule
+        table has a rule for), besides ``options.leaf_modules``.
 
     Returns
     -------
@@ -169,37 +186,62 @@ def capture(model: nn.Module, example_input: ExampleInput,
         raise TraceError(f"expected an nn.Module, GraphModule or ExportedProgram, got "
                          f"{type(model).__name__}")
     args, kwargs = normalize_input(example_input)
+    if isinstance(model, fx.GraphModule):  # the user's own graph: used as is
+        gm = _given_graph(model, how)
+        propagate(gm, bind_inputs(gm, args, kwargs))
+    else:
+        gm = _traced(model, args, kwargs, options, how, faithful, is_leaf)
+    gm.meta[meta.CAPTURE] = how
+    modes.guard(gm, how)
+    return Captured(gm, args, kwargs)
+
+
+def _given_graph(model: fx.GraphModule, how: Dict[str, Any]) -> fx.GraphModule:
     if is_exported(model):  # ep.module(), given by the user
         gm = copy_exported(model)
         inline_regions(gm)
         how["method"] = "export"
-    elif isinstance(model, fx.GraphModule):
+    else:
         gm = fx.GraphModule(model, copy.deepcopy(model.graph), model.__class__.__name__)
         how["method"] = "graph_module"
-    elif options.method == "export":
-        if options.leaf_modules or options.concrete_args:
-            raise SpecError("leaf_modules and concrete_args apply to torch.fx tracing, not to "
-                            "capture='export'")
-        gm = export_module(model, args, kwargs, options.dynamic, how)
-        complete_state(gm, model)
-    else:
-        checks.leaf_names(model, options.leaf_modules)
-        checks.concrete_args(model, options.concrete_args)
-        concrete = _defaults_as_concrete(model, args, kwargs, options.concrete_args or {})
+    modes.inherit(how, model)  # a graph fxgrow grew keeps what its capture knew of modes
+    return gm
+
+
+def _traced(model, args, kwargs, options, how, faithful, is_leaf) -> fx.GraphModule:
+    """The first tracer's graph that runs and computes what the model computes."""
+    if options.method == "export" and (options.leaf_modules or options.concrete_args):
+        raise SpecError("leaf_modules and concrete_args apply to torch.fx tracing, not to "
+                        "capture='export'")
+    failures = []
+    for method in (("fx", "export") if options.method == "auto" else (options.method,)):
         try:
-            gm = trace(model, options.leaf_modules, concrete)
-            how["method"] = "fx"
-            complete_state(gm, model)
-        except TraceError as e:
-            if options.method == "fx":
-                raise
-            how["fallback_reason"] = str(e).splitlines()[0]
-            try:
+            if method == "fx":
+                checks.leaf_names(model, options.leaf_modules)
+                checks.concrete_args(model, options.concrete_args)
+                concrete = _defaults_as_concrete(model, args, kwargs, options.concrete_args or {})
+                gm = trace(model, options.leaf_modules, concrete, is_leaf)
+                how["modes"] = modes.fx_dependence(
+                    model, gm, lambda: trace(model, options.leaf_modules, concrete, is_leaf))
+            else:
                 gm = export_module(model, args, kwargs, options.dynamic, how)
-            except TraceError as e2:
-                raise TraceError(f"{e}\n\nThe torch.export fallback failed too:\n{e2}") from e2
-            how["method"] = "export"
+                nn.Module.train(gm, model.training)  # ep.module() says True whatever it traced
+                how["modes"] = modes.export_dependence(gm)
+            how["training"] = model.training
             complete_state(gm, model)
-    propagate(gm, bind_inputs(gm, args, kwargs))
-    gm.meta[meta.CAPTURE] = how
-    return Captured(gm, args, kwargs)
+            propagate(gm, bind_inputs(gm, args, kwargs))
+            problem = faithful(gm) if faithful is not None else None
+            if problem:
+                raise TraceError(f"the graph torch.{method} captured of {type(model).__name__} "
+                                 f"does not compute what the model computes: {problem}")
+        except TraceError as e:
+            failures.append(e)
+            if len(failures) == 1 and options.method == "auto":
+                how["fallback_reason"] = str(e).splitlines()[0]
+            continue
+        how["method"] = method
+        return gm
+    if len(failures) == 1:
+        raise failures[0]
+    raise TraceError(f"{failures[0]}\n\nThe torch.export fallback failed too:\n{failures[1]}"
+                     ) from failures[1]

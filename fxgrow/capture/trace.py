@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from typing import Any, Dict, Iterable, Optional, Type, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Type, Union
 
 import torch
 from torch import fx, nn
@@ -30,8 +30,10 @@ __all__ = ["trace"]
 class _Tracer(fx.Tracer):
     """``fx.Tracer`` that also keeps the user's chosen modules as leaves."""
 
-    def __init__(self, leaf_modules: Iterable[Union[str, Type[nn.Module]]] = ()) -> None:
+    def __init__(self, leaf_modules: Iterable[Union[str, Type[nn.Module]]] = (),
+                 is_leaf: Optional[Callable[[nn.Module], bool]] = None) -> None:
         super().__init__()
+        self._is_leaf = is_leaf
         # buffers become get_attr nodes, so `self.mask[:, :, :t, :t]` with a traced `t`
         # (nanoGPT's causal mask) traces instead of failing on a real tensor
         self.proxy_buffer_attributes = True
@@ -41,6 +43,8 @@ class _Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if qualname in self._leaf_names or (self._leaf_types and isinstance(m, self._leaf_types)):
+            return True
+        if self._is_leaf is not None and self._is_leaf(m):
             return True
         if hidden_computation(m) is not None:
             # its hooks run only when the module is called as a whole: keep it a leaf, so
@@ -70,8 +74,10 @@ _WAYS_OUT = (
 
 
 def trace(model: nn.Module, leaf_modules: Iterable[Union[str, Type[nn.Module]]] = (),
-          concrete_args: Optional[Dict[str, Any]] = None) -> fx.GraphModule:
-    """``torch.fx`` symbolic tracing of ``model``, keeping ``leaf_modules`` whole."""
+          concrete_args: Optional[Dict[str, Any]] = None,
+          is_leaf: Optional[Callable[[nn.Module], bool]] = None) -> fx.GraphModule:
+    """``torch.fx`` symbolic tracing of ``model``, keeping ``leaf_modules`` whole
+    (and the modules ``is_leaf`` accepts)."""
     problem = root_problem(model)
     if problem:
         raise TraceError(f"cannot capture {type(model).__name__}: {problem}")
@@ -79,7 +85,7 @@ def trace(model: nn.Module, leaf_modules: Iterable[Union[str, Type[nn.Module]]] 
     if override:
         raise TraceError(f"torch.fx cannot trace {type(model).__name__} faithfully: {override}, "
                          "which fx would trace and then run again; capture='export' runs it once")
-    tracer = _Tracer(leaf_modules)
+    tracer = _Tracer(leaf_modules, is_leaf)
     try:
         # tracing runs the model's Python: what forward assigns (a buffer, now a Proxy,
         # or a call counter) must not stay on the user's modules

@@ -29,6 +29,7 @@ from .. import checks, meta
 from ..api import analyze
 from ..capture import CaptureOptions
 from ..capture.export import as_module, is_exported
+from ..capture import modes
 from ..capture.modules import deepcopy_memo
 from ..capture.inputs import ExampleInput, normalize_input
 from ..errors import MissingCalibrationError, SpecError, VerificationError
@@ -246,5 +247,6 @@ def _rewrite(plan: DeepeningPlan, calibration: Any, example_input: Any,
     new.recompile()
     new.meta[meta.DEEPEN] = [dict(i.record(), calibrated=calibration is not None
                                       and i.batchnorm is not None) for i in plan.insertions]
+    modes.guard(new, new.meta.get(meta.CAPTURE, {}))  # a graph's copy loses its hooks
     new.meta[meta.DEEPEN_SKIPPED] = dict(plan.skipped)
     return new

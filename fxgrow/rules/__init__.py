@@ -34,10 +34,11 @@ modules with :func:`register_rule`:
 from . import (aten, attention, control, einsum, elementwise as _elementwise, linear, norms,
                reductions, sizes, slicing, spatial, torchvision_ops, views)
 from .elementwise import elementwise, same_as_input
-from .registry import RULES, RULES_BY_NAME, Rule, RuleSet, add_fallback, install, lookup, \
-    register_rule
+from .registry import RULES, RULES_BY_NAME, Rule, RuleSet, add_fallback, has_module_rule, \
+    install, lookup, register_rule
 
-__all__ = ["Rule", "RuleSet", "register_rule", "lookup", "elementwise", "same_as_input",
+__all__ = ["Rule", "RuleSet", "register_rule", "lookup", "has_module_rule", "elementwise",
+           "same_as_input",
            "RULES", "RULES_BY_NAME", "BUILTIN"]
 
 #: the built-in rule sets, in the order they are installed

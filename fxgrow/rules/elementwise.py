@@ -115,9 +115,12 @@ _CASTS = [
 
 RULES.rule(*_ACT_MODULES, *_FUNCTIONS, *_METHODS)(elementwise)
 RULES.rule(*_CASTS, torch.clone, torch.detach, name="same_as_input")(same_as_input)
-# Stochastic depth scales whole samples (or the whole batch): copies stay copies.
+# Stochastic depth / drop path scales whole samples (or the whole batch) by one random
+# draw whose shape has no neuron dim: copies stay copies, in training mode too.  As
+# modules they stay leaves (they have a rule), so the grown graph follows train()/eval().
 RULES.rule("torchvision.ops.stochastic_depth.stochastic_depth",
-              name="stochastic_depth")(elementwise)
+           "torchvision.ops.stochastic_depth.StochasticDepth", "timm.layers.drop.DropPath",
+           name="stochastic_depth")(elementwise)
 RULES.rule(operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
               operator.mod, operator.neg, operator.pow, operator.iadd, operator.imul,
               operator.isub, operator.itruediv, math.sqrt,

@@ -29,8 +29,8 @@ from torch import nn
 from .. import checks
 from ..errors import SpecError
 
-__all__ = ["Rule", "RuleSet", "register_rule", "install", "lookup", "add_fallback", "RULES",
-           "RULES_BY_NAME"]
+__all__ = ["Rule", "RuleSet", "register_rule", "install", "lookup", "has_module_rule",
+           "add_fallback", "RULES", "RULES_BY_NAME"]
 
 Key = Union[type, Callable[..., Any], str]
 
@@ -124,6 +124,11 @@ def register_rule(*targets: Key, accepts_sizes: bool = False, name: Optional[str
     return deco
 
 
+def has_module_rule(module: nn.Module) -> bool:
+    """Whether the table has a rule for ``module``'s class: tracing keeps it a leaf."""
+    return lookup(type(module)) is not None
+
+
 def add_fallback(fallback: Callable[[Any], Optional[Rule]]) -> None:
     """Consult ``fallback(target)`` for targets the table has no rule for."""
     if fallback not in _FALLBACKS:
@@ -139,7 +144,7 @@ def lookup(target: Key) -> Optional[Rule]:
     such as ``_conv_forward`` computes something else).
     """
     rule = RULES.get(target) if not isinstance(target, str) or "." not in target else None
-    if rule is None and callable(target) and not isinstance(target, type):
+    if rule is None and callable(target):  # functions and classes by qualified name
         name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
         rule = RULES_BY_NAME.get(name)
     for fallback in _FALLBACKS:

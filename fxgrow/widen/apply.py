@@ -35,6 +35,7 @@ import torch
 from torch import fx, nn
 
 from .. import checks, meta
+from ..capture import modes
 from ..capture.modules import deepcopy_memo
 from ..errors import SpecError, UnknownInitError
 from ..ir.groups import Member
@@ -186,6 +187,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
     if plan.notes:
         new.meta[meta.WARNINGS] = list(plan.notes)
     new.meta[meta.INIT] = init
+    modes.guard(new, new.meta.get(meta.CAPTURE, {}))  # a graph's deepcopy drops its hooks
     return new
 
 
