@@ -7,17 +7,19 @@ move); the other dims pass through.
 
 from __future__ import annotations
 
+from typing import Any, Sequence, Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..capture.shapes import TensorSpec
 from ..errors import RuleError
-from ..ir.values import TV
+from ..ir.values import TV, SizeOf, iter_sizes
 from .common import dim_index
 from .registry import RuleSet
 
-__all__ = ["RULES", "spatial", "resize", "pad", "roll"]
+__all__ = ["RULES", "spatial", "resize", "pad", "pad_module", "roll"]
 
 RULES = RuleSet()
 
@@ -70,27 +72,82 @@ def resize(ctx) -> TV:
     return spatial(nd)(ctx)
 
 
-@RULES.rule(F.pad)
-def pad(ctx) -> TV:
-    """Constant padding adds fixed positions around a layout: ``Cat(P, L, Q)``."""
-    x = ctx.tensor(ctx.arg(0, "input"))
-    amounts = ctx.arg(1, "pad")
-    mode = ctx.arg(2, "mode", "constant")
-    if not all(isinstance(p, int) and p >= 0 for p in amounts):
-        raise RuleError("non-literal or negative padding")
+def _pad(ctx, x: TV, amounts: Sequence[Any], mode: str) -> TV:
+    """Pad (or, with negative amounts, crop) the last ``len(amounts) // 2`` dims.
+
+    Literal non-negative constant padding adds fixed positions around a layout,
+    ``Cat(P, L, Q)``, which is exact whatever ``L`` holds: copies stay copies
+    and the padding is the same constant.  Anything else acts on positions --
+    a crop, amounts read from sizes (window padding ``(ws - W % ws) % ws``), a
+    reflection or replication copying border positions -- so the dim must be
+    a free extent (a dim holding neurons is blocked, :meth:`mixes`) and the
+    output dim is a new one.  Amounts read from sizes stay in the graph and are
+    recomputed at run time: read from free extents they never change with
+    growth; read from a dim that holds neurons they would, so those block.
+    """
+    if len(amounts) % 2 or len(amounts) // 2 > x.ndim:
+        raise RuleError("unexpected padding amounts")
     dims = list(x.dims)
+    out_shape = ctx.out_shape
     for k in range(len(amounts) // 2):
-        lo, hi = amounts[2 * k], amounts[2 * k + 1]
         d = x.ndim - 1 - k
+        pair = amounts[2 * k:2 * k + 2]
+        read = [l for v in pair for sz in iter_sizes(v) for l in sz.layouts]
+        lo, hi = (v.value if isinstance(v, SizeOf) else v for v in pair)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
+            raise RuleError("non-literal padding")
+        for lay in read:
+            ctx.mixes(lay, "a padding amount is read from the size of a dim that holds "
+                           "neurons, and would change with the width")
         if lo == hi == 0:
             continue
-        if mode == "constant":
+        if mode == "constant" and lo >= 0 and hi >= 0 and not read:
             parts = ([ctx.free(lo)] if lo else []) + [dims[d]] + ([ctx.free(hi)] if hi else [])
             dims[d] = ctx.cat(parts)
-        else:
-            ctx.fix(dims[d], f"{mode} padding copies border neurons")
-            dims[d] = ctx.free(ctx.out_shape[d])
+            continue
+        what = ("crops" if min(lo, hi) < 0 else "pads by amounts read from sizes" if read
+                else f"{mode}-pads")
+        ctx.mixes(dims[d], f"{what} positions along a dim that holds neurons")
+        dims[d] = ctx.free(out_shape[d])
     return TV(tuple(dims))
+
+
+def _amounts(ctx, raw: Any) -> Tuple[Any, ...]:
+    v = ctx.value(raw)
+    if not isinstance(v, (tuple, list)):
+        raise RuleError("padding amounts that are not a sequence")
+    return tuple(v)
+
+
+@RULES.rule(F.pad, accepts_sizes=True)
+def pad(ctx) -> TV:
+    """``F.pad``, constant or not, with literal amounts or amounts read from sizes
+    (see :func:`_pad`)."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    value = ctx.arg(3, "value", None)
+    if any(True for _ in iter_sizes(ctx.value(value))):
+        raise RuleError("a padding value read from a size")
+    return _pad(ctx, x, _amounts(ctx, ctx.arg(1, "pad")), ctx.arg(2, "mode", "constant"))
+
+
+_PAD_MODULES = {nn.ZeroPad1d: "constant", nn.ZeroPad2d: "constant", nn.ZeroPad3d: "constant",
+                nn.ConstantPad1d: "constant", nn.ConstantPad2d: "constant",
+                nn.ConstantPad3d: "constant", nn.ReflectionPad1d: "reflect",
+                nn.ReflectionPad2d: "reflect", nn.ReflectionPad3d: "reflect",
+                nn.ReplicationPad1d: "replicate", nn.ReplicationPad2d: "replicate",
+                nn.ReplicationPad3d: "replicate", nn.CircularPad1d: "circular",
+                nn.CircularPad2d: "circular", nn.CircularPad3d: "circular"}
+
+
+@RULES.rule(*_PAD_MODULES)
+def pad_module(ctx) -> TV:
+    """``nn.ZeroPad2d((-1, 1, -1, 1))`` and the other padding modules, as :func:`pad`."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    cls = next((c for c in _PAD_MODULES if isinstance(ctx.module, c)), None)
+    if cls is None or type(ctx.module).forward is not cls.forward:
+        raise RuleError("a padding module whose forward is its own")
+    mode = _PAD_MODULES[cls]
+    return _pad(ctx, x, tuple(ctx.module.padding), mode)
 
 
 @RULES.rule(torch.roll, "roll")

@@ -116,3 +116,38 @@ def test_functional_norm_shape_read_from_its_input_follows_it():
     grow_exactly(m, x, 2.0)
     with pytest.raises(fxgrow.ConstraintError, match="integer factor"):
         fxgrow.widen(m, x, 1.5, verify=False)
+
+
+# -- per-neuron tensors computed in the graph --------------------------------------
+class _ComputedGain(nn.Module):
+    """Norms whose per-neuron tensors are computed: cast (deepseek's ``RmsNormFp32``),
+    offset (``1 + w``), or statistics standardised elsewhere."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how, self.a, self.b = how, nn.Linear(4, 8), nn.Linear(8, 2)
+        self.w, self.beta = nn.Parameter(torch.rand(8) + 0.5), nn.Parameter(torch.randn(8))
+        self.register_buffer("mean", torch.randn(8))
+        self.register_buffer("var", torch.rand(8) + 0.5)
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.how == "rms_cast":
+            y = F.rms_norm(h.float(), (8,), self.w.float(), 1e-6).to(h.dtype)
+        elif self.how == "layer_offset":
+            y = F.layer_norm(h, (8,), 1 + self.w, self.beta * 2)
+        else:
+            y = F.batch_norm(h, self.mean * 1, self.var.abs(), self.w.to(h.dtype), None)
+        return self.b(y)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("how", ["rms_cast", "layer_offset", "batch_stats"])
+def test_per_neuron_tensors_computed_in_the_graph_pass(how, capture):
+    dtype = torch.float32 if how == "rms_cast" else torch.float64
+    m, x = _ComputedGain(how).to(dtype), torch.randn(3, 4, dtype=dtype)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert a.group("a").growable, a
+    grow_exactly(m, x, 2.0, capture=capture)
+    if how == "batch_stats":
+        grow_exactly(m, x, 1.5, capture=capture)

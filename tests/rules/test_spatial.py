@@ -57,3 +57,104 @@ def test_pooling_over_space_still_grows_channels():
     x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
     assert fxgrow.analyze(m, x).group("0").growable
     grow_exactly(m, x, 1.5)
+
+
+# -- padding: amounts read from sizes, crops, padding modules -------------------
+class _WindowPad(nn.Module):
+    """Swin's window attention on (B, H, W, C): pad H and W up to multiples of the
+    window by amounts read from the sizes, partition, mix channels, reverse, crop."""
+
+    def __init__(self, ws=4):
+        super().__init__()
+        self.ws, self.a, self.b, self.c = ws, nn.Linear(3, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h, ws = self.a(x), self.ws
+        B, H, W, C = h.shape
+        pad_h, pad_w = (ws - H % ws) % ws, (ws - W % ws) % ws
+        h = F.pad(h, (0, 0, 0, pad_w, 0, pad_h))
+        Hp, Wp = H + pad_h, W + pad_w
+        win = h.view(B, Hp // ws, ws, Wp // ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, C)
+        win = torch.relu(self.b(win))
+        h = win.view(B, Hp // ws, Wp // ws, ws, ws, -1).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, -1)
+        return self.c(h[:, :H, :W, :].contiguous())
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_window_padding_by_amounts_read_from_sizes_grows_channels(capture):
+    m, x = _WindowPad().double(), torch.randn(2, 6, 7, 3, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert a.group("a").growable and a.group("b").growable, a
+    grown = grow_exactly(m, x, 2.0, capture=capture)
+    grow_exactly(m, x, 1.5, capture=capture)
+    if capture == "fx":  # the amounts stay computed from the sizes, not baked in
+        pad = next(n for n in grown.graph.nodes if n.target is F.pad)
+        assert all(isinstance(v, (int, torch.fx.Node)) for v in pad.args[1]) and any(
+            isinstance(v, torch.fx.Node) for v in pad.args[1])
+
+
+class _Pads(nn.Module):
+    def __init__(self, pad):
+        super().__init__()
+        self.a, self.pad, self.b = nn.Conv2d(3, 8, 3), pad, nn.Conv2d(8, 4, 3)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.pad(torch.relu(self.a(x)))))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("pad", [nn.ZeroPad2d((-1, 1, -1, 1)), nn.ConstantPad2d((1, 2, 0, 1), 0.5),
+                                 nn.ReflectionPad2d(1), nn.ReplicationPad2d((1, 0, 2, 1)),
+                                 nn.CircularPad2d(1), lambda h: F.pad(h, (-1, -2, 1, 0))])
+def test_crops_and_non_constant_pads_over_space_grow_channels(pad, capture):
+    m, x = _Pads(pad).double(), torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    assert fxgrow.analyze(m, x, capture=capture).group("a").growable
+    grow_exactly(m, x, 1.5, capture=capture)
+
+
+class _PadNeurons(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how, self.a = how, nn.Linear(3, 8)
+        self.b = nn.Linear({"read": 16, "crop": 7, "reflect": 10}[how], 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.how == "read":  # pad the features up to 16: the amount counts neurons
+            return self.b(F.pad(h, (0, 16 - h.shape[-1])))
+        if self.how == "crop":  # drop the last neuron
+            return self.b(F.pad(h, (0, -1)))
+        return self.b(F.pad(h, (1, 1), mode="reflect"))
+
+
+@pytest.mark.parametrize("how, why", [
+    ("read", "a padding amount is read from the size of a dim that holds neurons"),
+    ("crop", "crops positions along a dim that holds neurons"),
+    ("reflect", "reflect-pads positions along a dim that holds neurons")])
+def test_padding_that_moves_neurons_blocks_them(how, why):
+    m, x = _PadNeurons(how).double(), torch.randn(2, 5, 3, dtype=torch.float64)
+    reason = blocked(m, x, "a")
+    assert why in reason and "(node `pad`)" in reason
+    exact_or_refused(m, x, 2.0)
+
+
+def test_constant_padding_of_neurons_by_literals_grows():
+    m, x = _PadNeurons("read").double(), torch.randn(2, 5, 3, dtype=torch.float64)
+    # through export the amount is a literal (8): the padding is 8 zeros, whatever grows
+    grown = grow_exactly(m, x, 2.0, capture="export")
+    assert grown.get_parameter("b.weight").shape == (2, 24)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_antialiased_resizing_through_export_grows_channels(mode):
+    class Resize(nn.Module):  # a position-embedding resample
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            return self.b(F.interpolate(self.a(x), size=(4, 4), mode=mode, antialias=True))
+
+    m, x = Resize().double(), torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    assert fxgrow.analyze(m, x, capture="export").group("a").growable
+    grow_exactly(m, x, 1.5, capture="export")
