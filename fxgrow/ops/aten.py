@@ -395,3 +395,5 @@ _add("reshape_as.default", AtenForm("reshape_as", ("input", "other")))
 _add("view_as.default", AtenForm("view_as", ("input", "other")))
 _add("expand_as.default", AtenForm("expand_as", ("input", "other")))
 _add("tile.default", AtenForm(torch.tile, ("input", "dims")))
+_add("linalg_vector_norm.default", AtenForm(torch.linalg.vector_norm,
+                                            ("input", "ord", "dim", "keepdim")))
