@@ -395,5 +395,10 @@ _add("reshape_as.default", AtenForm("reshape_as", ("input", "other")))
 _add("view_as.default", AtenForm("view_as", ("input", "other")))
 _add("expand_as.default", AtenForm("expand_as", ("input", "other")))
 _add("tile.default", AtenForm(torch.tile, ("input", "dims")))
+_add("im2col.default", AtenForm(F.unfold, ("input", "kernel_size", "dilation", "padding",
+                                           "stride")))
+_add("col2im.default", AtenForm(F.fold, ("input", "output_size", "kernel_size", "dilation",
+                                         "padding", "stride")))
+_add("unfold.default", AtenForm("unfold", ("input", "dimension", "size", "step")))
 _add("linalg_vector_norm.default", AtenForm(torch.linalg.vector_norm,
                                             ("input", "ord", "dim", "keepdim")))

@@ -1,4 +1,4 @@
-"""Ops over spatial dims: pooling, resizing, padding, rolling.
+"""Ops over spatial dims: pooling, resizing, padding, rolling, im2col (unfold/fold).
 
 They mix or move positions along the dims they act on, so those dims must
 carry no neurons (a dim that does is blocked, or fixed where positions only
@@ -19,7 +19,8 @@ from ..ir.values import TV, SizeOf, iter_sizes
 from .common import dim_index
 from .registry import RuleSet
 
-__all__ = ["RULES", "spatial", "resize", "pad", "pad_module", "roll"]
+__all__ = ["RULES", "spatial", "resize", "pad", "pad_module", "roll", "unfold", "fold",
+           "tensor_unfold"]
 
 RULES = RuleSet()
 
@@ -161,3 +162,87 @@ def roll(ctx) -> TV:
     for d in dims:
         ctx.fix(x.dims[dim_index(d, x.ndim)], "rolled")
     return x
+
+
+# -- im2col: F.unfold / nn.Unfold, F.fold / nn.Fold, Tensor.unfold -----------------
+def _kernel_positions(ctx, kernel) -> int:
+    sizes = kernel if isinstance(kernel, (tuple, list)) else (kernel, kernel)
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in sizes):
+        raise RuleError("non-literal kernel size")
+    n = 1
+    for k in sizes:
+        n *= k
+    return n
+
+
+def _unfold(ctx, x: TV, kernel) -> TV:
+    """``(B, C, H, W) -> (B, C·kh·kw, L)``: each block's values are channel-major,
+    so the output channels are ``Prod(C, K)`` with ``K`` the kernel positions, a
+    fixed extent; copies of a channel give copies of its ``K`` values.  The
+    blocks are read along the spatial dims, which must be free."""
+    if x.ndim not in (3, 4):
+        raise RuleError("unfold of a tensor that is not (B, C, H, W) or (C, H, W)")
+    for d in x.dims[-2:]:
+        ctx.mixes(d, "unfold reads sliding blocks of positions along a dim that holds neurons")
+    k = ctx.free(_kernel_positions(ctx, kernel))
+    out_shape = ctx.out_shape
+    return TV(x.dims[:-3] + (ctx.prod([x.dims[-3], k]), ctx.free(out_shape[-1])))
+
+
+def _fold(ctx, x: TV, kernel) -> TV:
+    """``(B, C·kh·kw, L) -> (B, C, H, W)``, the inverse layout of :func:`_unfold`:
+    dim 1 factors as ``Prod(C, K)`` with ``K`` fixed; the blocks are summed into
+    positions, so ``L`` must be free; each channel is summed on its own."""
+    if x.ndim not in (2, 3):
+        raise RuleError("fold of a tensor that is not (B, C·K, L) or (C·K, L)")
+    n = _kernel_positions(ctx, kernel)
+    size = ctx.norm(x.dims[-2]).size
+    if size % n:
+        raise RuleError("fold's channels are not a multiple of the kernel positions")
+    c, k = ctx.factor(x.dims[-2], [size // n, n])
+    ctx.fix(k, "the kernel positions of a fold")
+    ctx.mixes(x.dims[-1], "fold sums blocks into positions along a dim that holds neurons")
+    out_shape = ctx.out_shape
+    return TV(x.dims[:-2] + (c, ctx.free(out_shape[-2]), ctx.free(out_shape[-1])))
+
+
+@RULES.rule(F.unfold)
+def unfold(ctx) -> TV:
+    """``F.unfold`` (im2col), see :func:`_unfold`."""
+    return _unfold(ctx, ctx.tensor(ctx.arg(0, "input")), ctx.arg(1, "kernel_size"))
+
+
+@RULES.rule(nn.Unfold)
+def unfold_module(ctx) -> TV:
+    return _unfold(ctx, ctx.tensor(ctx.arg(0, "input")), ctx.module.kernel_size)
+
+
+@RULES.rule(F.fold)
+def fold(ctx) -> TV:
+    """``F.fold`` (col2im), see :func:`_fold`."""
+    return _fold(ctx, ctx.tensor(ctx.arg(0, "input")), ctx.arg(2, "kernel_size"))
+
+
+@RULES.rule(nn.Fold)
+def fold_module(ctx) -> TV:
+    return _fold(ctx, ctx.tensor(ctx.arg(0, "input")), ctx.module.kernel_size)
+
+
+@RULES.rule("unfold", accepts_sizes=True)
+def tensor_unfold(ctx) -> TV:
+    """``x.unfold(d, size, step)``: windows along dim ``d``, which must be free; it
+    becomes the window count and a new last dim the window positions (both free,
+    new extents); the other dims pass.  ``size`` and ``step`` may be read from the
+    sizes of free extents (which never grow)."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    d = dim_index(ctx.arg(1, "dimension"), x.ndim)
+    for raw in (ctx.arg(2, "size"), ctx.arg(3, "step")):
+        for sz in iter_sizes(ctx.value(raw)):
+            for lay in sz.layouts:
+                ctx.mixes(lay, "an unfold window read from the size of a dim that holds "
+                               "neurons would change with the width")
+    ctx.mixes(x.dims[d], "unfold reads windows of positions along a dim that holds neurons")
+    out_shape = ctx.out_shape
+    dims = list(x.dims)
+    dims[d] = ctx.free(out_shape[d])
+    return TV(tuple(dims) + (ctx.free(out_shape[-1]),))

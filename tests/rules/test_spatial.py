@@ -1,4 +1,4 @@
-"""Padding, permutes around spatial ops (fxgrow.rules.spatial)."""
+"""Padding, permutes around spatial ops, im2col (fxgrow.rules.spatial)."""
 
 import pytest
 import torch
@@ -158,3 +158,92 @@ def test_antialiased_resizing_through_export_grows_channels(mode):
     m, x = Resize().double(), torch.randn(2, 3, 9, 9, dtype=torch.float64)
     assert fxgrow.analyze(m, x, capture="export").group("a").growable
     grow_exactly(m, x, 1.5, capture="export")
+
+
+# -- im2col: F.unfold / nn.Unfold, F.fold / nn.Fold, Tensor.unfold ------------------
+class _Blocks(nn.Module):
+    """Conv -> sliding blocks (halonet's ``Tensor.unfold``, tnt/volo's ``nn.Unfold``/``F.fold``)
+    -> a layer reading the channels."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how, self.a = how, nn.Conv2d(3, 4, 1)
+        self.unf, self.fold = nn.Unfold(2, stride=2), nn.Fold((6, 6), 2, stride=2)
+        self.b, self.c = nn.Linear(16, 5), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):  # (B, 3, 6, 6)
+        h = self.a(x)
+        if self.how == "F.unfold":  # (B, 4 * 2 * 2, 9): channel-major blocks
+            return self.b(F.unfold(h, 2, stride=2).transpose(1, 2))
+        if self.how == "nn.Unfold":
+            return self.b(self.unf(h).transpose(1, 2))
+        if self.how == "unfold-fold":
+            return self.c(F.fold(F.unfold(h, (2, 2), padding=1) * 2, (6, 6), 2, padding=1))
+        if self.how == "nn.Fold":
+            return self.c(self.fold(self.unf(h)))
+        if self.how == "Tensor.unfold":  # (B, 4, 3, 3, 2, 2)
+            return self.c(h.unfold(2, 2, 2).unfold(3, 2, 2).mean((-1, -2)))
+        k = h.shape[-1] // 3  # window size and step read from a free size
+        return self.c(h.unfold(2, k, k).unfold(3, k, k).amax((-1, -2)))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("how", ["F.unfold", "nn.Unfold", "unfold-fold", "nn.Fold",
+                                 "Tensor.unfold", "Tensor.unfold-sizes"])
+def test_sliding_blocks_over_space_grow_channels(how, capture):
+    m, x = _Blocks(how).double(), torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    assert fxgrow.analyze(m, x, capture=capture).group("a").growable
+    grow_exactly(m, x, 2.0, capture=capture)
+    grow_exactly(m, x, 1.5, capture=capture)  # non-uniform copies: blocks stay channel-major
+
+
+def test_fold_of_a_projection_factors_its_rows():
+    """A Linear making ``C·K`` rows folded into ``C`` channels: ``C`` grows by whole blocks
+    of ``K`` rows (the kernel positions stay fixed)."""
+    class Fold(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.c = nn.Linear(3, 16), nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):  # (B, 9, 3) -> (B, 16, 9) -> (B, 4, 6, 6)
+            return self.c(F.fold(self.a(x).transpose(1, 2), (6, 6), 2, stride=2))
+
+    m, x = Fold().double(), torch.randn(2, 9, 3, dtype=torch.float64)
+    g = grow_exactly(m, x, 1.5)  # `a` makes two groups: C (grows) and K (fixed)
+    assert g.a.out_features == 24 and g.c.in_channels == 6
+
+
+class _BlocksAlongNeurons(nn.Module):
+    def __init__(self, op, out):
+        super().__init__()
+        self.op, self.a, self.b = op, nn.Linear(3, 6), nn.Linear(out, 2)
+
+    def forward(self, x):  # (B, 3)
+        return self.b(self.op(self.a(x)).flatten(1))
+
+
+@pytest.mark.parametrize("op, out, why", [
+    (lambda h: h.unfold(1, 2, 2), 6, "unfold reads windows of positions"),
+    (lambda h: F.unfold(h[:, None, None, :], (1, 2)), 10, "sliding blocks of positions"),
+    (lambda h: F.fold(h[:, None, :], (1, 6), (1, 1)), 6, "sums blocks into positions"),
+])
+def test_sliding_blocks_along_neurons_block_them(op, out, why):
+    m, x = _BlocksAlongNeurons(op, out).double(), torch.randn(2, 3, dtype=torch.float64)
+    reason = blocked(m, x, "a")
+    assert why in reason and "(node `" in reason
+    assert exact_or_refused(m, x, 2.0) is not None
+
+
+def test_unfold_window_read_from_a_neuron_count_blocks_it():
+    class Window(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 2), nn.Conv1d(1, 2, 1)
+
+        def forward(self, x):  # (B, 1, 8): windows as long as the Linear is wide
+            h = self.a(x[:, 0, :3])
+            return self.b(x.unfold(2, h.shape[-1], 2).mean(-1)).sum(-1) + h
+
+    m, x = Window().double(), torch.randn(2, 1, 8, dtype=torch.float64)
+    assert "unfold window read from the size" in blocked(m, x, "a")
+    assert exact_or_refused(m, x, 2.0) is not None
