@@ -206,26 +206,18 @@ def _fold(ctx, x: TV, kernel) -> TV:
     return TV(x.dims[:-2] + (c, ctx.free(out_shape[-2]), ctx.free(out_shape[-1])))
 
 
-@RULES.rule(F.unfold)
+@RULES.rule(F.unfold, nn.Unfold)
 def unfold(ctx) -> TV:
-    """``F.unfold`` (im2col), see :func:`_unfold`."""
-    return _unfold(ctx, ctx.tensor(ctx.arg(0, "input")), ctx.arg(1, "kernel_size"))
+    """``F.unfold`` / ``nn.Unfold`` (im2col), see :func:`_unfold`."""
+    kernel = ctx.module.kernel_size if ctx.module is not None else ctx.arg(1, "kernel_size")
+    return _unfold(ctx, ctx.tensor(ctx.arg(0, "input")), kernel)
 
 
-@RULES.rule(nn.Unfold)
-def unfold_module(ctx) -> TV:
-    return _unfold(ctx, ctx.tensor(ctx.arg(0, "input")), ctx.module.kernel_size)
-
-
-@RULES.rule(F.fold)
+@RULES.rule(F.fold, nn.Fold)
 def fold(ctx) -> TV:
-    """``F.fold`` (col2im), see :func:`_fold`."""
-    return _fold(ctx, ctx.tensor(ctx.arg(0, "input")), ctx.arg(2, "kernel_size"))
-
-
-@RULES.rule(nn.Fold)
-def fold_module(ctx) -> TV:
-    return _fold(ctx, ctx.tensor(ctx.arg(0, "input")), ctx.module.kernel_size)
+    """``F.fold`` / ``nn.Fold`` (col2im), see :func:`_fold`."""
+    kernel = ctx.module.kernel_size if ctx.module is not None else ctx.arg(2, "kernel_size")
+    return _fold(ctx, ctx.tensor(ctx.arg(0, "input")), kernel)
 
 
 @RULES.rule("unfold", accepts_sizes=True)
