@@ -29,6 +29,7 @@ from ..ir.roles import BLOCKED, FIXED
 from ..ir.spaces import Contraction, Unalignable
 from ..ir.values import TV, SizeOf
 from ..ops.access import MISSING, node_arg, with_arg
+from ..ops.kinds import reads_metadata, rearranges
 from .state import WalkState
 
 __all__ = ["RuleContext"]
@@ -202,14 +203,64 @@ class RuleContext:
         """Layout of dim ``dim`` of a weight passed as an argument.
 
         If ``a`` is a ``get_attr`` node the parameter gets ``role`` and this
-        use is claimed (it is not a plain gathered use).  Otherwise the
-        weight is computed in the graph, fxgrow cannot rescale it, and None
-        is returned.
+        use is claimed (it is not a plain gathered use).  So it does if ``a``
+        is a parameter *moved* by ops that only rearrange or cast its values
+        one to one (``W.view(C, 1, k)``, ``W.t()``, ``W.float()``,
+        ``W.contiguous()``; each used once): the moved dim's layout is made of
+        the parameter's spaces, and the parameter dims inside it take the
+        role.  Otherwise the weight is computed in the graph, fxgrow cannot
+        rescale it, and None is returned.
         """
         if isinstance(a, fx.Node) and a.op == "get_attr":
-            self._s.claims.add((self.node, a))
+            self._claim(self.node, a)
             return self._s.param(a.target, dim, role, self.node)
-        return None
+        moved = self._moved_parameter(a)
+        if moved is None:
+            return None
+        src, first = moved
+        value = self.tensor(a)
+        if not -value.ndim <= dim < value.ndim:
+            raise RuleError(f"`{a.name}` has no dim {dim}")
+        dim %= value.ndim
+        roots = lambda lay: {self.table.find(l.space) for l in leaves(self.norm(lay))}  # noqa: E731
+        here = roots(value.dims[dim])
+        elsewhere = set().union(*(roots(d) for i, d in enumerate(value.dims) if i != dim))
+        taken = []
+        for d in range(len(self.spec(src).shape)):
+            mine = roots(self._s.param(src.target, d, None))
+            if mine & here:
+                if not mine <= here or mine & elsewhere:
+                    # the role would reach neurons of the parameter dim that this one
+                    # does not hold (a view that cuts the dim in pieces)
+                    raise RuleError(f"`{a.name}` spreads dim {d} of `{src.target}` over "
+                                    "several dims of the weight")
+                taken.append(d)
+        self._claim(first, src)
+        for d in taken:
+            self._s.param(src.target, d, role, self.node)
+        return value.dims[dim]
+
+    def _claim(self, user: fx.Node, src: fx.Node) -> None:
+        """``user`` reads the tensor of ``src`` as its weight; so do the uses of ``src``
+        that read only its metadata (``W.shape``): none of them reads it as a plain tensor."""
+        self._s.claims.add((user, src))
+        for u in src.users:
+            if reads_metadata(u):
+                self._s.claims.add((u, src))
+
+    def _moved_parameter(self, a: Any) -> Optional[Tuple[fx.Node, fx.Node]]:
+        """``(get_attr node, its user)`` if ``a`` is a parameter moved by
+        :func:`~fxgrow.ops.kinds.rearranges` ops only, each used by the next
+        alone (so no other node reads the moved values), else None."""
+        node, user = a, self.node
+        while isinstance(node, fx.Node) and node.op != "get_attr":
+            if len(node.users) != 1 or user not in node.users or node in self._s.node_notes \
+                    or not rearranges(self._s.gm, node):
+                return None
+            node, user = (node.args[0] if node.args else None), node
+        if not isinstance(node, fx.Node) or node is a or not isinstance(self.value(node), TV):
+            return None
+        return node, user
 
     def size(self, layout: Layout) -> Size:
         """The new size of ``layout``, as a placeholder in a rewrite template."""

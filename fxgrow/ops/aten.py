@@ -374,3 +374,31 @@ _add("native_dropout.default", AtenForm(F.dropout, extra="same", **_DROPOUT_ARGS
 #: `.contiguous()` that was a no-op at trace time, so after growth the input's
 #: strides may differ)
 VIEWS = {aten.view.default, aten._unsafe_view.default}
+
+
+# -- cov-weights: transposes of weights, antialiased resizes, shape-of aliases --------
+def _numpy_t_adapt(ctx, b):
+    """``x.T``: every dim reversed, a ``permute``."""
+    return (b["self"], tuple(reversed(range(_ndim(ctx, b["self"]))))), {}
+
+
+def _mt_adapt(ctx, b):
+    """``x.mT``: the last two dims swapped, a ``transpose``."""
+    return (b["self"], -2, -1), {}
+
+
+_add("numpy_T.default", AtenForm("permute", adapt=_numpy_t_adapt))
+_add("mT.default", AtenForm("transpose", adapt=_mt_adapt))
+_add("_upsample_bilinear2d_aa.default _upsample_bilinear2d_aa.vec "
+     "_upsample_bicubic2d_aa.default _upsample_bicubic2d_aa.vec", AtenForm(F.interpolate))
+_add("reshape_as.default", AtenForm("reshape_as", ("input", "other")))
+_add("view_as.default", AtenForm("view_as", ("input", "other")))
+_add("expand_as.default", AtenForm("expand_as", ("input", "other")))
+_add("tile.default", AtenForm(torch.tile, ("input", "dims")))
+_add("im2col.default", AtenForm(F.unfold, ("input", "kernel_size", "dilation", "padding",
+                                           "stride")))
+_add("col2im.default", AtenForm(F.fold, ("input", "output_size", "kernel_size", "dilation",
+                                         "padding", "stride")))
+_add("unfold.default", AtenForm("unfold", ("input", "dimension", "size", "step")))
+_add("linalg_vector_norm.default", AtenForm(torch.linalg.vector_norm,
+                                            ("input", "ord", "dim", "keepdim")))

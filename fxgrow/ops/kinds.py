@@ -43,7 +43,8 @@ __all__ = ["kind", "node_inputs", "is_op", "norm_kind", "CASTS", "MOVE", "ADD", 
            "MUL", "SUM", "POW", "SQUARE", "MEAN", "RSQRT", "LINEAR_LAYERS", "LINEAR_MODULES",
            "MOVE_MODULES", "PASSTHROUGH_MODULES", "CONV_MODULES", "BN_MODULES",
            "CONV_FUNCTIONS", "NORM_MODULES", "IDEMPOTENT_ACTIVATIONS", "OTHER_ACTIVATIONS",
-           "STOCHASTIC_MODULES", "STOCHASTIC_FUNCTIONS", "stochastic_nodes"]
+           "STOCHASTIC_MODULES", "STOCHASTIC_FUNCTIONS", "stochastic_nodes", "REARRANGE",
+           "rearranges", "METADATA", "reads_metadata"]
 
 # -- arithmetic ---------------------------------------------------------------------
 #: a sum of two values (``sub`` too: a difference is a sum of a negated value)
@@ -208,3 +209,49 @@ def node_inputs(node: fx.Node) -> List[fx.Node]:
     flat: List[fx.Node] = []
     fx.node.map_arg((node.args, node.kwargs), flat.append)
     return flat
+
+
+# -- one-to-one rearrangements (cov-weights) ----------------------------------------
+#: ops whose output holds each input value once, unchanged: views, transposes,
+#: (un)squeezes, copies -- and real-to-real casts (:data:`CASTS`, see :func:`kind`).
+#: A weight reached from a parameter through them is the parameter, moved: a rule
+#: can claim the parameter's dims (:meth:`fxgrow.analysis.context.RuleContext.weight`).
+#: Not ``expand``/``repeat`` (copies), ``split``/``select`` (parts) or ``cat``.
+REARRANGE = {"view", "reshape", "view_as", "reshape_as", "permute", "transpose", "t",
+             "unsqueeze", "squeeze", "flatten", "unflatten", "contiguous", "clone", "detach",
+             "movedim", "swapaxes", "swapdims", torch.reshape, torch.permute, torch.transpose,
+             torch.t, torch.unsqueeze, torch.squeeze, torch.flatten, torch.unflatten,
+             torch.movedim, torch.swapaxes, torch.swapdims, torch.clone, torch.detach}
+
+
+def rearranges(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` only rearranges (or casts between real dtypes) the values of its
+    first argument: :data:`REARRANGE`, a real cast, or ``x.T`` / ``x.mT``.
+
+    >>> gm = fx.symbolic_trace(lambda x: x.t().T.view(-1).expand(2, -1) * 2)
+    >>> [rearranges(gm, n) for n in gm.graph.nodes if n.op != "placeholder"][:-1]
+    [True, True, True, False, False]
+    """
+    if node.op == "call_function" and node.target is getattr:
+        return len(node.args) == 2 and node.args[1] in ("T", "mT")
+    if is_op(node, CASTS):
+        return kind(gm, node) == "move"
+    return is_op(node, REARRANGE)
+
+
+#: ops that read a tensor's metadata (sizes, rank, dtype, device), never its values
+METADATA = {"size", "dim", "ndimension", "numel", torch.numel}
+_METADATA_ATTRS = ("shape", "dtype", "device", "ndim", "is_cuda", "requires_grad")
+_ASSERT_METADATA = getattr(getattr(torch.ops.aten, "_assert_tensor_metadata", None), "default", None)
+
+
+def reads_metadata(node: fx.Node) -> bool:
+    """Whether ``node`` reads only the metadata of its first argument (``x.shape``,
+    ``x.size(1)``, ``x.dtype``, export's ``_assert_tensor_metadata``): such a use of a
+    parameter is no use of its values."""
+    if node.op == "call_function" and node.target is getattr:
+        return len(node.args) == 2 and node.args[1] in _METADATA_ATTRS
+    if node.op == "call_function" and _ASSERT_METADATA is not None \
+            and node.target is _ASSERT_METADATA:
+        return True
+    return is_op(node, METADATA)

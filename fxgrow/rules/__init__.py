@@ -10,7 +10,8 @@ in one module per op family and are installed here, explicitly:
 :mod:`.views`             view/reshape/flatten, permute/transpose, (un)squeeze, expand, repeat
 :mod:`.slicing`           cat/stack, split/chunk/unbind, slicing and indexing
 :mod:`.sizes`             ``size()``, ``shape``, ``numel``
-:mod:`.spatial`           pooling, interpolation, padding, roll
+:mod:`.spatial`           pooling, interpolation, padding, roll, unfold/fold
+:mod:`.recurrent`         LSTM, GRU, RNN
 :mod:`.reductions`        mean/sum/max/var over dims, softmax, argmax
 :mod:`.attention`         matmul between activations, SDPA, MultiheadAttention
 :mod:`.einsum`            ``torch.einsum``
@@ -32,7 +33,7 @@ modules with :func:`register_rule`:
 """
 
 from . import (aten, attention, control, einsum, elementwise as _elementwise, linear, norms,
-               reductions, sizes, slicing, spatial, torchvision_ops, views)
+               recurrent, reductions, sizes, slicing, spatial, torchvision_ops, views)
 from .elementwise import elementwise, same_as_input
 from .registry import RULES, RULES_BY_NAME, Rule, RuleSet, add_fallback, has_module_rule, \
     install, lookup, register_rule
@@ -44,7 +45,7 @@ __all__ = ["Rule", "RuleSet", "register_rule", "lookup", "has_module_rule", "ele
 #: the built-in rule sets, in the order they are installed
 BUILTIN = (_elementwise.RULES, linear.RULES, norms.RULES, views.RULES, slicing.RULES,
            sizes.RULES, spatial.RULES, reductions.RULES, attention.RULES, einsum.RULES,
-           torchvision_ops.RULES, control.RULES, aten.RULES)
+           recurrent.RULES, torchvision_ops.RULES, control.RULES, aten.RULES)
 
 for _rules in BUILTIN:
     install(_rules)  # a rule the user registered before this import stays theirs

@@ -18,7 +18,8 @@ from torch import nn
 from ..errors import RuleError
 from ..ir.layout import Layout
 from ..ir.roles import CONSUMER, FIXED, PASS, PRODUCER
-from ..ir.values import TV
+from ..ir.values import TV, SizeOf, iter_sizes
+from ..ops.access import with_arg
 from .registry import RuleSet
 
 __all__ = ["RULES", "linear", "conv", "embedding", "module_weight", "functional_weight"]
@@ -37,16 +38,36 @@ def module_weight(ctx) -> WeightFn:
 
 
 def functional_weight(ctx, positions) -> WeightFn:
-    """Weights given as arguments; ``positions`` maps a name to (index, kwarg)."""
+    """Weights given as arguments; ``positions`` maps a name to (index, kwarg).
+
+    A parameter, or a parameter moved by views and casts, takes the role
+    (:meth:`~fxgrow.analysis.context.RuleContext.weight`).  A tensor computed
+    in the graph cannot be rescaled, but it need not be where it only acts
+    per neuron, in place: a per-neuron tensor (role ``PASS``: a norm's weight,
+    bias and statistics, ``(x - m) / sqrt(v + eps) * w + b``) and a bias
+    (``F.linear(x, W, b) == F.linear(x, W) + b``) are elementwise terms, whose
+    layout is returned for the caller to unify with the neurons they act on
+    (what they are made of takes its roles through the ops that made it).  A
+    computed bias also makes those neurons grow by uniform replication: the
+    padding proofs (:mod:`fxgrow.analysis.padding`) read a layer's own
+    parameters, not what its bias is computed from.  A computed matrix (rows
+    and columns) is a RuleError.
+    """
     def get(name: str, dim: int, role: str) -> Optional[Layout]:
         idx, kw = positions[name]
         a = ctx.arg(idx, kw, None)
         if a is None:
             return None
         lay = ctx.weight(a, dim, role)
-        if lay is None:
-            raise RuleError(f"`{kw}` is computed in the graph, so it cannot be rescaled")
-        return lay
+        if lay is not None:
+            return lay
+        if name == "bias" or role == PASS:
+            lay = ctx.tensor(a).dims[dim]
+            if role != PASS:
+                ctx.uniform(lay, f"a bias computed in the graph (`{a.name}`) is added here, "
+                                 "so these neurons grow by uniform replication")
+            return lay
+        raise RuleError(f"`{kw}` is computed in the graph, so it cannot be rescaled")
     return get
 
 
@@ -174,28 +195,60 @@ def conv(ctx) -> TV:
     return y
 
 
+def _concrete(v: Any) -> Any:
+    """An argument's value with every int read from a size replaced by that int."""
+    if isinstance(v, SizeOf):
+        return v.value
+    if isinstance(v, (tuple, list)):
+        return type(v)(_concrete(e) for e in v)
+    return v
+
+
+_CONV_ARGS = ((3, "stride"), (4, "padding"), (5, "dilation"), (6, "groups"))
+
+
 def _conv_functional(nd: int):
     def rule(ctx) -> TV:
-        groups = ctx.arg(6, "groups", 1)
-        if not isinstance(groups, int):
+        """``F.convNd``: the weight (a parameter, or one moved by views and casts) as in
+        :func:`_conv_channels`.  Literal arguments read from sizes (``groups=w.shape[0]``)
+        become literals once what they read grows: a depthwise ``groups`` the new
+        ``C_in``, stride, padding and dilation their old values."""
+        raw = {name: ctx.arg(i, name, None) for i, name in _CONV_ARGS}
+        value = {name: ctx.value(a) for name, a in raw.items()}
+        read = {name: tuple(l for sz in iter_sizes(v) for l in sz.layouts)
+                for name, v in value.items()}
+        groups = _concrete(value["groups"]) if raw["groups"] is not None else 1
+        if not isinstance(groups, int) or isinstance(groups, bool):
             raise RuleError("non-literal groups")
         weight = functional_weight(ctx, {"weight": (1, "weight"), "bias": (2, "bias")})
         x = ctx.tensor(ctx.arg(0, "input"))
         cin = x.dims[len(x.dims) - nd - 1]
-        if groups > 1 and ctx.norm(cin).size == groups:
-            # depthwise: the group count is the channel count, so it follows C_in
-            ctx.rewrite_arg(6, "groups", ctx.size(cin))
+        depthwise = groups > 1 and ctx.norm(cin).size == groups
         w = ctx.spec(ctx.arg(1, "weight"))
-        through = _pointwise(tuple(w.shape[2:]), ctx.arg(3, "stride", 1), ctx.arg(4, "padding", 0),
-                             nd) if w is not None else ()
-        return _conv(ctx, nd, groups, weight, False, through)
+        through = _pointwise(tuple(w.shape[2:]), _concrete(value["stride"] or 1),
+                             _concrete(value["padding"] or 0), nd) if w is not None else ()
+        y = _conv(ctx, nd, groups, weight, False, through)
+        args, kwargs = ctx.node.args, ctx.node.kwargs
+        for i, name in _CONV_ARGS:
+            if name == "groups" and depthwise:
+                # the group count is the channel count, so it follows C_in
+                new = ctx.if_grows((cin,) + read[name], ctx.size(cin), raw[name]) \
+                    if read[name] else ctx.size(cin)
+            elif read[name]:  # keep what the sizes gave, whatever grows
+                new = ctx.if_grows(read[name], _concrete(value[name]), raw[name])
+            else:
+                continue
+            args, kwargs = with_arg(args, kwargs, i, name, new)
+        if (args, kwargs) != (ctx.node.args, ctx.node.kwargs):
+            ctx.rewrite(args, kwargs)
+        return y
     rule.__name__ = f"conv{nd}d_functional"
     return rule
 
 
-RULES.rule(F.conv1d)(_conv_functional(1))
-RULES.rule(F.conv2d)(_conv_functional(2))
-RULES.rule(F.conv3d)(_conv_functional(3))
+RULES.rule(F.conv1d, accepts_sizes=True)(_conv_functional(1))
+RULES.rule(F.conv2d, accepts_sizes=True)(_conv_functional(2))
+RULES.rule(F.conv3d, accepts_sizes=True)(_conv_functional(3))
 
 
 # -- Embedding ------------------------------------------------------------------

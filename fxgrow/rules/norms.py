@@ -11,16 +11,19 @@ LayerNorm/RMSNorm residual streams can take any width by padding, see
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RuleError
 from ..ir.roles import FIXED, PASS
 from ..ir.values import TV, SizeOf
+from .common import dim_index
 from .linear import WeightFn, functional_weight, module_weight
 from .registry import RuleSet
 
-__all__ = ["RULES", "batch_norm", "instance_norm", "layer_norm", "rms_norm", "group_norm"]
+__all__ = ["RULES", "batch_norm", "instance_norm", "layer_norm", "rms_norm", "group_norm",
+           "normalize", "vector_norm"]
 
 RULES = RuleSet()
 
@@ -202,3 +205,45 @@ def group_norm_functional(ctx) -> TV:
     groups = ctx.arg(1, "num_groups")
     weight = functional_weight(ctx, {"weight": (2, "weight"), "bias": (3, "bias")})
     return _group_norm(ctx, x, groups, weight)
+
+
+@RULES.rule(F.normalize)
+def normalize(ctx) -> TV:
+    """``F.normalize(x, p, dim)``: ``x / max(‖x‖_p, eps)`` with the norm over ``dim``.
+
+    Over a free extent (tokens: XCA's cross-covariance attention) each neuron is
+    divided by a norm of its own values, which its copies share, so every other
+    dim passes.  Over a dim that holds neurons the norm counts every copy
+    (``‖x'‖₂ = √k·‖x‖₂`` under uniform replication by ``k``, and ``eps`` does not
+    scale with it), so those neurons are blocked -- except for ``p = inf``:
+    a maximum over copies is the maximum.
+    """
+    x = ctx.tensor(ctx.arg(0, "input"))
+    p, d = ctx.arg(1, "p", 2.0), ctx.arg(2, "dim", 1)
+    if not isinstance(p, (int, float)) or isinstance(p, bool):
+        raise RuleError("non-literal p")
+    dims = d if isinstance(d, (tuple, list)) else (d,)
+    for i in dims:
+        if p != float("inf"):
+            ctx.mixes(x.dims[dim_index(i, x.ndim)],
+                      f"F.normalize divides by a {p:g}-norm over this dim, which counts every copy")
+    return x
+
+
+@RULES.rule(torch.linalg.vector_norm)
+def vector_norm(ctx) -> TV:
+    """``torch.linalg.vector_norm(x, ord, dim, keepdim)`` (what ``F.normalize`` becomes
+    under ``torch.export``): a norm over free extents leaves the neuron dims alone; over
+    a dim that holds neurons it counts copies and blocks them, except for
+    ``ord = ±inf`` (a maximum or minimum over copies is unchanged)."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    p, d, keep = ctx.arg(1, "ord", 2), ctx.arg(2, "dim", None), ctx.arg(3, "keepdim", False)
+    if not isinstance(p, (int, float)) or isinstance(p, bool):
+        raise RuleError("non-literal ord")
+    dims = range(x.ndim) if d is None else d if isinstance(d, (tuple, list)) else (d,)
+    reduced = {dim_index(i, x.ndim) for i in dims}
+    for i in reduced:
+        if abs(p) != float("inf"):
+            ctx.mixes(x.dims[i], f"a {p:g}-norm over this dim counts every copy")
+    return TV(tuple(ctx.free(1) if i in reduced else lay for i, lay in enumerate(x.dims)
+                    if keep or i not in reduced))

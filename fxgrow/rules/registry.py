@@ -14,7 +14,7 @@ by :mod:`fxgrow.rules` explicitly; users add rules for their own ops and leaf
 modules with :func:`register_rule`.
 
 >>> import torch, fxgrow.rules
->>> lookup(torch.nn.Linear).name, lookup("view").name, lookup(torch.nn.LSTM) is None
+>>> lookup(torch.nn.Linear).name, lookup("view").name, lookup(torch.nn.Bilinear) is None
 ('linear', 'reshape', True)
 """
 

@@ -18,12 +18,12 @@ from torch import fx, nn
 from ..errors import RuleError
 from ..ir.layout import Layout, leaves
 from ..ir.roles import FIXED, GROWABLE
-from ..ir.values import TV, iter_sizes
+from ..ir.values import TV, SizeOf, iter_sizes
 from .common import dim_index
 from .registry import RuleSet
 
 __all__ = ["RULES", "reshape", "flatten", "permute", "transpose", "unsqueeze", "squeeze",
-           "expand", "repeat"]
+           "expand", "repeat", "tile"]
 
 RULES = RuleSet()
 
@@ -58,12 +58,13 @@ def _reshape_dims(ctx, x: TV, in_shape: Sequence[int], out_shape: Sequence[int])
                 ib.append(outs[b])
                 pb *= outs[b][1]
         merged = ctx.prod([x.dims[i] for i, _ in ia])
-        if len(ib) == 1:
+        if len(ib) == 1 and (len(ia) == 1 or _can_grow(ctx, merged)):
             pieces = [merged]
-        elif all(ctx.table.status(l.space) != GROWABLE for l in leaves(ctx.norm(merged))):
+        elif not _can_grow(ctx, merged):
             # Nothing here can grow (e.g. spatial extents, which window
-            # partitions factor in different orders): no need to relate the
-            # pieces to the merged dims, only to keep them fixed.
+            # partitions factor and merge in different orders, then crop):
+            # no need to relate the pieces to the merged dims, only to keep
+            # them fixed.
             pieces = [ctx.table.fresh(n, free=True, status=FIXED,
                                       reason=f"reshaped from a fixed dimension by `{ctx.node.name}`")
                       for _, n in ib]
@@ -74,6 +75,10 @@ def _reshape_dims(ctx, x: TV, in_shape: Sequence[int], out_shape: Sequence[int])
         a += 1
         b += 1
     return result
+
+
+def _can_grow(ctx, layout: Layout) -> bool:
+    return any(ctx.table.status(l.space) == GROWABLE for l in leaves(ctx.norm(layout)))
 
 
 def _shape_literal(ctx, entries: List[Any], dims: List[Layout], rebuild) -> None:
@@ -286,15 +291,27 @@ def expand_as(ctx) -> TV:
     return other
 
 
-@RULES.rule("repeat")
-def repeat(ctx) -> TV:
-    """``repeat`` tiles: a dim repeated ``r`` times is ``Prod(R, L)`` with ``R`` fixed."""
-    x = ctx.tensor(ctx.arg(0))
-    reps = list(ctx.node.args[1:])
-    if len(reps) == 1 and isinstance(reps[0], (tuple, list)):
-        reps = list(reps[0])
-    if not all(isinstance(r, int) for r in reps):
-        raise RuleError("non-literal repeat counts")
+def _counts(ctx, raw: Sequence[Any]) -> List[int]:
+    """Literal repeat counts; a count read from a size is taken at its value when every
+    layout it was read from is a free extent (which never grows), else a RuleError."""
+    counts = []
+    for r in raw:
+        v = ctx.value(r)
+        if isinstance(v, SizeOf):
+            if not _free(ctx, v.layouts):
+                raise RuleError("a repeat count read from the size of a neuron dimension")
+            v = v.value
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise RuleError("non-literal repeat counts")
+        counts.append(v)
+    return counts
+
+
+def _free(ctx, layouts: Sequence[Layout]) -> bool:
+    return all(ctx.table.is_free(l.space) for lay in layouts for l in leaves(ctx.norm(lay)))
+
+
+def _tile(ctx, x: TV, reps: List[int]) -> TV:
     lead = len(reps) - x.ndim
     dims: List[Layout] = [ctx.free(r) for r in reps[:lead]]
     for lay, r in zip(x.dims, reps[lead:]):
@@ -302,12 +319,43 @@ def repeat(ctx) -> TV:
     return TV(tuple(dims))
 
 
-@RULES.rule("repeat_interleave", torch.repeat_interleave)
+def _rest(ctx, first: int, name: str) -> List[Any]:
+    rest = list(ctx.node.args[first:]) or [ctx.node.kwargs.get(name, ())]
+    return list(rest[0]) if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
+
+
+@RULES.rule("repeat", accepts_sizes=True)
+def repeat(ctx) -> TV:
+    """``repeat`` tiles: a dim repeated ``r`` times is ``Prod(R, L)`` with ``R`` fixed.
+
+    Counts may be read from the sizes of free extents (a window count): those
+    never grow, so the count stays what it is and follows the input.
+    """
+    x = ctx.tensor(ctx.arg(0))
+    return _tile(ctx, x, _counts(ctx, _rest(ctx, 1, "repeats")))
+
+
+@RULES.rule("tile", torch.tile, accepts_sizes=True)
+def tile(ctx) -> TV:
+    """``tile(dims)``: ``repeat`` with the counts padded by leading 1s to the rank."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    reps = _counts(ctx, _rest(ctx, 1, "dims"))
+    return _tile(ctx, x, [1] * (x.ndim - len(reps)) + reps)
+
+
+@RULES.rule("repeat_interleave", torch.repeat_interleave, accepts_sizes=True)
 def repeat_interleave(ctx) -> TV:
-    """``repeat_interleave(r, dim)``: each neuron repeated ``r`` times, ``Prod(L, R)``."""
+    """``repeat_interleave(r, dim)``: each neuron repeated ``r`` times, ``Prod(L, R)``
+    (``r`` literal, or read from the size of a free extent)."""
     x = ctx.tensor(ctx.arg(0, "input"))
     r = ctx.arg(1, "repeats")
     d = ctx.arg(2, "dim", None)
+    if any(True for a in list(ctx.node.args[2:]) + [v for k, v in ctx.node.kwargs.items()
+                                                    if k != "repeats"]
+           for _ in iter_sizes(ctx.value(a))):
+        raise RuleError("repeat_interleave with a size read from a tensor")
+    if isinstance(r, (int, fx.Node)) and not isinstance(ctx.value(r), TV):
+        r = _counts(ctx, [r])[0]
     if not isinstance(r, int) or d is None:
         raise RuleError("repeat_interleave needs a literal int count and a dim")
     d = dim_index(d, x.ndim)

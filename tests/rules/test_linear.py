@@ -100,3 +100,199 @@ def test_a_pointwise_conv_along_a_neuron_dim_passes_it_a_wider_kernel_blocks_it(
     grow_exactly(Over(1).double(), x, 2.0)
     a = fxgrow.analyze(Over(3).double(), x)
     assert not a.group("a").growable and "mixes positions" in a.group("a").reason
+
+
+# -- weights moved from a parameter, computed biases ----------------------------
+import pytest  # noqa: E402
+
+from helpers import blocked, exact_or_refused  # noqa: E402
+
+CAPTURES = ("fx", "export")
+
+
+class _CausalDepthwise(nn.Module):
+    """Mamba's depthwise causal conv, its weight kept 2-D: ``conv1d(x, W.view(C, 1, k))``."""
+
+    def __init__(self, how, c=6, k=4):
+        super().__init__()
+        self.how, self.k = how, k
+        self.inp, self.out = nn.Linear(5, c), nn.Linear(c, 3)
+        self.w, self.b = nn.Parameter(torch.randn(c, k)), nn.Parameter(torch.randn(c))
+
+    def forward(self, x):
+        h = self.inp(x).transpose(1, 2)
+        c = self.w.shape[0]
+        w = self.w.view(c, 1, self.k) if self.how == "view" else self.w.unsqueeze(1)
+        h = F.conv1d(h, w, self.b, padding=self.k - 1, groups=c)[..., :x.shape[1]]
+        return self.out(F.silu(h).transpose(1, 2))
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+@pytest.mark.parametrize("how", ["view", "unsqueeze"])
+def test_a_depthwise_conv_weight_viewed_from_a_parameter_grows(how, capture):
+    m, x = _CausalDepthwise(how).double(), torch.randn(2, 7, 5, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    g = a.group("inp")
+    assert g.growable, a
+    roles = {(mm.tensor, mm.dim): mm.role for mm in g.members}
+    assert roles[("w", 0)] == "pass-through" and roles[("b", 0)] == "pass-through"
+    grown = grow_exactly(m, x, {"inp": 9}, capture=capture)
+    assert grown.get_parameter("w").shape == (9, 4)
+    grow_exactly(m, x, 1.5, capture=capture)
+
+
+class _Moved(nn.Module):
+    """A Linear whose weight is moved before use: transposed, cast, made contiguous."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.a, self.c = nn.Linear(5, 8), nn.Linear(4, 3)
+        self.w = nn.Parameter(torch.randn(4, 8))
+
+    def forward(self, x):
+        h, w = torch.relu(self.a(x)), self.w
+        y = {"T": lambda: h @ w.T, "t": lambda: h @ w.t(), "mT": lambda: h @ w.mT,
+             "transpose": lambda: torch.matmul(h, w.transpose(0, 1)),
+             # computed in float64 inside a float32 model (a router in full precision)
+             "double": lambda: F.linear(h.double(), w.double()).to(h.dtype),
+             "to": lambda: F.linear(h, w.to(h.dtype)),
+             "contiguous": lambda: F.linear(h, w.contiguous())}[self.how]()
+        return self.c(torch.relu(y))
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+@pytest.mark.parametrize("how", ["T", "t", "mT", "transpose", "double", "to", "contiguous"])
+def test_a_weight_moved_from_a_parameter_is_the_parameter(how, capture):
+    dtype = torch.float32 if how == "double" else torch.float64
+    m, x = _Moved(how).to(dtype), torch.randn(3, 5, dtype=dtype)
+    a = fxgrow.analyze(m, x, capture=capture)
+    rows = next(g for g in a.groups if any(mm.tensor == "w" and mm.dim == 0 for mm in g.members))
+    assert a.group("a").growable and rows.growable, a
+    roles = {(mm.tensor, mm.dim): mm.role for mm in a.members.values() if mm.tensor == "w"}
+    assert roles == {("w", 0): "producer", ("w", 1): "consumer"}
+    grow_exactly(m, x, 2.0, capture=capture)
+    grow_exactly(m, x, 1.5, capture=capture)
+
+
+class _Spread(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.w = nn.Linear(5, 12), nn.Parameter(torch.randn(8, 6))
+
+    def forward(self, x):  # (8, 6) -> (4, 12): W's rows cut in two, half of them columns
+        return F.linear(torch.relu(self.a(x)), self.w.view(4, 12))
+
+
+def test_a_view_spreading_a_parameter_dim_over_weight_dims_blocks():
+    m, x = _Spread().double(), torch.randn(3, 5, dtype=torch.float64)
+    assert "spreads dim 0 of `w`" in blocked(m, x, "a")
+    exact_or_refused(m, x)
+
+
+class _Computed(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.a, self.w = nn.Linear(5, 8), nn.Parameter(torch.randn(4, 8))
+
+    def forward(self, x):
+        h, w = torch.relu(self.a(x)), self.w
+        if self.how == "arithmetic":
+            return F.linear(h, w * 2)
+        wt = w.t()  # read twice: once as a weight, once as a plain tensor
+        return h @ wt + wt.sum()
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_arithmetic_on_a_weight_blocks_naming_the_node(capture):
+    m, x = _Computed("arithmetic").double(), torch.randn(3, 5, dtype=torch.float64)
+    why = blocked(m, x, "a", capture=capture)
+    assert "`weight` is computed in the graph" in why and "(node `linear" in why
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_moved_weight_read_elsewhere_too_is_not_claimed(capture):
+    m, x = _Computed("twice").double(), torch.randn(3, 5, dtype=torch.float64)
+    assert not fxgrow.analyze(m, x, capture=capture).group("a").growable
+    exact_or_refused(m, x, capture=capture)
+
+
+def test_reading_a_weights_shape_is_no_use_of_its_values():
+    class Sized(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.w = nn.Linear(5, 8), nn.Parameter(torch.randn(4, 8))
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            return F.linear(h, self.w).view(-1, self.w.shape[0])
+
+    m, x = Sized().double(), torch.randn(3, 5, dtype=torch.float64)
+    assert fxgrow.analyze(m, x).group("a").growable
+    grow_exactly(m, x, 2.0)
+
+
+class _QKVBias(nn.Module):
+    """BEiT / EVA / Swin V2: ``F.linear(x, W, cat((q_bias, zeros_like(v_bias), v_bias)))``."""
+
+    def __init__(self, d=8, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.norm, self.qkv, self.proj = nn.LayerNorm(d), nn.Linear(d, 3 * d, bias=False), \
+            nn.Linear(d, d)
+        self.q_bias, self.v_bias = nn.Parameter(torch.randn(d)), nn.Parameter(torch.randn(d))
+        self.fc1, self.fc2 = nn.Linear(d, 16), nn.Linear(16, d)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(self.norm(x), self.qkv.weight, bias)
+        q, k, v = qkv.reshape(B, N, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, -1)
+        x = x + self.proj(o)
+        return x + self.fc2(F.gelu(self.fc1(x)))
+
+
+class _Embedded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed, self.block, self.head = nn.Linear(4, 8), _QKVBias(), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.block(self.embed(x)))
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_bias_computed_in_the_graph_is_an_added_term(capture):
+    m, x = _Embedded().double(), torch.randn(2, 5, 4, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert a.group("embed").growable and a.group("block.fc1").growable, a
+    # the q/k/v rows are Prod(3, heads, head_dim): the heads grow (by replication, the
+    # bias being computed); the head dim is contracted by q @ k, and with a computed
+    # bias the proof that one side can be divided fails, with the reason
+    heads, head_dim = (next(g for g in a.groups if g.size == n and "block.q_bias" in
+                            {mm.tensor for mm in g.members}) for n in (2, 4))
+    assert heads.growable and heads.uniform and "bias computed" in heads.uniform[0]
+    assert not head_dim.growable and "reads them divided by count**0" in head_dim.reason
+    grow_exactly(m, x, 2.0, capture=capture)
+    # (the fx graph keeps nn.LayerNorm, so the stream may be mean-padded to 12)
+    grow_exactly(m, x, {"embed": 12 if capture == "fx" else 16, heads.id: 4}, capture=capture)
+
+
+def test_a_computed_bias_keeps_its_layer_from_being_mean_padded():
+    class Exp(nn.Module):  # exp(mean(b)) is not the mean of exp(b): no padding
+        def __init__(self):
+            super().__init__()
+            self.a, self.c = nn.Linear(4, 6), nn.Linear(8, 3)
+            self.w, self.b = nn.Parameter(torch.randn(8, 6)), nn.Parameter(torch.randn(8))
+            self.norm = nn.LayerNorm(8)
+
+        def forward(self, x):
+            return self.c(self.norm(F.linear(self.a(x), self.w, torch.exp(self.b))))
+
+    m, x = Exp().double(), torch.randn(2, 5, 4, dtype=torch.float64)
+    a = fxgrow.analyze(m, x)
+    with pytest.raises(fxgrow.ConstraintError, match="bias computed in the graph"):
+        fxgrow.widen(a, x, {"norm": 12})
+    grow_exactly(m, x, {"norm": 16})

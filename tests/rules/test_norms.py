@@ -1,4 +1,4 @@
-"""Rules for BatchNorm, InstanceNorm, LayerNorm, RMSNorm, GroupNorm (fxgrow.rules.norms)."""
+"""Rules for BatchNorm, InstanceNorm, LayerNorm, RMSNorm, GroupNorm, F.normalize (fxgrow.rules.norms)."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxgrow
-from helpers import grow_exactly
+from helpers import blocked, exact_or_refused, grow_exactly
 
 
 def test_layer_norm_integer_factors_replicate_others_mean_pad():
@@ -116,3 +116,120 @@ def test_functional_norm_shape_read_from_its_input_follows_it():
     grow_exactly(m, x, 2.0)
     with pytest.raises(fxgrow.ConstraintError, match="integer factor"):
         fxgrow.widen(m, x, 1.5, verify=False)
+
+
+# -- per-neuron tensors computed in the graph --------------------------------------
+class _ComputedGain(nn.Module):
+    """Norms whose per-neuron tensors are computed: cast (deepseek's ``RmsNormFp32``),
+    offset (``1 + w``), or statistics standardised elsewhere."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how, self.a, self.b = how, nn.Linear(4, 8), nn.Linear(8, 2)
+        self.w, self.beta = nn.Parameter(torch.rand(8) + 0.5), nn.Parameter(torch.randn(8))
+        self.register_buffer("mean", torch.randn(8))
+        self.register_buffer("var", torch.rand(8) + 0.5)
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.how == "rms_cast":
+            y = F.rms_norm(h.float(), (8,), self.w.float(), 1e-6).to(h.dtype)
+        elif self.how == "layer_offset":
+            y = F.layer_norm(h, (8,), 1 + self.w, self.beta * 2)
+        else:
+            y = F.batch_norm(h, self.mean * 1, self.var.abs(), self.w.to(h.dtype), None)
+        return self.b(y)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("how", ["rms_cast", "layer_offset", "batch_stats"])
+def test_per_neuron_tensors_computed_in_the_graph_pass(how, capture):
+    dtype = torch.float32 if how == "rms_cast" else torch.float64
+    m, x = _ComputedGain(how).to(dtype), torch.randn(3, 4, dtype=dtype)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert a.group("a").growable, a
+    grow_exactly(m, x, 2.0, capture=capture)
+    if how == "batch_stats":
+        grow_exactly(m, x, 1.5, capture=capture)
+
+
+# -- F.normalize / torch.linalg.vector_norm -----------------------------------------
+class _Normalised(nn.Module):
+    """Linear -> a norm over tokens (dim 1) or over the Linear's neurons (dim -1) -> Linear."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f, self.a, self.b = f, nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):  # (B, T, 4)
+        return self.b(self.f(self.a(x)))
+
+
+_INF = float("inf")
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("f", [
+    lambda h: F.normalize(h, dim=1),  # XCA: over the tokens
+    lambda h: h / torch.linalg.vector_norm(h, dim=1, keepdim=True),
+    lambda h: F.normalize(h, p=_INF, dim=-1),  # a max over copies is the max
+    lambda h: h * torch.linalg.vector_norm(h, ord=-_INF, dim=(-1,), keepdim=True),
+    lambda h: h * torch.linalg.vector_norm(h, ord=_INF),
+], ids=["normalize-tokens", "vector_norm-tokens", "normalize-inf", "vector_norm-minus-inf",
+        "vector_norm-all-inf"])
+def test_norms_over_free_dims_or_of_infinite_order_grow(f, capture):
+    m, x = _Normalised(f).double(), torch.randn(2, 5, 4, dtype=torch.float64)
+    assert fxgrow.analyze(m, x, capture=capture).group("a").growable
+    grow_exactly(m, x, 2.0, capture=capture)
+    grow_exactly(m, x, 1.5, capture=capture)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("f, node", [
+    (lambda h: F.normalize(h, dim=-1), "normalize"),
+    (lambda h: F.normalize(h, p=1.0, dim=(1, 2)), "normalize"),
+    (lambda h: h * torch.linalg.vector_norm(h, dim=-1, keepdim=True), "linalg_vector_norm"),
+    (lambda h: h * torch.linalg.vector_norm(h, ord=0), "linalg_vector_norm"),
+], ids=["normalize", "normalize-dims", "vector_norm", "vector_norm-count"])
+def test_finite_norms_over_neurons_count_copies_and_block(f, node, capture):
+    m, x = _Normalised(f).double(), torch.randn(2, 5, 4, dtype=torch.float64)
+    reason = blocked(m, x, "a", capture=capture)
+    assert "norm over this dim" in reason and "counts every copy" in reason
+    assert f"(node `{node if capture == 'fx' else 'linalg_vector_norm'}" in reason
+    assert exact_or_refused(m, x, 2.0, capture=capture) is not None
+
+
+# -- weight standardisation (timm's StdConv2d / ScaledStdConv2d) ----------------------
+class _StdConv(nn.Conv2d):
+    """A weight-standardised conv, written as timm's ``StdConv2d``: each output row of the
+    weight normalised over its fan-in by ``F.batch_norm`` in training mode."""
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                         training=True, momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+def _std_convs():
+    convs = [_StdConv]
+    try:
+        from timm.layers import ScaledStdConv2d, StdConv2d
+        convs += [StdConv2d, ScaledStdConv2d]
+    except ImportError:  # pragma: no cover - timm is optional
+        pass
+    return convs
+
+
+@pytest.mark.parametrize("conv", _std_convs(), ids=lambda c: c.__name__)
+def test_standardised_conv_weights_block_both_sides(conv):
+    """The standardisation renormalises the fan-in: Net2Net's division of the input
+    columns by the copy counts would be undone (and the copies then counted twice), so
+    the weight computed in the graph blocks the channels on both sides of the conv."""
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), conv(8, 8, 3, padding=1),
+                      nn.ReLU(), nn.Conv2d(8, 4, 1)).double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    a = fxgrow.analyze(m, x)
+    assert not any(g.growable for g in a.groups), a
+    for g in [a.group("0")] + [g for g in a.groups_of("2") if g.size == 8]:
+        assert "computed in the graph" in g.reason and "(node `" in g.reason
+    assert exact_or_refused(m, x, 2.0) is not None

@@ -72,3 +72,85 @@ def test_a_view_as_another_dtype_blocks():
     m = Bits().double()
     assert "another dtype" in fxgrow.analyze(m, torch.randn(3, 4, dtype=torch.float64)).group(
         "a").reason
+
+
+# -- repeats with counts read from sizes; merged fixed extents ------------------
+import pytest  # noqa: E402
+
+from helpers import blocked, exact_or_refused  # noqa: E402
+
+
+class _Repeat(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how, self.a, self.b = how, nn.Linear(3, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.a(x)  # (B, T, C)
+        B, T, C = h.shape
+        g = h.mean(1, keepdim=True)  # a global token, repeated over the T positions
+        if self.how == "repeat":
+            g = g.repeat(1, T, 1)
+        elif self.how == "tile":
+            g = g.tile(T, 1)
+        elif self.how == "tile_short":
+            g = torch.tile(g, (1, T, 1))
+        else:
+            g = g.repeat_interleave(T, dim=1)
+        return self.b(torch.relu(h + g))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("how", ["repeat", "tile", "tile_short", "repeat_interleave"])
+def test_repeats_counted_by_the_size_of_a_free_dim_grow(how, capture):
+    m, x = _Repeat(how).double(), torch.randn(2, 5, 3, dtype=torch.float64)
+    assert fxgrow.analyze(m, x, capture=capture).group("a").growable
+    grow_exactly(m, x, 1.5, capture=capture)
+
+
+def test_a_repeat_counted_by_a_neuron_dim_blocks():
+    class R(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.a(x)  # (B, 4): repeat the batch by the number of features
+            return self.b(h.repeat(h.shape[1], 1)).sum(0)
+
+    m, x = R().double(), torch.randn(2, 3, dtype=torch.float64)
+    assert "repeat count read from the size of a neuron dimension" in blocked(m, x, "a")
+    exact_or_refused(m, x)
+
+
+def test_merged_fixed_extents_are_cut_freely():
+    class Windows(nn.Module):  # (B, 2, 4) windows merged back to 8 positions, cropped to 6
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.a(x).view(2, 2, 4, 8).reshape(2, 8, 8)[:, :6]
+            return self.b(h)
+
+    m, x = Windows().double(), torch.randn(2, 8, 3, dtype=torch.float64)
+    assert fxgrow.analyze(m, x).group("a").growable
+    grow_exactly(m, x, 1.5)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_reshape_as_and_expand_as_follow_the_other_tensor(capture):
+    class As(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(3, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.a(x)  # (B, T, C)
+            flat = self.b(h.reshape(-1, 8)).reshape_as(h)
+            gate = h.mean(1, keepdim=True).expand_as(h)
+            return self.c(torch.relu(flat * gate))
+
+    m, x = As().double(), torch.randn(2, 5, 3, dtype=torch.float64)
+    assert fxgrow.analyze(m, x, capture=capture).group("a").growable
+    grow_exactly(m, x, 1.5, capture=capture)
