@@ -42,7 +42,7 @@ from ..ir.roles import PRODUCER
 from ..ir.values import TV
 from ..ops.access import tensor_by_name
 from ..ops.kinds import (MEAN, MUL, POW, RSQRT, SQUARE, SUM, is_op, kind, node_inputs,
-                         norm_kind)
+                         norm_kind, value_users)
 from .result import Analysis
 
 __all__ = ["Padding", "NormSite", "prove_padding", "pad_mode", "mean_pad_problem",
@@ -163,7 +163,9 @@ class WrittenRMS:
 
 
 def _only_user(node: fx.Node) -> Optional[fx.Node]:
-    return next(iter(node.users)) if len(node.users) == 1 else None
+    """The one node using ``node``'s value (export's metadata asserts are no use)."""
+    users = value_users(node)
+    return users[0] if len(users) == 1 else None
 
 
 def _square_of(node: fx.Node) -> Optional[fx.Node]:
@@ -224,7 +226,7 @@ def written_rms(analysis: Analysis, mean: fx.Node, gid: int) -> Optional[Written
         # the weight is rescaled in place: nothing else may read it
         reads = [n for n in gm.graph.nodes if n.op == "get_attr"
                  and tensor_by_name(gm, n.target) is tensor]
-        if len(reads) != 1 or len(weights[0].users) != 1 or any(
+        if len(reads) != 1 or len(value_users(weights[0])) != 1 or any(
                 n.op == "call_module" and any(p is tensor for p in gm.get_submodule(n.target).parameters())
                 for n in gm.graph.nodes):
             return None

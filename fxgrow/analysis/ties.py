@@ -18,7 +18,7 @@ from torch import fx
 from ..ir.roles import ATTR, BLOCKED, CONSUMER, PASS, PRODUCER
 from ..ir.values import TV
 from ..ops.access import tensor_by_name
-from ..ops.kinds import MUL, is_op, norm_kind
+from ..ops.kinds import MUL, is_op, norm_kind, value_users
 from .state import TensorDim, WalkState
 
 __all__ = ["resolve_ties"]
@@ -30,7 +30,7 @@ def _readers(state: WalkState, tensor: str) -> int:
     n = 0
     for node in state.gm.graph.nodes:
         if node.op == "get_attr" and state.name(node.target) == tensor:
-            n += len(node.users)
+            n += len(value_users(node))
         elif node.op == "call_module":
             mod = state.gm.get_submodule(node.target)
             owned = list(mod.named_parameters(remove_duplicate=False)) + \
@@ -75,7 +75,7 @@ def _move_scaling(state: WalkState, key: TensorDim) -> bool:
     moves = []
     for use in uses:
         src = use.args[0] if use.args else None
-        if not isinstance(src, fx.Node) or len(src.users) != 1:
+        if not isinstance(src, fx.Node) or len(value_users(src)) != 1:
             return False
         gains = _gains(state, src)
         if not gains or any(g not in state.params for g in gains):

@@ -39,7 +39,8 @@ from torch import fx, nn
 from .. import meta
 from .aten import canonical_target
 
-__all__ = ["kind", "node_inputs", "is_op", "norm_kind", "CASTS", "MOVE", "ADD", "SCALE", "DIVIDE",
+__all__ = ["kind", "node_inputs", "is_op", "norm_kind", "value_users", "reads_values",
+           "NO_VALUE_RULES", "CASTS", "MOVE", "ADD", "SCALE", "DIVIDE",
            "MUL", "SUM", "POW", "SQUARE", "MEAN", "RSQRT", "LINEAR_LAYERS", "LINEAR_MODULES",
            "MOVE_MODULES", "PASSTHROUGH_MODULES", "CONV_MODULES", "BN_MODULES",
            "CONV_FUNCTIONS", "NORM_MODULES", "IDEMPOTENT_ACTIVATIONS", "OTHER_ACTIVATIONS",
@@ -201,6 +202,35 @@ def kind(gm: fx.GraphModule, node: fx.Node) -> Optional[str]:
         if is_op(node, ops):
             return name
     return None
+
+
+#: rules of nodes that compute nothing from their inputs' values: export's asserts, guards
+#: and range constraints, its ``_assert_tensor_metadata`` (added for ``.to(dtype)``), and
+#: grad-mode / autocast switches (see :mod:`fxgrow.rules.aten`, :mod:`fxgrow.rules.control`)
+NO_VALUE_RULES = frozenset({"no_tensor", "export_guards", "assert_tensor_metadata", "switch"})
+
+
+def reads_values(node: fx.Node) -> bool:
+    """Whether ``node`` computes something from the values it reads (an assert that
+    checks a dtype, a guard or a grad-mode switch does not).  Read from the rule the
+    analysis gave the node, so it is meaningful once the walk has run."""
+    return meta.rule(node, None) not in NO_VALUE_RULES
+
+
+def value_users(node: fx.Node) -> List[fx.Node]:
+    """The users of ``node`` that use its value (:func:`reads_values`).
+
+    Proofs that count uses (a weight read once, a chain step used once) or walk
+    the readers of a value count these: ``torch.export`` adds an
+    ``_assert_tensor_metadata`` after every ``.to(dtype)``, which checks the
+    tensor's metadata and computes nothing, so it is no second use.
+
+    >>> from torch import fx
+    >>> g = fx.Graph(); x = g.placeholder("x"); y = g.call_function(torch.relu, (x,))
+    >>> [u.name for u in value_users(x)]
+    ['relu']
+    """
+    return [u for u in node.users if reads_values(u)]
 
 
 def node_inputs(node: fx.Node) -> List[fx.Node]:

@@ -231,3 +231,14 @@ def test_an_integer_cast_is_not_an_affine_step():
     x = torch.randn(6, 4, dtype=torch.float64)
     a = fxgrow.analyze(m, x)
     assert "is not affine" in mean_pad_problem(a, a.group("a").id)
+
+
+def test_written_out_rmsnorm_is_zero_padded_through_export():
+    # export checks every `.to(dtype)` with an `_assert_tensor_metadata`: no second use
+    m, x = Residual().eval(), torch.randn(4, 3)
+    a = fxgrow.analyze(m, x, capture="export")
+    assert any("_assert_tensor_metadata" in str(n.target) for n in a.graph_module.graph.nodes)
+    (group,) = a.groups_of("emb")
+    assert pad_mode(a, group.id) == ("zero", None)
+    g = fxgrow.widen(a, x, {"emb": 10}, verify=False)
+    assert_same_function(m, g, x)
