@@ -40,7 +40,7 @@ from .. import meta
 from .aten import canonical_target
 
 __all__ = ["kind", "node_inputs", "is_op", "norm_kind", "value_users", "reads_values",
-           "NO_VALUE_RULES", "CASTS", "MOVE", "ADD", "SCALE", "DIVIDE",
+           "NO_VALUE_RULES", "default_rms_eps", "CASTS", "MOVE", "ADD", "SCALE", "DIVIDE",
            "MUL", "SUM", "POW", "SQUARE", "MEAN", "RSQRT", "LINEAR_LAYERS", "LINEAR_MODULES",
            "MOVE_MODULES", "PASSTHROUGH_MODULES", "CONV_MODULES", "BN_MODULES",
            "CONV_FUNCTIONS", "NORM_MODULES", "IDEMPOTENT_ACTIVATIONS", "OTHER_ACTIVATIONS",
@@ -164,6 +164,18 @@ def norm_kind(module: Any) -> Optional[str]:
         if isinstance(module, cls) and type(module).forward is cls.forward:
             return name
     return None
+
+
+def default_rms_eps(dtype: torch.dtype) -> float:
+    """The ``eps`` ``rms_norm`` (and ``nn.RMSNorm(eps=None)``) uses: the machine epsilon
+    of the type it computes in, float32 for float16 and bfloat16 inputs.
+
+    >>> default_rms_eps(torch.bfloat16) == torch.finfo(torch.float32).eps
+    True
+    """
+    if dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.float32
+    return torch.finfo(dtype).eps
 
 
 def _real_valued(node: Any) -> bool:
