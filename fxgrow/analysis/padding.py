@@ -42,10 +42,11 @@ from ..capture.shapes import TensorSpec
 from ..ir.layout import Axis, leaves
 from ..ir.roles import PRODUCER
 from ..ir.values import TV
-from ..ops.access import node_arg, tensor_by_name
+from ..ops.access import tensor_by_name
 from ..ops.aten import canonical_target
-from ..ops.kinds import (MEAN, MUL, POW, RSQRT, SQUARE, SUM, default_rms_eps, is_op, kind,
-                         node_inputs, norm_kind, value_users)
+from ..ops.kinds import (CASTS, MEAN, MUL, POW, RSQRT, SQUARE, SUM, canonical_arg,
+                         default_rms_eps, gain_operand, is_op, kind, node_inputs, norm_kind,
+                         value_users)
 from .result import Analysis
 
 __all__ = ["Padding", "NormSite", "prove_padding", "pad_mode", "mean_pad_problem",
@@ -73,6 +74,8 @@ class NormSite:
     eps_node: Optional[str] = None
     eps_index: int = 0
     eps: float = 0.0
+    #: the gain is ``offset + weight``: rescaled, ``w' = (offset + w)·√(n/n') - offset``
+    offset: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,10 @@ def _producing(analysis: Analysis, node: fx.Node, gid: int) -> bool:
     if node.op == "call_module":
         owns = lambda t: t.startswith(f"{node.target}.")  # noqa: E731
     elif kind(analysis.graph_module, node) == "layer":
-        attrs = {n.target for n in node_inputs(node) if n.op == "get_attr"}
-        owns = attrs.__contains__
+        # by identity: a tied weight's member is named by the tensor's first name
+        gm = analysis.graph_module
+        attrs = {id(tensor_by_name(gm, n.target)) for n in node_inputs(node) if n.op == "get_attr"}
+        owns = lambda t: id(tensor_by_name(gm, t)) in attrs  # noqa: E731
     else:
         return False
     return any(m.role == PRODUCER and owns(m.tensor) and m.layout == Axis(gid, m.layout.size)
@@ -152,10 +157,11 @@ def _affine(analysis: Analysis, node: fx.Node, gid: int, seen: Dict[fx.Node, Opt
 
 @dataclass(frozen=True)
 class WrittenRMS:
-    """An RMSNorm written out, ``v * rsqrt(mean(v**2) + eps) * weight`` (LLaMA's form).
+    """An RMSNorm written out, ``v * rsqrt(mean(v**2) + eps) * weight`` (LLaMA's form,
+    or Gemma's ``* (1 + weight)``).
 
     Zero-padding rescales it like ``nn.RMSNorm``: the literal ``eps`` of node
-    ``eps_node`` (argument ``eps_index``) by ``n/n'``, and ``weight`` by ``√(n/n')``.
+    ``eps_node`` (argument ``eps_index``) by ``n/n'``, and the gain by ``√(n/n')``.
     """
 
     value: fx.Node
@@ -163,6 +169,8 @@ class WrittenRMS:
     eps_index: int
     eps: float
     weight: str
+    #: the gain is ``offset + weight`` (Gemma's ``1 + w``)
+    offset: float = 0.0
 
 
 def _only_user(node: fx.Node) -> Optional[fx.Node]:
@@ -228,19 +236,19 @@ def functional_norm(analysis: Analysis, node: fx.Node,
             or not isinstance(meta.shape(node), TensorSpec):
         return None, None, None  # (native_layer_norm also returns statistics)
     key, label, wi, bi, ei, default = _FUNCTIONAL[canonical_target(node)]
-    weight = node_arg(node, wi, "weight", None)
+    weight = canonical_arg(node, wi, "weight", None)
     if weight is None:
         return key, None, f"{label} `{node.name}` has no affine weight to rescale"
     tensors = [_gain_member(analysis, weight, gid)]
-    bias = node_arg(node, bi, "bias", None) if bi is not None else None
+    bias = canonical_arg(node, bi, "bias", None) if bi is not None else None
     if bias is not None:
         tensors.append(_gain_member(analysis, bias, gid))
     if None in tensors:
         return key, None, (f"{label} `{node.name}`'s weight or bias is not a 1-D tensor of "
                            "the group that only it reads")
-    eps = node_arg(node, ei, "eps", default)
+    eps = canonical_arg(node, ei, "eps", default)
     if eps is None:
-        spec = meta.shape(node_arg(node, 0, "input"))
+        spec = meta.shape(canonical_arg(node, 0, "input"))
         eps = default_rms_eps(getattr(spec, "dtype", torch.get_default_dtype()))
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         return key, None, f"the eps of {label} `{node.name}` is not a literal"
@@ -278,19 +286,18 @@ def written_rms(analysis: Analysis, mean: fx.Node, gid: int) -> Optional[Written
         if user is None:
             return None
         rest = list(user.args[1:]) + list(user.kwargs.values())
-        if kind(gm, user) == "move" and user.args[:1] == (cur,) and \
-                not any(isinstance(a, fx.Node) and isinstance(meta.value(a), TV)
-                        for a in rest):  # `.to(x.dtype)`: a cast, not a second tensor
-            cur = user
+        if kind(gm, user) == "move" and user.args[:1] == (cur,) and (is_op(user, CASTS) or not any(
+                isinstance(a, fx.Node) and isinstance(meta.value(a), TV) for a in rest)):
+            cur = user  # `.to(x.dtype)`, `type_as(x)`: a cast, not a second tensor
             continue
         weights = [a for a in user.args if isinstance(a, fx.Node) and a is not cur]
-        if not is_op(user, MUL) or len(user.args) != 2 or len(weights) != 1 \
-                or weights[0].op != "get_attr":
+        gain = gain_operand(weights[0]) if len(weights) == 1 else None  # w, or c + w
+        if not is_op(user, MUL) or len(user.args) != 2 or gain is None:
             return None
-        member = _gain_member(analysis, weights[0], gid)
+        member = _gain_member(analysis, gain[0], gid)
         if member is None:
             return None
-        return WrittenRMS(value, add.name, index, float(eps), member)
+        return WrittenRMS(value, add.name, index, float(eps), member, gain[1])
 
 
 def _all_carry(node: fx.Node, gid: int) -> bool:
@@ -339,7 +346,7 @@ def prove_padding(analysis: Analysis, gid: int) -> Padding:
         if written is not None:
             (here, label), start = MODES["rms"], written.value
             found = NormSite(name, written.weight, eps_node=written.eps_node,
-                             eps_index=written.eps_index, eps=written.eps)
+                             eps_index=written.eps_index, eps=written.eps, offset=written.offset)
         elif key is not None:
             if problem:
                 return Padding(None, problem)

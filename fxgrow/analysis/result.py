@@ -64,6 +64,9 @@ class Analysis:
         are both divided by ``sqrt(count)``.
     args, kwargs
         The example input, bound for calls.
+    offsets : mapping of tensor to float
+        Divided gains the graph uses as ``c + tensor`` (Gemma's ``1 + w``): dividing
+        such a gain by ``s`` makes the tensor ``(c + w)/s - c``.
     """
 
     graph_module: fx.GraphModule
@@ -77,6 +80,7 @@ class Analysis:
     halved: Mapping[int, str] = field(default_factory=dict)
     args: tuple = ()
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    offsets: Mapping[str, float] = field(default_factory=dict)
 
     @cached_property
     def _by_id(self) -> Dict[int, Group]:

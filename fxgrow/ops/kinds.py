@@ -30,17 +30,20 @@ Examples
 from __future__ import annotations
 
 import operator
-from typing import Any, Collection, List, Optional
+from typing import Any, Collection, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from .. import meta
-from .aten import canonical_target
+from ..errors import RuleError
+from .access import MISSING, node_arg
+from .aten import FORMS, bind, canonical_target, to_canonical
 
 __all__ = ["kind", "node_inputs", "is_op", "norm_kind", "value_users", "reads_values",
-           "NO_VALUE_RULES", "default_rms_eps", "CASTS", "MOVE", "ADD", "SCALE", "DIVIDE",
+           "NO_VALUE_RULES", "default_rms_eps", "canonical_arg", "gain_operand", "CASTS", "MOVE",
+           "ADD", "SCALE", "DIVIDE",
            "MUL", "SUM", "POW", "SQUARE", "MEAN", "RSQRT", "LINEAR_LAYERS", "LINEAR_MODULES",
            "MOVE_MODULES", "PASSTHROUGH_MODULES", "CONV_MODULES", "BN_MODULES",
            "CONV_FUNCTIONS", "NORM_MODULES", "IDEMPOTENT_ACTIVATIONS", "OTHER_ACTIVATIONS",
@@ -243,6 +246,53 @@ def value_users(node: fx.Node) -> List[fx.Node]:
     ['relu']
     """
     return [u for u in node.users if reads_values(u)]
+
+
+class _Call:
+    def __init__(self, args: tuple, kwargs: dict) -> None:
+        self.args, self.kwargs = args, kwargs
+
+
+def canonical_arg(node: fx.Node, index: Optional[int], name: Optional[str] = None,
+                  default: Any = MISSING) -> Any:
+    """:func:`~fxgrow.ops.access.node_arg` in the canonical op's terms: an ATen node's
+    arguments are bound by name first (``aten.batch_norm(input, weight, bias, ...)``
+    reads as ``F.batch_norm(input, running_mean, running_var, weight, bias, ...)``)."""
+    form = FORMS.get(node.target) if node.op == "call_function" else None
+    if form is not None and form.adapt is None:
+        try:
+            node = _Call(*to_canonical(form, bind(node.target, node.args, node.kwargs)))
+        except RuleError:
+            pass
+    return node_arg(node, index, name, default)
+
+
+def _number(a: Any) -> bool:
+    return isinstance(a, (int, float)) and not isinstance(a, bool)
+
+
+def gain_operand(node: fx.Node) -> Optional[Tuple[fx.Node, float]]:
+    """``(attr, c)`` if ``node`` computes ``c + attr`` (``c`` a literal, 0 if none) from a
+    tensor attribute ``attr`` through floating casts, each step used only by the next.
+
+    What a per-neuron gain is made of: ``w``, ``w.float()``, Gemma's ``1.0 + w.float()``.
+    """
+    offset = 0.0
+    if is_op(node, SUM) and not node.kwargs and len(node.args) == 2:
+        nodes = [a for a in node.args if isinstance(a, fx.Node)]
+        consts = [a for a in node.args if not isinstance(a, fx.Node)]
+        if len(nodes) != 1 or len(consts) != 1 or not _number(consts[0]):
+            return None  # (an `alpha` keyword would scale the tensor)
+        offset, node = float(consts[0]), nodes[0]
+        if len(value_users(node)) != 1:
+            return None
+    while node.op != "get_attr":
+        if not (is_op(node, CASTS) and _cast_moves(node)) or not isinstance(node.args[0], fx.Node):
+            return None
+        node = node.args[0]
+        if len(value_users(node)) != 1:
+            return None
+    return node, offset
 
 
 def node_inputs(node: fx.Node) -> List[fx.Node]:

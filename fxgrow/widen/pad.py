@@ -30,6 +30,7 @@ class Padder:
     def __init__(self, plan: GrowthPlan) -> None:
         self.groups = plan.padded
         self.norm_weight: Dict[str, int] = {}
+        self.offsets: Dict[str, float] = {}  # gains used as c + weight
         self.norm_bias: Dict[str, int] = {}
         self.norm_modules: Dict[str, int] = {}
         self.eps_literals: List[Tuple[str, int, float, int]] = []  # written-out RMSNorms
@@ -37,6 +38,8 @@ class Padder:
             for site in gg.norms:  # what the plan's padding proof found
                 if site.weight is not None:
                     self.norm_weight[site.weight] = gid
+                    if site.offset:
+                        self.offsets[site.weight] = site.offset
                 if site.bias is not None:
                     self.norm_bias[site.bias] = gid
                 if site.module is not None:
@@ -77,7 +80,9 @@ class Padder:
         shape[m.dim] = extra
         if qualname in self.norm_weight:
             # the norm over n' neurons sees (mean) square n/n' of the old: γ·√(n/n') undoes it
-            out = out * (n / gg.new) ** 0.5
+            # (a gain c + w: (c + w)·√(n/n') = c + w')
+            c = self.offsets.get(qualname, 0.0)
+            out = (out + c) * (n / gg.new) ** 0.5 - c
             fill = torch.ones(shape, dtype=out.dtype, device=out.device)
         elif qualname in self.norm_bias or m.role == CONSUMER or gg.mode == "zero":
             # new norm outputs are 0 and consumers read new neurons through zeros;

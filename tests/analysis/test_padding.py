@@ -325,3 +325,42 @@ def test_rmsnorm_default_eps_of_half_types_is_float32s(dtype):
     m = nn.Sequential(nn.Linear(3, 6), nn.RMSNorm(6), nn.Linear(6, 2)).to(dtype).eval()
     g = fxgrow.widen(m, torch.randn(4, 3, dtype=dtype), {"0": 10}, verify=False)
     assert g.get_submodule("1").eps == pytest.approx(torch.finfo(torch.float32).eps * 6 / 10)
+
+
+class _OffsetGainRMS(nn.Module):
+    """A written-out RMSNorm whose gain is ``c + w`` (Gemma's ``1 + w``), or ``w + c·alpha``."""
+
+    def __init__(self, c=1.0, alpha=None, d=6):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, d), nn.Linear(d, 2)
+        self.w = nn.Parameter(0.3 * torch.randn(d))
+        self.c, self.alpha = c, alpha
+
+    def forward(self, x):
+        h = self.a(x)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        g = self.c + self.w if self.alpha is None else torch.add(self.w, self.c, alpha=self.alpha)
+        return self.b(h * g)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("c", [1.0, 2.5])
+def test_an_offset_gain_is_rescaled_with_its_offset(c, capture):
+    # zero-padding scales the gain by sqrt(n/n'): (c + w)·s = c + w' for w' = (c + w)·s - c
+    m, x = _OffsetGainRMS(c).double().eval(), torch.randn(5, 3, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    for f in (2.0, 1.5):
+        g = fxgrow.widen(a, x, f, verify=False)
+        assert fxgrow.verify(m, g, x).max_rel < 1e-12
+    s = (6 / 9) ** 0.5
+    assert torch.allclose(c + g.get_parameter("w")[:6], (c + m.w) * s)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_scaled_offset_is_no_gain(capture):
+    # torch.add(w, c, alpha=...) scales the literal: not `c + w`, so integer factors only
+    m, x = _OffsetGainRMS(1.0, alpha=2.0).double().eval(), torch.randn(5, 3, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert fxgrow.verify(m, fxgrow.widen(a, x, 2.0, verify=False), x).max_rel < 1e-12
+    with pytest.raises(fxgrow.ConstraintError, match="integer factor.*node `mean`"):
+        fxgrow.widen(a, x, 1.5)
