@@ -157,4 +157,4 @@ def build_analysis(state: WalkState, gm: fx.GraphModule, args: tuple, kwargs: di
               for root, gid in order.items()}
     return Analysis(gm, tuple(groups), spaces, members, rewrites, attr_rewrites, uniform,
                     pairings, {order[root]: node for root, node in state.halved.items()},
-                    args, kwargs)
+                    args, kwargs, offsets=dict(state.offsets))

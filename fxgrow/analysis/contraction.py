@@ -59,7 +59,7 @@ from ..ir.layout import Axis, leaves
 from ..ir.roles import ATTR, BLOCKED, CONSUMER, GROWABLE, PRODUCER
 from ..ir.spaces import Contraction
 from ..ir.values import iter_sizes, iter_tensors
-from ..ops.kinds import kind, node_inputs
+from ..ops.kinds import kind, node_inputs, reads_values
 from .state import TensorDim, WalkState
 
 __all__ = ["path_problem", "resolve"]
@@ -119,8 +119,8 @@ def path_problem(state: WalkState, root: int, alpha: float, contractions: List[C
     for node in gm.graph.nodes:
         ins = [n for n in node_inputs(node) if n in power]
         out = root in index.nodes[node]
-        if not ins and not out:
-            continue
+        if (not ins and not out) or not reads_values(node):
+            continue  # export's metadata asserts, guards, switches compute nothing
         value = state.env.get(node)
         if not out and not any(True for _ in iter_tensors(value)) and any(True for _ in iter_sizes(value)):
             continue  # `x.shape`, `x.size(-1)`: sizes, which the rules recompute, not values

@@ -34,19 +34,23 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import fx
 
 from .. import meta
+from ..capture.shapes import TensorSpec
 from ..ir.layout import Axis, leaves
 from ..ir.roles import PRODUCER
 from ..ir.values import TV
 from ..ops.access import tensor_by_name
-from ..ops.kinds import (MEAN, MUL, POW, RSQRT, SQUARE, SUM, is_op, kind, node_inputs,
-                         norm_kind)
+from ..ops.aten import canonical_target
+from ..ops.kinds import (CASTS, MEAN, MUL, POW, RSQRT, SQUARE, SUM, canonical_arg,
+                         default_rms_eps, gain_operand, is_op, kind, node_inputs, norm_kind,
+                         value_users)
 from .result import Analysis
 
 __all__ = ["Padding", "NormSite", "prove_padding", "pad_mode", "mean_pad_problem",
-           "written_rms", "WrittenRMS", "MODES"]
+           "written_rms", "WrittenRMS", "functional_norm", "MODES"]
 
 #: what each pad mode normalises with: mean-padding keeps a LayerNorm's mean,
 #: zero-padding an RMSNorm's mean square (up to the factor n/n' undone by γ, ε)
@@ -70,6 +74,8 @@ class NormSite:
     eps_node: Optional[str] = None
     eps_index: int = 0
     eps: float = 0.0
+    #: the gain is ``offset + weight``: rescaled, ``w' = (offset + w)·√(n/n') - offset``
+    offset: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -105,8 +111,10 @@ def _producing(analysis: Analysis, node: fx.Node, gid: int) -> bool:
     if node.op == "call_module":
         owns = lambda t: t.startswith(f"{node.target}.")  # noqa: E731
     elif kind(analysis.graph_module, node) == "layer":
-        attrs = {n.target for n in node_inputs(node) if n.op == "get_attr"}
-        owns = attrs.__contains__
+        # by identity: a tied weight's member is named by the tensor's first name
+        gm = analysis.graph_module
+        attrs = {id(tensor_by_name(gm, n.target)) for n in node_inputs(node) if n.op == "get_attr"}
+        owns = lambda t: id(tensor_by_name(gm, t)) in attrs  # noqa: E731
     else:
         return False
     return any(m.role == PRODUCER and owns(m.tensor) and m.layout == Axis(gid, m.layout.size)
@@ -149,10 +157,11 @@ def _affine(analysis: Analysis, node: fx.Node, gid: int, seen: Dict[fx.Node, Opt
 
 @dataclass(frozen=True)
 class WrittenRMS:
-    """An RMSNorm written out, ``v * rsqrt(mean(v**2) + eps) * weight`` (LLaMA's form).
+    """An RMSNorm written out, ``v * rsqrt(mean(v**2) + eps) * weight`` (LLaMA's form,
+    or Gemma's ``* (1 + weight)``).
 
     Zero-padding rescales it like ``nn.RMSNorm``: the literal ``eps`` of node
-    ``eps_node`` (argument ``eps_index``) by ``n/n'``, and ``weight`` by ``√(n/n')``.
+    ``eps_node`` (argument ``eps_index``) by ``n/n'``, and the gain by ``√(n/n')``.
     """
 
     value: fx.Node
@@ -160,10 +169,14 @@ class WrittenRMS:
     eps_index: int
     eps: float
     weight: str
+    #: the gain is ``offset + weight`` (Gemma's ``1 + w``)
+    offset: float = 0.0
 
 
 def _only_user(node: fx.Node) -> Optional[fx.Node]:
-    return next(iter(node.users)) if len(node.users) == 1 else None
+    """The one node using ``node``'s value (export's metadata asserts are no use)."""
+    users = value_users(node)
+    return users[0] if len(users) == 1 else None
 
 
 def _square_of(node: fx.Node) -> Optional[fx.Node]:
@@ -176,6 +189,71 @@ def _square_of(node: fx.Node) -> Optional[fx.Node]:
     if is_op(node, SQUARE) and len(args) == 1:
         return args[0] if isinstance(args[0], fx.Node) else None
     return None
+
+
+def _gain_member(analysis: Analysis, attr: fx.Node, gid: int) -> Optional[str]:
+    """The tensor name of 1-D gain ``attr`` (a ``get_attr``) over exactly group ``gid``,
+    if its one use is the norm that reads it: padding rescales it in place, so
+    nothing else may read it (no other ``get_attr`` of it, no module owning it)."""
+    gm = analysis.graph_module
+    if not isinstance(attr, fx.Node) or attr.op != "get_attr":
+        return None
+    tensor = tensor_by_name(gm, attr.target)
+    if not isinstance(tensor, torch.Tensor) or tensor.dim() != 1:
+        return None
+    reads = [n for n in gm.graph.nodes if n.op == "get_attr"
+             and tensor_by_name(gm, n.target) is tensor]
+    if len(reads) != 1 or len(value_users(attr)) != 1 or any(
+            n.op == "call_module" and any(p is tensor for p in gm.get_submodule(n.target).parameters())
+            for n in gm.graph.nodes):
+        return None
+    # members are named by a tensor's first name (tied weights are one tensor)
+    member = analysis.members.get((attr.target, 0)) or next(
+        (m for (t, d), m in analysis.members.items() if tensor_by_name(gm, t) is tensor), None)
+    if member is None or member.layout != Axis(gid, member.layout.size):
+        return None
+    return member.tensor
+
+
+#: functional norms: ``(mode key, label, index of weight, of bias (None: none), of eps,
+#: the default eps (None: the dtype's, see :func:`~fxgrow.ops.kinds.default_rms_eps`))``
+_FUNCTIONAL = {F.layer_norm: ("layer", "layer_norm", 2, 3, 4, 1e-5)}
+if hasattr(F, "rms_norm"):
+    _FUNCTIONAL[F.rms_norm] = ("rms", "rms_norm", 2, None, 3, None)
+
+
+def functional_norm(analysis: Analysis, node: fx.Node,
+                    gid: int) -> Tuple[Optional[str], Optional[NormSite], Optional[str]]:
+    """``(mode key, site, problem)`` of a functional ``layer_norm``/``rms_norm`` node
+    (``F.layer_norm`` traced, ``aten.layer_norm`` exported) over group ``gid``.
+
+    It is padded like the module when its ``eps`` is a literal argument (rewritten
+    ×n/n' in the graph, like a written-out RMSNorm's) and its weight (and bias) are
+    1-D tensors of the group that only it reads (rescaled in place).  ``(None, None,
+    None)`` if the node is no functional norm; ``problem`` says why one cannot be padded.
+    """
+    if node.op != "call_function" or not is_op(node, _FUNCTIONAL) \
+            or not isinstance(meta.shape(node), TensorSpec):
+        return None, None, None  # (native_layer_norm also returns statistics)
+    key, label, wi, bi, ei, default = _FUNCTIONAL[canonical_target(node)]
+    weight = canonical_arg(node, wi, "weight", None)
+    if weight is None:
+        return key, None, f"{label} `{node.name}` has no affine weight to rescale"
+    tensors = [_gain_member(analysis, weight, gid)]
+    bias = canonical_arg(node, bi, "bias", None) if bi is not None else None
+    if bias is not None:
+        tensors.append(_gain_member(analysis, bias, gid))
+    if None in tensors:
+        return key, None, (f"{label} `{node.name}`'s weight or bias is not a 1-D tensor of "
+                           "the group that only it reads")
+    eps = canonical_arg(node, ei, "eps", default)
+    if eps is None:
+        spec = meta.shape(canonical_arg(node, 0, "input"))
+        eps = default_rms_eps(getattr(spec, "dtype", torch.get_default_dtype()))
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        return key, None, f"the eps of {label} `{node.name}` is not a literal"
+    return key, NormSite(node.name, tensors[0], tensors[1] if bias is not None else None,
+                         eps_node=node.name, eps_index=ei, eps=float(eps)), None
 
 
 def written_rms(analysis: Analysis, mean: fx.Node, gid: int) -> Optional[WrittenRMS]:
@@ -208,33 +286,18 @@ def written_rms(analysis: Analysis, mean: fx.Node, gid: int) -> Optional[Written
         if user is None:
             return None
         rest = list(user.args[1:]) + list(user.kwargs.values())
-        if kind(gm, user) == "move" and user.args[:1] == (cur,) and \
-                not any(isinstance(a, fx.Node) and isinstance(meta.value(a), TV)
-                        for a in rest):  # `.to(x.dtype)`: a cast, not a second tensor
-            cur = user
+        if kind(gm, user) == "move" and user.args[:1] == (cur,) and (is_op(user, CASTS) or not any(
+                isinstance(a, fx.Node) and isinstance(meta.value(a), TV) for a in rest)):
+            cur = user  # `.to(x.dtype)`, `type_as(x)`: a cast, not a second tensor
             continue
         weights = [a for a in user.args if isinstance(a, fx.Node) and a is not cur]
-        if not is_op(user, MUL) or len(user.args) != 2 or len(weights) != 1 \
-                or weights[0].op != "get_attr":
+        gain = gain_operand(weights[0]) if len(weights) == 1 else None  # w, or c + w
+        if not is_op(user, MUL) or len(user.args) != 2 or gain is None:
             return None
-        name = weights[0].target
-        tensor = tensor_by_name(gm, name)
-        if not isinstance(tensor, torch.Tensor) or tensor.dim() != 1:
+        member = _gain_member(analysis, gain[0], gid)
+        if member is None:
             return None
-        # the weight is rescaled in place: nothing else may read it
-        reads = [n for n in gm.graph.nodes if n.op == "get_attr"
-                 and tensor_by_name(gm, n.target) is tensor]
-        if len(reads) != 1 or len(weights[0].users) != 1 or any(
-                n.op == "call_module" and any(p is tensor for p in gm.get_submodule(n.target).parameters())
-                for n in gm.graph.nodes):
-            return None
-        # members are named by a tensor's first name (tied weights are one tensor)
-        member = analysis.members.get((name, 0)) or next(
-            (m for (t, d), m in analysis.members.items() if tensor_by_name(gm, t) is tensor),
-            None)
-        if member is None or member.layout != Axis(gid, member.layout.size):
-            return None
-        return WrittenRMS(value, add.name, index, float(eps), member.tensor)
+        return WrittenRMS(value, add.name, index, float(eps), member, gain[1])
 
 
 def _all_carry(node: fx.Node, gid: int) -> bool:
@@ -278,13 +341,19 @@ def prove_padding(analysis: Analysis, gid: int) -> Padding:
         here, label = MODES.get(norm_kind(norm), (None, None))
         start = node.args[0] if node.args else None
         written = written_rms(analysis, node, gid) if norm is None else None
+        key, functional, problem = functional_norm(analysis, node, gid) if norm is None \
+            else (None, None, None)
         if written is not None:
             (here, label), start = MODES["rms"], written.value
             found = NormSite(name, written.weight, eps_node=written.eps_node,
-                             eps_index=written.eps_index, eps=written.eps)
+                             eps_index=written.eps_index, eps=written.eps, offset=written.offset)
+        elif key is not None:
+            if problem:
+                return Padding(None, problem)
+            (here, label), found = MODES[key], functional
         elif here is None or len(norm.normalized_shape) != 1:
             return Padding(None, f"node `{name}` averages over the group and is not a 1-D "
-                                 "nn.LayerNorm, nn.RMSNorm or written-out RMSNorm")
+                                 "LayerNorm, RMSNorm (module or function) or written-out RMSNorm")
         else:
             affine = [t if getattr(norm, t, None) is not None else None for t in ("weight", "bias")]
             found = NormSite(name, *(f"{node.target}.{t}" if t else None for t in affine),

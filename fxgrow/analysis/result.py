@@ -66,6 +66,9 @@ class Analysis:
         The example input, bound for calls.
     source : nn.Module, optional
         The user's model the graph was captured from.
+    offsets : mapping of tensor to float
+        Divided gains the graph uses as ``c + tensor`` (Gemma's ``1 + w``): dividing
+        such a gain by ``s`` makes the tensor ``(c + w)/s - c``.
     """
 
     graph_module: fx.GraphModule
@@ -82,6 +85,7 @@ class Analysis:
     #: the model the graph was captured from (fxgrow.analyze sets it): what widen verifies
     #: against, and what output="module" grows
     source: Any = field(default=None, repr=False)
+    offsets: Mapping[str, float] = field(default_factory=dict)
 
     @cached_property
     def _by_id(self) -> Dict[int, Group]:

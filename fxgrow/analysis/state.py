@@ -46,6 +46,8 @@ class WalkState:
         self.consumer_uses: Dict[TensorDim, List[fx.Node]] = {}
         self.pairings: List[Pairing] = []  # set once the walk is done
         self.halved: Dict[int, str] = {}  # spaces contracted with themselves -> node
+        #: gains used as ``c + tensor``: ``{tensor: c}`` (dividing them keeps ``c``; ties)
+        self.offsets: Dict[str, float] = {}
         # one tensor reachable under several names (tied weights) is one tensor
         self.canonical: Dict[str, str] = {}
         first: Dict[int, str] = {}

@@ -30,16 +30,20 @@ Examples
 from __future__ import annotations
 
 import operator
-from typing import Any, Collection, List, Optional
+from typing import Any, Collection, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from .. import meta
-from .aten import canonical_target
+from ..errors import RuleError
+from .access import MISSING, node_arg
+from .aten import FORMS, bind, canonical_target, to_canonical
 
-__all__ = ["kind", "node_inputs", "is_op", "norm_kind", "CASTS", "MOVE", "ADD", "SCALE", "DIVIDE",
+__all__ = ["kind", "node_inputs", "is_op", "norm_kind", "value_users", "reads_values",
+           "NO_VALUE_RULES", "default_rms_eps", "canonical_arg", "gain_operand", "CASTS", "MOVE",
+           "ADD", "SCALE", "DIVIDE",
            "MUL", "SUM", "POW", "SQUARE", "MEAN", "RSQRT", "LINEAR_LAYERS", "LINEAR_MODULES",
            "MOVE_MODULES", "PASSTHROUGH_MODULES", "CONV_MODULES", "BN_MODULES",
            "CONV_FUNCTIONS", "NORM_MODULES", "IDEMPOTENT_ACTIVATIONS", "OTHER_ACTIVATIONS",
@@ -166,6 +170,18 @@ def norm_kind(module: Any) -> Optional[str]:
     return None
 
 
+def default_rms_eps(dtype: torch.dtype) -> float:
+    """The ``eps`` ``rms_norm`` (and ``nn.RMSNorm(eps=None)``) uses: the machine epsilon
+    of the type it computes in, float32 for float16 and bfloat16 inputs.
+
+    >>> default_rms_eps(torch.bfloat16) == torch.finfo(torch.float32).eps
+    True
+    """
+    if dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.float32
+    return torch.finfo(dtype).eps
+
+
 def _real_valued(node: Any) -> bool:
     spec = meta.shape(node) if isinstance(node, fx.Node) else None
     dtype = getattr(spec, "dtype", None)
@@ -202,6 +218,82 @@ def kind(gm: fx.GraphModule, node: fx.Node) -> Optional[str]:
         if is_op(node, ops):
             return name
     return None
+
+
+#: rules of nodes that compute nothing from their inputs' values: export's asserts, guards
+#: and range constraints, its ``_assert_tensor_metadata`` (added for ``.to(dtype)``), and
+#: grad-mode / autocast switches (see :mod:`fxgrow.rules.aten`, :mod:`fxgrow.rules.control`)
+NO_VALUE_RULES = frozenset({"no_tensor", "export_guards", "assert_tensor_metadata", "switch"})
+
+
+def reads_values(node: fx.Node) -> bool:
+    """Whether ``node`` computes something from the values it reads (an assert that
+    checks a dtype, a guard or a grad-mode switch does not).  Read from the rule the
+    analysis gave the node, so it is meaningful once the walk has run."""
+    return meta.rule(node, None) not in NO_VALUE_RULES
+
+
+def value_users(node: fx.Node) -> List[fx.Node]:
+    """The users of ``node`` that use its value (:func:`reads_values`).
+
+    Proofs that count uses (a weight read once, a chain step used once) or walk
+    the readers of a value count these: ``torch.export`` adds an
+    ``_assert_tensor_metadata`` after every ``.to(dtype)``, which checks the
+    tensor's metadata and computes nothing, so it is no second use.
+
+    >>> from torch import fx
+    >>> g = fx.Graph(); x = g.placeholder("x"); y = g.call_function(torch.relu, (x,))
+    >>> [u.name for u in value_users(x)]
+    ['relu']
+    """
+    return [u for u in node.users if reads_values(u)]
+
+
+class _Call:
+    def __init__(self, args: tuple, kwargs: dict) -> None:
+        self.args, self.kwargs = args, kwargs
+
+
+def canonical_arg(node: fx.Node, index: Optional[int], name: Optional[str] = None,
+                  default: Any = MISSING) -> Any:
+    """:func:`~fxgrow.ops.access.node_arg` in the canonical op's terms: an ATen node's
+    arguments are bound by name first (``aten.batch_norm(input, weight, bias, ...)``
+    reads as ``F.batch_norm(input, running_mean, running_var, weight, bias, ...)``)."""
+    form = FORMS.get(node.target) if node.op == "call_function" else None
+    if form is not None and form.adapt is None:
+        try:
+            node = _Call(*to_canonical(form, bind(node.target, node.args, node.kwargs)))
+        except RuleError:
+            pass
+    return node_arg(node, index, name, default)
+
+
+def _number(a: Any) -> bool:
+    return isinstance(a, (int, float)) and not isinstance(a, bool)
+
+
+def gain_operand(node: fx.Node) -> Optional[Tuple[fx.Node, float]]:
+    """``(attr, c)`` if ``node`` computes ``c + attr`` (``c`` a literal, 0 if none) from a
+    tensor attribute ``attr`` through floating casts, each step used only by the next.
+
+    What a per-neuron gain is made of: ``w``, ``w.float()``, Gemma's ``1.0 + w.float()``.
+    """
+    offset = 0.0
+    if is_op(node, SUM) and not node.kwargs and len(node.args) == 2:
+        nodes = [a for a in node.args if isinstance(a, fx.Node)]
+        consts = [a for a in node.args if not isinstance(a, fx.Node)]
+        if len(nodes) != 1 or len(consts) != 1 or not _number(consts[0]):
+            return None  # (an `alpha` keyword would scale the tensor)
+        offset, node = float(consts[0]), nodes[0]
+        if len(value_users(node)) != 1:
+            return None
+    while node.op != "get_attr":
+        if not (is_op(node, CASTS) and _cast_moves(node)) or not isinstance(node.args[0], fx.Node):
+            return None
+        node = node.args[0]
+        if len(value_users(node)) != 1:
+            return None
+    return node, offset
 
 
 def node_inputs(node: fx.Node) -> List[fx.Node]:

@@ -46,6 +46,8 @@ class Expander:
         self.producer_maps = {g: rescaled.get(g, (idx, torch.ones(idx.numel(), dtype=torch.float64)))
                               for g, (idx, _) in self.maps.items()}
         self.rescaled = set(rescaled)
+        #: gains used as ``c + tensor``: divided, they must keep ``c`` (``(c + w)/s - c``)
+        self.offsets = dict(getattr(plan.analysis, "offsets", {}))
         self._cache: Dict[Tuple[Layout, str], Any] = {}
 
     def grows(self, layout: Layout) -> bool:
@@ -126,8 +128,14 @@ def grow_tensor(t: torch.Tensor, members: List[Member], ex: Expander,
                 masks.append((m.dim, ex.is_new(m.layout, t.device)))
         if index:
             out = _gather(out, index)  # a new tensor: scaling it in place is safe
+        total = None
         for d, scale in scales:
-            out.mul_(_bcast(scale.to(out.dtype), d, out.dim()))
+            factor = _bcast(scale.to(out.dtype), d, out.dim())
+            out.mul_(factor)
+            total = factor if total is None else total * factor
+        offset = ex.offsets.get(members[0].tensor) if members else None
+        if offset and total is not None:  # the graph multiplies by c + w: (c + w)·s = c + w'
+            out.add_(offset * (total - 1))
         new_mask = None
         if want_mask:
             for d, is_new in masks:

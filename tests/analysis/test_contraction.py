@@ -258,3 +258,14 @@ def test_plan_says_how_each_side_grows():
                          (Gram(), "rows and columns divided by sqrt(count)")):
         a = fxgrow.analyze(model.eval(), _x())
         assert grows in str(fxgrow.plan_widening(a, 2.0))
+
+
+def test_export_dtype_asserts_are_no_use_of_the_key():
+    # `k.to(dtype)` adds `_assert_tensor_metadata(k)` to the exported graph: it computes nothing
+    cast = lambda t: t.to(torch.float32)  # noqa: E731
+    m, x = Scores(sdpa=True, q_fn=cast, k_fn=cast).eval(), _x()
+    a = fxgrow.analyze(m, x, capture="export")
+    assert any("_assert_tensor_metadata" in str(n.target) for n in a.graph_module.graph.nodes)
+    q, k = _pair(a)
+    assert q.growable and k.growable
+    assert_same_function(m, fxgrow.widen(a, x, {"q": 9}, verify=False), x)

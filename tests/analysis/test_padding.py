@@ -3,11 +3,13 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import fxgrow
 from helpers import assert_same_function
 from fxgrow.analysis.padding import mean_pad_problem, pad_mode
+from fxgrow.ops.access import node_arg
 from transformer_models import GPT, Bert
 
 
@@ -231,3 +233,134 @@ def test_an_integer_cast_is_not_an_affine_step():
     x = torch.randn(6, 4, dtype=torch.float64)
     a = fxgrow.analyze(m, x)
     assert "is not affine" in mean_pad_problem(a, a.group("a").id)
+
+
+def test_written_out_rmsnorm_is_zero_padded_through_export():
+    # export checks every `.to(dtype)` with an `_assert_tensor_metadata`: no second use
+    m, x = Residual().eval(), torch.randn(4, 3)
+    a = fxgrow.analyze(m, x, capture="export")
+    assert any("_assert_tensor_metadata" in str(n.target) for n in a.graph_module.graph.nodes)
+    (group,) = a.groups_of("emb")
+    assert pad_mode(a, group.id) == ("zero", None)
+    g = fxgrow.widen(a, x, {"emb": 10}, verify=False)
+    assert_same_function(m, g, x)
+
+
+class FunctionalNorms(nn.Module):
+    """A pre-norm stream normalised by ``F.layer_norm`` / ``F.rms_norm`` on its own tensors
+    (what torch.export makes of ``nn.LayerNorm`` and ``nn.RMSNorm``)."""
+
+    def __init__(self, kind="layer", eps=1e-4, module=False, weight=True):
+        super().__init__()
+        self.kind, self.eps, self.module = kind, eps, module
+        self.emb, self.f, self.o = nn.Linear(3, 6), nn.Linear(6, 6), nn.Linear(6, 2)
+        cls = nn.LayerNorm if kind == "layer" else nn.RMSNorm
+        self.n1, self.n2 = cls(6, eps=eps), cls(6, eps=eps)
+        for n in (self.n1, self.n2):
+            nn.init.uniform_(n.weight, 0.5, 1.5)
+            if getattr(n, "bias", None) is not None:
+                nn.init.normal_(n.bias, std=0.1)
+            if not weight:
+                n.weight = None
+
+    def norm(self, n, h):
+        if self.module:
+            return n(h)
+        if self.kind == "layer":
+            return F.layer_norm(h, (6,), n.weight, n.bias, self.eps)
+        return F.rms_norm(h, (6,), n.weight, self.eps)
+
+    def forward(self, x):
+        h = self.emb(x)
+        h = h + self.f(self.norm(self.n1, h))
+        return self.o(self.norm(self.n2, h))
+
+
+@needs_rmsnorm
+@pytest.mark.parametrize("kind, eps, module, capture", [
+    ("layer", 1e-4, False, "fx"), ("rms", 1e-4, False, "fx"), ("rms", None, False, "fx"),
+    ("layer", 1e-5, True, "export"), ("rms", 1e-6, True, "export"), ("rms", None, True, "export"),
+])
+def test_functional_norms_are_padded(kind, eps, module, capture):
+    # the literal eps is rewritten x n/n' in the graph, the weight x sqrt(n/n') in place
+    m, x = FunctionalNorms(kind, eps, module).double().eval(), torch.randn(4, 3, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    (group,) = a.groups_of("emb")
+    assert pad_mode(a, group.id) == ({"layer": "mean", "rms": "zero"}[kind], None)
+    g = fxgrow.widen(a, x, {"emb": 10}, verify=False)
+    assert fxgrow.verify(m, g, x).max_rel < 1e-12
+    norms = [n for n in g.graph.nodes if "norm" in str(n.target)]
+    default = 1e-5 if kind == "layer" else torch.finfo(torch.float64).eps
+    assert len(norms) == 2
+    for n in norms:
+        given = node_arg(n, 4 if kind == "layer" else 3, "eps")
+        assert given == pytest.approx((eps or default) * 6 / 10)
+    assert torch.allclose(g.n1.weight[:6], m.n1.weight * (6 / 10) ** 0.5)
+
+
+def test_functional_norm_refusals_name_the_node():
+    m, x = FunctionalNorms("layer", weight=False).eval(), torch.randn(4, 3)
+    a = fxgrow.analyze(m, x)
+    (group,) = a.groups_of("emb")
+    assert "`layer_norm` has no affine weight" in pad_mode(a, group.id)[1]
+
+    class Shared(FunctionalNorms):
+        def forward(self, x):  # the gain also scales another branch: it cannot be rescaled
+            return super().forward(x) + self.o(self.emb(x) * self.n2.weight)
+
+    m = Shared("layer").eval()
+    a = fxgrow.analyze(m, x)
+    (group,) = a.groups_of("emb")
+    assert "layer_norm_1`'s weight or bias is not a 1-D tensor of the group that only it reads" \
+        in pad_mode(a, group.id)[1]
+    with pytest.raises(fxgrow.ConstraintError, match="only it reads"):
+        fxgrow.widen(a, x, {"emb": 10})
+    assert_same_function(m, fxgrow.widen(a, x, {"emb": 12}), x)
+
+
+@needs_rmsnorm
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_rmsnorm_default_eps_of_half_types_is_float32s(dtype):
+    # rms_norm computes half types in float32, and its eps=None is float32's epsilon
+    m = nn.Sequential(nn.Linear(3, 6), nn.RMSNorm(6), nn.Linear(6, 2)).to(dtype).eval()
+    g = fxgrow.widen(m, torch.randn(4, 3, dtype=dtype), {"0": 10}, verify=False)
+    assert g.get_submodule("1").eps == pytest.approx(torch.finfo(torch.float32).eps * 6 / 10)
+
+
+class _OffsetGainRMS(nn.Module):
+    """A written-out RMSNorm whose gain is ``c + w`` (Gemma's ``1 + w``), or ``w + c·alpha``."""
+
+    def __init__(self, c=1.0, alpha=None, d=6):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, d), nn.Linear(d, 2)
+        self.w = nn.Parameter(0.3 * torch.randn(d))
+        self.c, self.alpha = c, alpha
+
+    def forward(self, x):
+        h = self.a(x)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        g = self.c + self.w if self.alpha is None else torch.add(self.w, self.c, alpha=self.alpha)
+        return self.b(h * g)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("c", [1.0, 2.5])
+def test_an_offset_gain_is_rescaled_with_its_offset(c, capture):
+    # zero-padding scales the gain by sqrt(n/n'): (c + w)·s = c + w' for w' = (c + w)·s - c
+    m, x = _OffsetGainRMS(c).double().eval(), torch.randn(5, 3, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    for f in (2.0, 1.5):
+        g = fxgrow.widen(a, x, f, verify=False)
+        assert fxgrow.verify(m, g, x).max_rel < 1e-12
+    s = (6 / 9) ** 0.5
+    assert torch.allclose(c + g.get_parameter("w")[:6], (c + m.w) * s)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_scaled_offset_is_no_gain(capture):
+    # torch.add(w, c, alpha=...) scales the literal: not `c + w`, so integer factors only
+    m, x = _OffsetGainRMS(1.0, alpha=2.0).double().eval(), torch.randn(5, 3, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert fxgrow.verify(m, fxgrow.widen(a, x, 2.0, verify=False), x).max_rel < 1e-12
+    with pytest.raises(fxgrow.ConstraintError, match="integer factor.*node `mean`"):
+        fxgrow.widen(a, x, 1.5)

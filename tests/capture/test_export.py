@@ -328,7 +328,25 @@ def _hf_models():
         "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
             hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, use_cache=False, **c)),
+        "llama_tied": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, use_cache=False, tie_word_embeddings=True, **c)),
+        "gemma": lambda: transformers.GemmaForCausalLM(transformers.GemmaConfig(
+            hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, use_cache=False, **c)),
+        "gemma2": lambda: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
+            hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, use_cache=False, **c)),
     }
+
+
+def _perturbed(model):
+    """Norm gains away from their init (Gemma's `1 + w` starts at w = 0)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln_" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
 
 
 @pytest.mark.slow
@@ -349,6 +367,32 @@ def test_huggingface_models_widen_exactly(name):
                              ids, trials=1)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name, padded", [("gpt2", True), ("llama_tied", True), ("gemma", True),
+                                          ("gemma2", False)])
+def test_huggingface_tied_embeddings_grow_through_export(name, padded):
+    # the head's 1/count moves onto the final norm's gain: a functional layer_norm's
+    # (GPT-2), a written-out RMSNorm's weight (LLaMA), Gemma's (1 + w), with the
+    # embedding scaled by sqrt(hidden); any width by mean- or zero-padding (Gemma-2's
+    # norms after each sublayer are not on a linear path: integer factors)
+    torch.manual_seed(0)
+    model = _perturbed(_hf_models()[name]().eval())
+    ids = {"input_ids": torch.randint(0, 64, (2, 7))}
+    a = fxgrow.analyze(model, ids, capture="export")
+    emb = model.get_input_embeddings().weight
+    assert model.get_output_embeddings().weight is emb  # tied
+    (width,) = [g for g in a.groups if any(m.dim == 1 and model.state_dict()[m.tensor].data_ptr()
+                                           == emb.data_ptr() for m in g.members)]
+    assert width.growable, width.reason
+    for spec in ({width.id: 64}, {width.id: 45}):
+        if spec[width.id] == 45 and not padded:
+            with pytest.raises(ConstraintError, match="integer factor"):
+                fxgrow.widen(a, ids, spec)
+            continue
+        g = fxgrow.widen(a, ids, spec, verify=False)
+        assert_same_function(model, g, ids, trials=2)
+
+
 def test_gpt_heads_grow_through_export():
     """A resized view after SDPA's transpose becomes a reshape (export drops `.contiguous()`)."""
     from transformer_models import GPT
@@ -359,13 +403,15 @@ def test_gpt_heads_grow_through_export():
 
 
 @pytest.mark.skipif(not hasattr(nn, "RMSNorm"), reason="nn.RMSNorm needs torch 2.4")
-def test_rms_norm_through_export_replicates():
-    # export turns nn.RMSNorm into aten.rms_norm: a functional norm, so integer factors
+def test_rms_norm_through_export_is_zero_padded():
+    # export turns nn.RMSNorm into aten.rms_norm(x, [6], w, None): its eps is made explicit
     m, x = nn.Sequential(nn.Linear(3, 6), nn.RMSNorm(6), nn.Linear(6, 2)).eval(), torch.randn(4, 3)
     a = fxgrow.analyze(m, x, capture="export")
     assert_same_function(m, fxgrow.widen(a, x, 2.0), x)
-    with pytest.raises(ConstraintError, match="integer factor"):
-        fxgrow.widen(a, x, 1.5)
+    g = fxgrow.widen(a, x, 1.5, verify=False)
+    assert_same_function(m, g, x)
+    (norm,) = [n for n in g.graph.nodes if n.target is aten.rms_norm.default]
+    assert norm.kwargs["eps"] == pytest.approx(torch.finfo(torch.float32).eps * 6 / 9)
 
 
 def test_a_constant_like_a_tensor_is_not_a_move_of_it():

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+import fxgrow
+from fxgrow import meta
 from fxgrow.ops.kinds import kind, node_inputs
 
 
@@ -59,3 +61,19 @@ def test_casts_move_values_only_between_floating_dtypes():
     gm = capture(gm, torch.randn(2, 3, dtype=torch.float64)).graph_module
     kinds = {n.name: kind(gm, n) for n in gm.graph.nodes if n.op == "call_method"}
     assert kinds == {"to": "move", "double": "move", "to_1": None, "double_1": None}
+
+
+def test_value_users_leave_out_export_asserts():
+    from fxgrow.ops.kinds import value_users
+
+    class Cast(nn.Module):
+        def forward(self, x):
+            return torch.relu(x.to(torch.float32))
+
+    ep = torch.export.export(Cast(), (torch.randn(2, 3),))
+    a = fxgrow.analyze(ep, torch.randn(2, 3))
+    x = next(n for n in a.graph_module.graph.nodes if n.op == "placeholder")
+    # the guards and the dtype assert read the input but compute nothing from it
+    rules = {meta.rule(u) for u in x.users}
+    assert {"export_guards", "assert_tensor_metadata"} <= rules
+    assert [u.name for u in value_users(x)] == ["to"]
