@@ -9,6 +9,7 @@ in one module per op family and are installed here, explicitly:
 :mod:`.norms`             BatchNorm, InstanceNorm, LayerNorm, RMSNorm, GroupNorm
 :mod:`.views`             view/reshape/flatten, permute/transpose, (un)squeeze, expand, repeat
 :mod:`.slicing`           cat/stack, split/chunk/unbind, slicing and indexing
+:mod:`.gathers`           gather/index_select, scatter/index_add/index_put (positions by value)
 :mod:`.factories`         zeros/ones/full/empty, arange, one_hot (tensors made in forward)
 :mod:`.sizes`             ``size()``, ``shape``, ``numel``
 :mod:`.spatial`           pooling, interpolation, padding, roll
@@ -33,7 +34,8 @@ modules with :func:`register_rule`:
 """
 
 from . import (aten, attention, control, einsum, elementwise as _elementwise, factories,
-               linear, norms, reductions, sizes, slicing, spatial, torchvision_ops, views)
+               gathers, linear, norms, reductions, sizes, slicing, spatial, torchvision_ops,
+               views)
 from .elementwise import elementwise, same_as_input
 from .registry import RULES, RULES_BY_NAME, Rule, RuleSet, add_fallback, install, lookup, \
     register_rule
@@ -43,7 +45,7 @@ __all__ = ["Rule", "RuleSet", "register_rule", "lookup", "elementwise", "same_as
 
 #: the built-in rule sets, in the order they are installed
 BUILTIN = (_elementwise.RULES, linear.RULES, norms.RULES, views.RULES, slicing.RULES,
-           factories.RULES, sizes.RULES, spatial.RULES, reductions.RULES,
+           gathers.RULES, factories.RULES, sizes.RULES, spatial.RULES, reductions.RULES,
            attention.RULES, einsum.RULES, torchvision_ops.RULES, control.RULES,
            aten.RULES)
 
