@@ -402,3 +402,83 @@ _add("col2im.default", AtenForm(F.fold, ("input", "output_size", "kernel_size", 
 _add("unfold.default", AtenForm("unfold", ("input", "dimension", "size", "step")))
 _add("linalg_vector_norm.default", AtenForm(torch.linalg.vector_norm,
                                             ("input", "ord", "dim", "keepdim")))
+
+
+# == indexing, gathers, tensors made in forward, experts (issue #16) =======================
+# ``aten.index.Tensor(x, [i, None, j])`` is ``x[i, :, j]``: its ``None`` entries are
+# dims it does not index (not new axes, as ``None`` is in Python indexing).
+def _index_adapt(ctx, b):
+    items = tuple(slice(None) if i is None else i for i in b["indices"])
+    return (b["self"], items), {}
+
+
+def _no_rewrite(ctx, args, kwargs, b):
+    raise RuleError("advanced indexing has no bounds to rewrite")
+
+
+_add("index.Tensor _unsafe_index.Tensor",
+     AtenForm(operator.getitem, adapt=_index_adapt, unadapt=_no_rewrite))
+_add("index_select.default", AtenForm(torch.index_select, ("input", "dim", "index")))
+_add("gather.default", AtenForm(torch.gather, ("input", "dim", "index")))
+_add("take_along_dim.default", AtenForm(torch.take_along_dim, ("input", "indices", "dim")))
+_add("index_add.default index_add_.default",
+     AtenForm(torch.index_add, ("input", "dim", "index", "source")))
+_add("index_copy.default index_copy_.default",
+     AtenForm(torch.index_copy, ("input", "dim", "index", "source")))
+_add("scatter.src scatter.value scatter.reduce scatter.value_reduce scatter_.src scatter_.value "
+     "scatter_.reduce scatter_.value_reduce",
+     AtenForm(torch.scatter, ("input", "dim", "index", "src", "reduce")))
+_add("scatter_add.default scatter_add_.default",
+     AtenForm(torch.scatter_add, ("input", "dim", "index", "src")))
+_add("scatter_reduce.two scatter_reduce_.two",
+     AtenForm(torch.scatter_reduce, ("input", "dim", "index", "src", "reduce")))
+_add("index_put.default index_put_.default _unsafe_index_put.default",
+     AtenForm(torch.index_put, ("input", "indices", "values", "accumulate")))
+_add("copy_.default copy.default", AtenForm("copy_", ("input", "src")))
+_add("zeros.default", AtenForm(torch.zeros, ("size",), rename=()))
+_add("ones.default", AtenForm(torch.ones, ("size",), rename=()))
+_add("empty.memory_format", AtenForm(torch.empty, ("size",), rename=()))
+_add("full.default", AtenForm(torch.full, ("size", "fill_value"), rename=()))
+for _name in ("new_zeros", "new_ones", "new_empty"):
+    _add(f"{_name}.default", AtenForm(_name, ("input", "size")))
+_add("new_full.default", AtenForm("new_full", ("input", "size", "fill_value")))
+_add("empty_like.default", AtenForm(torch.empty_like))
+_add("arange.default", AtenForm(torch.arange, ("end",), rename=()))
+_add("arange.start", AtenForm(torch.arange, ("start", "end"), rename=()))
+_add("arange.start_step", AtenForm(torch.arange, ("start", "end", "step"), rename=()))
+_add("eye.default", AtenForm(torch.eye, ("n",), rename=()))
+_add("eye.m", AtenForm(torch.eye, ("n", "m"), rename=()))
+_add("one_hot.default", AtenForm(F.one_hot, ("input", "num_classes")))
+# ``min``/``max`` of two tensors are elementwise
+_add("min.other fmin.default", AtenForm(torch.minimum, ("input", "other")))
+_add("max.other fmax.default", AtenForm(torch.maximum, ("input", "other")))
+# elementwise ops with a canonical twin the first table does not list
+for _canon, _names in {torch.expm1: "expm1", torch.log1p: "log1p", torch.log2: "log2",
+                       torch.log10: "log10", torch.exp2: "exp2", torch.atan: "atan",
+                       torch.asin: "asin", torch.acos: "acos", torch.sinh: "sinh",
+                       torch.cosh: "cosh", torch.asinh: "asinh", torch.atanh: "atanh",
+                       torch.erfc: "erfc", torch.trunc: "trunc", torch.frac: "frac",
+                       torch.atan2: "atan2", torch.hypot: "hypot", torch.logaddexp: "logaddexp",
+                       torch.xlogy: "xlogy", torch.remainder: "remainder", torch.fmod: "fmod",
+                       torch.logical_and: "__and__ __or__ __xor__ bitwise_xor"}.items():
+    for _name in _names.split():
+        for _op in _all_overloads(_name):
+            FORMS.setdefault(_op, AtenForm(_canon))
+_add("multiply.Tensor multiply.Scalar", AtenForm(torch.mul))
+_add("subtract.Tensor subtract.Scalar", AtenForm(torch.sub))
+_add("divide.Tensor divide.Scalar", AtenForm(torch.div))
+# selections and norms (their rules: fxgrow.rules.reductions)
+_add("topk.default", AtenForm(torch.topk, ("input", "k", "dim")))
+_add("sort.default sort.stable", AtenForm(torch.sort, ("input", "dim")))
+_add("argsort.default argsort.stable", AtenForm(torch.argsort, ("input", "dim")))
+_add("max.dim", AtenForm(torch.max, ("input", "dim", "keepdim")))
+_add("min.dim", AtenForm(torch.min, ("input", "dim", "keepdim")))
+_add("max.default", AtenForm(torch.max))
+_add("min.default", AtenForm(torch.min))
+_add("histc.default", AtenForm(torch.histc, ("input", "bins", "min", "max")))
+_add("baddbmm.default", AtenForm(torch.baddbmm, ("input", "batch1", "batch2")))
+_add("addbmm.default", AtenForm(torch.addbmm, ("input", "batch1", "batch2")))
+_add("tril.default tril_.default", AtenForm(torch.tril, ("input", "diagonal")))
+_add("triu.default triu_.default", AtenForm(torch.triu, ("input", "diagonal")))
+_add("flip.default", AtenForm(torch.flip, ("input", "dims")))
+_add("diff.default", AtenForm(torch.diff, ("input", "n", "dim", "prepend", "append")))

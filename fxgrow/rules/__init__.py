@@ -9,6 +9,8 @@ in one module per op family and are installed here, explicitly:
 :mod:`.norms`             BatchNorm, InstanceNorm, LayerNorm, RMSNorm, GroupNorm
 :mod:`.views`             view/reshape/flatten, permute/transpose, (un)squeeze, expand, repeat
 :mod:`.slicing`           cat/stack, split/chunk/unbind, slicing and indexing
+:mod:`.gathers`           gather/index_select, scatter/index_add/index_put (positions by value)
+:mod:`.factories`         zeros/ones/full/empty, arange, one_hot (tensors made in forward)
 :mod:`.sizes`             ``size()``, ``shape``, ``numel``
 :mod:`.spatial`           pooling, interpolation, padding, roll, unfold/fold
 :mod:`.recurrent`         LSTM, GRU, RNN
@@ -32,8 +34,9 @@ modules with :func:`register_rule`:
 >>> _ = register_rule(MyAct)(elementwise)
 """
 
-from . import (aten, attention, control, einsum, elementwise as _elementwise, linear, norms,
-               recurrent, reductions, sizes, slicing, spatial, torchvision_ops, views)
+from . import (aten, attention, control, einsum, elementwise as _elementwise, factories,
+               gathers, linear, norms, recurrent, reductions, sizes, slicing, spatial,
+               torchvision_ops, views)
 from .elementwise import elementwise, same_as_input
 from .registry import RULES, RULES_BY_NAME, Rule, RuleSet, add_fallback, has_module_rule, \
     install, lookup, register_rule
@@ -44,8 +47,9 @@ __all__ = ["Rule", "RuleSet", "register_rule", "lookup", "has_module_rule", "ele
 
 #: the built-in rule sets, in the order they are installed
 BUILTIN = (_elementwise.RULES, linear.RULES, norms.RULES, views.RULES, slicing.RULES,
-           sizes.RULES, spatial.RULES, reductions.RULES, attention.RULES, einsum.RULES,
-           recurrent.RULES, torchvision_ops.RULES, control.RULES, aten.RULES)
+           gathers.RULES, factories.RULES, sizes.RULES, spatial.RULES, reductions.RULES,
+           attention.RULES, einsum.RULES, recurrent.RULES, torchvision_ops.RULES,
+           control.RULES, aten.RULES)
 
 for _rules in BUILTIN:
     install(_rules)  # a rule the user registered before this import stays theirs

@@ -36,6 +36,7 @@ from ..ir.values import TV
 from ..ops.access import MISSING, node_arg, with_arg
 from ..ops.aten import (BACK_TARGETS, FORMS, VIEWS, AtenForm, aten, bind, from_canonical,
                         overload, to_canonical)
+from .elementwise import elementwise
 from .registry import Rule, RuleSet, lookup
 
 __all__ = ["RULES", "NodeView", "aten_rule"]
@@ -239,6 +240,16 @@ def addmm(ctx) -> Any:
         else:
             ctx.fix(b.dims[-k], "broadcast against a larger dimension")
     return out
+
+
+# -- ATen-only elementwise ops (no canonical twin with a rule) --------------------------
+def _overloads(*names: str):
+    return [getattr(getattr(aten, n), o) for n in names if hasattr(aten, n)
+            for o in getattr(aten, n).overloads()]
+
+
+# integer index arithmetic (MoE routing: ``perm // top_k``): elementwise
+RULES.rule(*_overloads("floor_divide", "floor_divide_"), name="aten_elementwise")(elementwise)
 
 
 # -- ops that compute no tensor -------------------------------------------------------

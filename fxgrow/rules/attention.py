@@ -44,7 +44,8 @@ from ..ir.values import TV
 from .common import broadcast
 from .registry import RuleSet
 
-__all__ = ["RULES", "matmul", "outer", "sdpa", "multihead_attention", "transformer_encoder_layer"]
+__all__ = ["RULES", "matmul", "baddbmm", "outer", "sdpa", "multihead_attention",
+           "transformer_encoder_layer"]
 
 RULES = RuleSet()
 
@@ -57,7 +58,10 @@ _CONTRACT = ("contracted by a product between activations: copies would be count
 def matmul(ctx) -> TV:
     """``a @ b``: batch dims broadcast, the contracted dim is unified and (between
     activations) blocked; with a 2-D parameter it is a linear layer."""
-    a_node, b_node = ctx.arg(0, "input"), ctx.arg(1, "other")
+    return _product(ctx, ctx.arg(0, "input"), ctx.arg(1, "other"))
+
+
+def _product(ctx, a_node, b_node) -> TV:
     a, b = ctx.tensor(a_node), ctx.tensor(b_node)
     sa, sb = ctx.spec(a_node).shape, ctx.spec(b_node).shape
     if len(sa) < 2 or len(sb) < 2:
@@ -76,6 +80,24 @@ def matmul(ctx) -> TV:
     out_shape = ctx.out_shape
     batch = broadcast(ctx, [a.dims[:-2], b.dims[:-2]], [sa[:-2], sb[:-2]], out_shape[:-2])
     return TV(tuple(batch) + (out_row, out_last))
+
+
+@RULES.rule(torch.baddbmm, "baddbmm", torch.addbmm, "addbmm")
+def baddbmm(ctx) -> TV:
+    """``beta * M + alpha * (b1 @ b2)`` (BLOOM's ALiBi scores): the product is
+    :func:`matmul`'s (a contraction between activations), ``M`` an addend that
+    broadcasts against it like an elementwise operand.  ``addbmm`` also sums over
+    the batch, which is blocked where it holds neurons (heads)."""
+    mn = ctx.arg(0, "input")
+    out = _product(ctx, ctx.arg(1, "batch1"), ctx.arg(2, "batch2"))
+    if ctx.node.target in (torch.addbmm, "addbmm"):
+        ctx.mixes(out.dims[0], "a sum over the batch of products")
+        out = TV(out.dims[1:])
+    if isinstance(mn, fx.Node):
+        m = ctx.tensor(mn)
+        shape = tuple(ctx.norm(d).size for d in out.dims)
+        return TV(tuple(broadcast(ctx, [out.dims, m.dims], [shape, ctx.spec(mn).shape], shape)))
+    return out
 
 
 @RULES.rule(torch.outer, torch.ger, "outer", "ger")

@@ -10,6 +10,7 @@ changes with the number of copies (or their positions), so it blocks.
 
 from __future__ import annotations
 
+import operator
 from typing import List, Optional
 
 import torch
@@ -19,15 +20,18 @@ from torch import nn
 from ..errors import RuleError
 from ..ir.values import TV
 from .common import dim_index
+from .elementwise import elementwise
 from .registry import RuleSet
 
-__all__ = ["RULES", "reduce_mean", "reduce_sum", "reduce_max", "softmax"]
+__all__ = ["RULES", "reduce_mean", "reduce_sum", "reduce_max", "softmax", "topk", "sort",
+           "max_min", "histc"]
 
 RULES = RuleSet()
 
 
 def _reduced(ctx, x: TV) -> List[int]:
-    d = ctx.arg(1, "dim", None)
+    # torch.norm(x, p, dim, keepdim): the dim comes after the order
+    d = ctx.arg(2, "dim", None) if _is_norm(ctx) else ctx.arg(1, "dim", None)
     if d is None:
         return list(range(x.ndim))
     ds = d if isinstance(d, (tuple, list)) else (d,)
@@ -37,17 +41,23 @@ def _reduced(ctx, x: TV) -> List[int]:
 def _reduce(ctx, why: Optional[str], constraint: str) -> TV:
     x = ctx.tensor(ctx.arg(0, "input"))
     dims = _reduced(ctx, x)
-    keep = bool(ctx.arg(2, "keepdim", False))
+    keep = bool(ctx.arg(3, "keepdim", False) if _is_norm(ctx) else ctx.arg(2, "keepdim", False))
     for i in dims:
+        # reducing over positions (batch, tokens, space) is what reductions are for:
+        # only neurons are constrained
         if constraint == "uniform":
-            ctx.uniform(x.dims[i], why)
+            ctx.averages(x.dims[i], why)
         elif constraint == "block":
-            ctx.block(x.dims[i], why)
+            ctx.mixes(x.dims[i], why)
     out = [ctx.free(1) if i in dims else lay for i, lay in enumerate(x.dims)
            if keep or i not in dims]
     if len(out) != len(ctx.out_shape):
         raise RuleError("unexpected output rank")
     return TV(tuple(out))
+
+
+def _is_norm(ctx) -> bool:
+    return ctx.node.target in (torch.norm, "norm")
 
 
 @RULES.rule(torch.mean, "mean", torch.nanmean, "nanmean")
@@ -62,7 +72,7 @@ def reduce_sum(ctx) -> TV:
     """Sums (and norms) count copies, so they block the reduced neuron dims."""
     if ctx.node.target in ("cumsum", torch.cumsum):
         x = ctx.tensor(ctx.arg(0, "input"))
-        ctx.block(x.dims[dim_index(ctx.arg(1, "dim"), x.ndim)], "a cumulative sum over neurons")
+        ctx.mixes(x.dims[dim_index(ctx.arg(1, "dim"), x.ndim)], "a cumulative sum over neurons")
         return x
     return _reduce(ctx, "a sum over this dimension counts every copy", "block")
 
@@ -103,5 +113,84 @@ def _softmaxdim_index(ctx, x: TV) -> int:
 def softmax(ctx) -> TV:
     """A softmax normalises over copies, so its dim cannot grow by replication."""
     x = ctx.tensor(ctx.arg(0, "input"))
-    ctx.block(x.dims[_softmaxdim_index(ctx, x)], "a softmax over this dimension")
+    ctx.mixes(x.dims[_softmaxdim_index(ctx, x)], "a softmax over this dimension")
     return x
+
+
+# -- selections by value ---------------------------------------------------------------
+_PICKS = "picks positions along this dimension by their values"
+
+
+def _selection(ctx, x: TV, d: int, k: int) -> TV:
+    """``x`` with dim ``d`` replaced by ``k`` positions chosen by value (a new fixed dim);
+    ``x``'s dim ``d`` is fixed, since copies of a neuron would be chosen as well."""
+    ctx.fix(x.dims[d], _PICKS)
+    return TV(x.dims[:d] + (ctx.free(k),) + x.dims[d + 1:])
+
+
+@RULES.rule(torch.topk, "topk")
+def topk(ctx) -> tuple:
+    """``topk(x, k, dim)``: values and indices of the ``k`` largest entries along ``dim``
+    (an MoE router's experts): the other dims pass."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    d = dim_index(ctx.arg(2, "dim", -1), x.ndim)
+    k = ctx.arg(1, "k")
+    if not isinstance(k, int):
+        raise RuleError("a non-literal k")
+    out = _selection(ctx, x, d, k)
+    return out, out
+
+
+@RULES.rule(torch.sort, "sort", torch.argsort, "argsort")
+def sort(ctx) -> tuple:
+    """``sort(x, dim)``/``argsort``: the entries along ``dim`` reordered by value."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    d = dim_index(ctx.arg(1, "dim", -1), x.ndim)
+    out = _selection(ctx, x, d, ctx.spec(ctx.arg(0, "input")).shape[d])
+    return out if ctx.node.target in (torch.argsort, "argsort") else (out, out)
+
+
+def _reads_indices(ctx) -> bool:
+    """Whether anything reads the indices of a ``(values, indices)`` result."""
+    for user in ctx.node.users:
+        if user.target is operator.getitem and len(user.args) > 1 and \
+                (user.args[1] == 0 or not user.users):
+            continue
+        if user.target is getattr and len(user.args) > 1 and user.args[1] == "values":
+            continue
+        return True
+    return False
+
+
+# named like :func:`reduce_max`: mean- and zero-padding look for a max over a group by
+# that name (:mod:`fxgrow.analysis.padding`)
+@RULES.rule(torch.max, "max", torch.min, "min", name="reduce_max_min")
+def max_min(ctx):
+    """``max``/``min``: of two tensors elementwise; over all entries, or along ``dim``
+    with indices.  The max over copies is the max (nothing to constrain), but its
+    index is a position: if anything reads the indices, the dim is fixed."""
+    other = ctx.arg(1, "other", None)
+    if isinstance(ctx.value(other), TV):
+        return elementwise(ctx)
+    x = ctx.tensor(ctx.arg(0, "input"))
+    d = ctx.arg(1, "dim", None)
+    if d is None:
+        if ctx.node.kwargs or len(ctx.node.args) > 1:
+            raise RuleError("unexpected arguments of max/min")
+        return TV(())
+    d = dim_index(d, x.ndim)
+    keep = bool(ctx.arg(2, "keepdim", False))
+    if _reads_indices(ctx):
+        ctx.fix(x.dims[d], "the position of its max or min is read")
+    out = TV(x.dims[:d] + ((ctx.free(1),) if keep else ()) + x.dims[d + 1:])
+    return out, out
+
+
+@RULES.rule(torch.histc, "histc")
+def histc(ctx) -> TV:
+    """``histc(x, bins)``: counts entries, so neurons of ``x`` would be counted once per
+    copy (blocked); the bins are a new fixed dim."""
+    x = ctx.tensor(ctx.arg(0, "input"))
+    for lay in x.dims:
+        ctx.mixes(lay, "a histogram counts every copy")
+    return TV((ctx.free(ctx.out_shape[0]),))

@@ -19,10 +19,11 @@ from ..capture.shapes import TensorSpec
 from ..errors import RuleError
 from ..ir.layout import Layout
 from ..ir.values import TV, SizeOf, iter_sizes, iter_tensors
-from .common import dim_index
+from .common import broadcast, dim_index
+from .factories import is_constant
 from .registry import RuleSet
 
-__all__ = ["RULES", "cat", "stack", "split", "unbind", "getitem"]
+__all__ = ["RULES", "cat", "stack", "split", "unbind", "getitem", "advanced_index"]
 
 RULES = RuleSet()
 
@@ -119,30 +120,80 @@ def _is_tensor_index(ctx, item: Any) -> bool:
     return isinstance(item, fx.Node) and isinstance(ctx.value(item), TV)
 
 
-def _gather_index(ctx, x: TV, items: List[Any]) -> TV:
-    """``x[..., idx, ...]`` with one tensor index: like ``index_select``.
+def _is_full(item: Any) -> bool:
+    return isinstance(item, slice) and item == slice(None)
 
-    The indexed dim picks positions by value, so it is fixed; the index's own
-    dims take its place and the other dims pass through.
+
+def advanced_index(ctx, x: TV, items: List[Any]) -> TV:
+    """``x[i, :, j]``: see :func:`index_layouts`."""
+    return TV(tuple(index_layouts(ctx, x, items)[0]))
+
+
+def index_layouts(ctx, x: TV, items: List[Any]) -> Tuple[List[Layout], List[Layout]]:
+    """The layouts of ``x[i, :, j]`` and, among them, those the index tensors give.
+
+    ``x[i, :, j]`` with tensor indices (and ints and slices beside them).
+
+    Every dim indexed by a tensor picks positions by value, so it is fixed:
+    growing it would change which neurons the values name.  The index
+    tensors broadcast against each other like the operands of an
+    elementwise op, and their dims take the place of the indexed dims --
+    where the first indexed dim was if the indexed dims are adjacent, in
+    front otherwise.  Dims a full slice keeps pass through, so a gather
+    along positions (``table[position_ids]``, CLIP's pooling
+    ``h[arange(B), eos]``, MoE token routing ``h[token_idx]``) leaves the
+    feature dims growable.  An int (its dim dropped, as torch does before
+    the tensor indices) or a partial slice beside a tensor index fixes only
+    its own dim (nothing rewrites its bounds).
+    Exact: each output entry is one input entry, and copies of an index
+    entry pick the same input entry.
     """
-    d = next(i for i, item in enumerate(items) if _is_tensor_index(ctx, item))
-    if any(not (isinstance(it, slice) and it == slice(None)) for i, it in enumerate(items) if i != d):
-        raise RuleError("advanced indexing mixed with slices")
-    ctx.fix(x.dims[d], "indexed by a tensor of positions")
-    idx = ctx.tensor(items[d])
-    if ctx.spec(items[d]).dtype == torch.bool:
-        raise RuleError("boolean mask indexing")
-    return TV(x.dims[:d] + idx.dims + x.dims[d + 1:])
+    items = list(items)
+    if None in items:
+        raise RuleError("advanced indexing with a new axis (None)")
+    if Ellipsis in items:
+        k = items.index(Ellipsis)
+        n_real = len(items) - 1
+        items = items[:k] + [slice(None)] * (x.ndim - n_real) + items[k + 1:]
+    if len(items) > x.ndim:
+        raise RuleError("too many indices")
+    items += [slice(None)] * (x.ndim - len(items))
+    shape = ctx.spec(ctx.arg(0)).shape
+    picked, operands, out = [], [], []
+    for d, item in enumerate(items):
+        if _is_tensor_index(ctx, item):
+            if ctx.spec(item).dtype == torch.bool:
+                raise RuleError("boolean mask indexing")
+            operands.append((ctx.tensor(item).dims, tuple(ctx.spec(item).shape)))
+        elif not isinstance(item, slice):
+            ctx.int_value(item)  # torch drops an int's dim first, as in basic indexing
+            ctx.fix(x.dims[d], "a single index selected beside a tensor index")
+            continue
+        elif not _is_full(item):
+            start, stop, step = slice(*(None if v is None else ctx.int_value(v)
+                                        for v in (item.start, item.stop, item.step))
+                                      ).indices(shape[d])
+            ctx.fix(x.dims[d], "sliced beside a tensor index")
+            out.append((d, ctx.free(len(range(start, stop, step)))))
+            continue
+        else:
+            out.append((d, x.dims[d]))
+            continue
+        picked.append(d)
+        ctx.fix(x.dims[d], "indexed by a tensor of positions")
+    bshape = torch.broadcast_shapes(*(s for _, s in operands))
+    bdims = broadcast(ctx, [dims for dims, _ in operands], [s for _, s in operands], bshape)
+    at = picked[0] if picked == list(range(picked[0], picked[-1] + 1)) else -1
+    dims: List[Layout] = [lay for d, lay in out if d < at]
+    dims += bdims + [lay for d, lay in out if d > at]
+    return dims, bdims
 
 
 def _index_tensor(ctx, x: TV, index: Any) -> TV:
     shape = ctx.spec(ctx.arg(0)).shape
     items = list(index) if isinstance(index, tuple) else [index]
-    tensor_items = [i for i in items if _is_tensor_index(ctx, i)]
-    if len(tensor_items) == 1 and Ellipsis not in items and None not in items:
-        return _gather_index(ctx, x, items)
-    if tensor_items:
-        raise RuleError("indexing with several tensors")
+    if any(_is_tensor_index(ctx, i) for i in items):
+        return advanced_index(ctx, x, items)
     n_real = sum(1 for i in items if i is not None and i is not Ellipsis)
     if Ellipsis in items:
         k = items.index(Ellipsis)
@@ -150,6 +201,7 @@ def _index_tensor(ctx, x: TV, index: Any) -> TV:
     items += [slice(None)] * (x.ndim - sum(1 for i in items if i is not None))
     out: List[Layout] = []
     plan: List[Tuple[Any, Any]] = []  # (original item, layouts for the rewrite)
+    constant = is_constant(ctx.arg(0))
     d = 0
     for item in items:
         if item is None:
@@ -161,7 +213,15 @@ def _index_tensor(ctx, x: TV, index: Any) -> TV:
         if isinstance(item, slice):
             start, stop, step = (ctx.int_value(v) if v is not None else None
                                  for v in (item.start, item.stop, item.step))
+            fixed_ends = (item.start is None or start >= 0) and stop is not None and 0 <= stop < n
             start, stop, step = slice(start, stop, step).indices(n)
+            if constant and fixed_ends:
+                # a slice of a constant that ends before the dim does is the same
+                # constant at any width: no neuron of the input is pinned
+                out.append(ctx.free(len(range(start, stop, step))))
+                plan.append((item, None))
+                d += 1
+                continue
             if step != 1:
                 # every step-th neuron: a widened space would need a strided
                 # map, so the dim is fixed (spatial dims are fixed anyway)
@@ -190,6 +250,11 @@ def _index_tensor(ctx, x: TV, index: Any) -> TV:
                 mid = parts[1] if start > 0 else parts[0]
                 out.append(mid)
                 plan.append((item, (before, mid)))
+        elif constant:
+            # every entry of a constant is the same value: selecting one reads no
+            # neuron, so the index pins none and stays valid at any width
+            ctx.int_value(item)
+            plan.append((item, None))
         else:
             i = ctx.int_value(item)
             i = i % n

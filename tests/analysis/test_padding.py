@@ -101,6 +101,8 @@ def test_rmsnorm_default_eps_is_made_explicit(dtype):
     (lambda self, x: self.n(torch.relu(self.f(x))), "not linear"),
     (lambda self, x: self.n(self.f(x)) + self.m(self.f(x)), "both LayerNorm and RMSNorm"),
     (lambda self, x: self.n(self.f(x)) + self.f(x).amax(-1, keepdim=True), "max or min"),
+    (lambda self, x: self.n(self.f(x)) + self.f(x).max(-1, keepdim=True)[0], "max or min"),
+    (lambda self, x: self.n(self.f(x)) + torch.min(self.f(x)), "max or min"),
 ])
 def test_zero_padding_refused_with_reason(forward, problem):
     class Net(nn.Module):

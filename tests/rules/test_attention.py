@@ -135,6 +135,36 @@ def test_multihead_attention_head_dim_alone():
     assert (g.mha.num_heads, g.mha.head_dim, g.mha.embed_dim) == (3, 8, 24)
 
 
+class Alibi(torch.nn.Module):
+    """BLOOM's scores: ``baddbmm(alibi, q, kᵀ, beta=1, alpha=1/√d)`` per head."""
+
+    def __init__(self, d=8, heads=2):
+        super().__init__()
+        self.h, self.qkv = heads, torch.nn.Linear(d, 3 * d)
+        self.out = torch.nn.Linear(d, d)
+        self.alibi = torch.nn.Parameter(torch.randn(heads, 1, 5))
+
+    def forward(self, x):                                  # (B, T, d)
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).split(d, -1)
+        q, k, v = (z.reshape(b, t, self.h, -1).transpose(1, 2).reshape(b * self.h, t, -1)
+                   for z in (q, k, v))
+        alibi = self.alibi.expand(b, -1, -1, -1).reshape(b * self.h, 1, t)
+        s = torch.baddbmm(alibi, q, k.transpose(1, 2), beta=1.0, alpha=0.5)
+        y = torch.bmm(torch.softmax(s, -1), v).reshape(b, self.h, t, -1).transpose(1, 2)
+        return self.out(y.reshape(b, t, d))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_baddbmm_scores_are_a_product_between_activations(capture):
+    m, x = Alibi().double().eval(), torch.randn(2, 5, 8, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert a.pairings and all(a.group(p.rescaled).growable for p in a.pairings)
+    assert {g.size for g in a.growable} == {2, 4}          # heads, q/k and v head dims
+    for spec in (2.0, 1.5):
+        assert_same_function(m, fxgrow.widen(a, x, spec, verify=False), x)
+
+
 torchvision = pytest.importorskip("torchvision")
 
 

@@ -60,3 +60,24 @@ def test_mean_over_spatial_dims_passes_channels():
     a = fxgrow.analyze(h, x)
     assert a.group("body.0").growable and not a.group("body.0").uniform
     assert_same_function(h, fxgrow.widen(a, x, {"body.0": 9}), x)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_max_values_pass_and_read_indices_fix(capture):
+    class Picks(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.c, self.b = nn.Linear(3, 6), nn.Linear(3, 6), nn.Linear(6, 2)
+
+        def forward(self, x):
+            h, g = torch.relu(self.a(x)), self.c(x)
+            best = h.max(-1, keepdim=True)[0] + torch.max(h)     # values only: copies agree
+            top = torch.topk(g, 2, -1)[0].sum(-1, keepdim=True)  # picks neurons by value
+            idx = torch.max(g, -1)[1].unsqueeze(-1).double()     # reads a neuron position
+            return self.b(h) + best + top + idx + torch.sort(g, -1)[0][:, :1]
+
+    m, x = Picks().double(), torch.randn(4, 3, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert a.group("a").growable
+    assert a.group("c").status == "fixed" and "positions" in a.group("c").reason
+    assert_same_function(m, fxgrow.widen(a, x, {"a": 11}, verify=False), x)

@@ -1,10 +1,11 @@
 """Rules for cat, split, chunk and slicing (fxgrow.rules.slicing)."""
 
+import pytest
 import torch
 from torch import nn
 
 import fxgrow
-from helpers import grow_exactly
+from helpers import blocked, grow_exactly
 
 
 def test_uneven_split_getitem_and_chunk_are_rewritten():
@@ -87,3 +88,111 @@ def test_a_dict_passed_as_a_positional_input():
 
     example = ({"x": torch.randn(3, 4, dtype=torch.float64), "scale": 2.0},)
     grow_exactly(Batch().double(), example, 2.0)
+
+
+# -- advanced indexing: tensors of positions ---------------------------------------------
+class Pool(nn.Module):
+    """CLIP's pooling ``h[arange(B), eos]`` and a position-table lookup, both gathers
+    along positions that leave the feature dim growable."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.pos = nn.Embedding(20, 8), nn.Parameter(torch.randn(16, 8))
+        self.fc, self.head = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, ids):
+        t = torch.arange(ids.shape[1])
+        h = self.emb(ids) + self.pos[t]
+        h = torch.relu(self.fc(h))
+        eos = ids.argmax(-1)
+        return self.head(h[torch.arange(ids.shape[0]), eos])
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_gathers_along_positions_pass_the_features(capture):
+    m, ids = Pool().double(), torch.randint(0, 20, (3, 6))
+    a = fxgrow.analyze(m, ids, capture=capture)
+    assert a.group("fc").growable and a.group("emb").growable
+    grow_exactly(m, ids, 2.0, capture=capture)
+    grow_exactly(m, ids, 1.5, capture=capture)
+
+
+class Picks(nn.Module):
+    """Index tensors beside slices and ints, along tokens: ``h[:, t]``, ``h[0, t]`` (torch
+    drops an int's dim first), ``h[b, 1:3]`` (a partial slice beside), ``hᵀ[b, :, t]``
+    (non-adjacent: the index dims go first); the features pass through all of them."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 2)
+
+    def forward(self, x, t, b):                    # x: (B, T, 4), t: (L,) tokens, b: (L,) rows
+        h = torch.relu(self.a(x))                  # (B, T, 6)
+        g = h[:, t]                                # (B, L, 6)
+        s = h[0, t]                                # (L, 6)
+        u = h[b, 1:3]                              # (L, 2, 6)
+        v = h.transpose(1, 2)[b, :, t]             # (L, 6)
+        return self.b(g).mean(1) + self.b(s + v).mean(0) + self.b(u).mean((0, 1))
+
+
+def _picks_input():
+    return (torch.randn(2, 5, 4, dtype=torch.float64), torch.tensor([4, 0, 2]),
+            torch.tensor([1, 0, 1]))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_tensor_indices_along_tokens_pass_the_features(capture):
+    m, x = Picks().double(), _picks_input()
+    assert fxgrow.analyze(m, x, capture=capture).group("a").growable
+    grow_exactly(m, x, 1.5, capture=capture)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_tensor_index_fixes_the_dim_it_indexes(capture):
+    class Cols(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 2)
+
+        def forward(self, x, cols):
+            h = self.b(torch.relu(self.a(x)))
+            return self.c(h) + h[:, cols].sum(-1, keepdim=True)   # picks features of b
+
+    m, x = Cols().double(), (torch.randn(3, 4, dtype=torch.float64), torch.tensor([5, 0, 2]))
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert a.group("b").status == "fixed"
+    assert "indexed by a tensor of positions" in a.group("b").reason
+    assert a.group("a").growable  # only the indexed dim is pinned
+    grow_exactly(m, x, 2.0, capture=capture)
+
+
+def test_boolean_masks_block_with_the_reason():
+    class Mask(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(h[x[:, 0] > 0])
+
+    reason = blocked(Mask(), torch.randn(5, 4), "a")
+    assert "boolean mask indexing" in reason
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_selecting_from_a_constant_pins_no_neuron(capture):
+    class Flag(nn.Module):  # GIT's embeddings: zeros_like(h, dtype=int)[:, :, 0]
+        def __init__(self):
+            super().__init__()
+            self.a, self.ln, self.b = nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.a(x)
+            flag = torch.zeros_like(h, dtype=torch.int64)[:, :, 0]
+            return self.b(self.ln(h)) + flag.unsqueeze(-1)
+
+    m, x = Flag().double(), torch.randn(2, 5, 4, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert [g.size for g in a.groups_of("a")] == [8] and a.group("a").growable
+    grow_exactly(m, x, 2.0, capture=capture)
