@@ -23,8 +23,9 @@ from .analysis import Analysis, Group, Member, RuleContext
 from .api import CaptureOptions, analyze, widen
 from .deepen import deepen
 from .errors import (AnalysisError, ConstraintError, ExampleInputError, FxGrowError,
-                     GroupNotGrowableError, NarrowingError, SpecError, TraceError,
-                     UnknownInitError, UnknownTargetError, VerificationError)
+                     GroupNotGrowableError, NarrowingError, OptimizerError, SpecError,
+                     TraceError, UnknownInitError, UnknownTargetError, VerificationError)
+from .optim import grow_optimizer
 from .rules import register_rule
 from .verify import Report, verify
 from .widen.apply import apply_plan
@@ -34,8 +35,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "analyze", "widen", "deepen", "verify", "plan_widening", "apply_plan", "register_rule",
+    "grow_optimizer",
     "Analysis", "Group", "Member", "GrowthPlan", "Report", "RuleContext", "CaptureOptions",
     "FxGrowError", "TraceError", "ExampleInputError", "SpecError", "NarrowingError",
     "UnknownTargetError", "GroupNotGrowableError", "ConstraintError", "UnknownInitError",
-    "VerificationError", "AnalysisError",
+    "VerificationError", "OptimizerError", "AnalysisError",
 ]

@@ -16,7 +16,7 @@ from .capture import CaptureOptions, ExampleInput, bind_inputs, capture as _capt
 from .capture.export import as_module
 from .errors import ExampleInputError, UnknownInitError, VerificationError
 from .verify import verify
-from .widen import INITS, Spec, apply_plan, first_divergence, plan_widening
+from .widen import EXACT, INITS, Spec, apply_plan, first_divergence, plan_widening
 
 __all__ = ["analyze", "widen", "CaptureOptions"]
 
@@ -88,9 +88,12 @@ def widen(
         ``2.0`` grows every growable group twofold; ``{"layer2.0.conv1": 192}``
         grows the group a module produces to 192 neurons (group ids work as
         keys too; float values are factors).
-    init : {"net2net", "random_pad", "random_init"}
+    init : {"net2net", "split", "zero_out", "random_pad", "random_init"}
         ``net2net`` (default) preserves the function exactly when ``noise`` is
-        0; the two baselines do not (see :mod:`fxgrow.widen.apply`).
+        0; ``split`` (copies with unequal shares of the outgoing weights) and
+        ``zero_out`` (fresh neurons with zero outgoing weights) preserve it and
+        break the copies' symmetry (see :mod:`fxgrow.widen.inits`); the two
+        baselines do not (see :mod:`fxgrow.widen.apply`).
     noise : float
         Relative noise added to new neurons (net2net only; breaks exactness).
     seed : int
@@ -108,7 +111,8 @@ def widen(
     -------
     torch.fx.GraphModule
         Same module names and ``state_dict`` keys, new sizes.  ``meta`` holds
-        ``"fxgrow.plan"`` (``{group: (old, new)}``) and, when verified,
+        ``"fxgrow.plan"`` (``{group: (old, new)}``), ``"fxgrow.growth"`` (the
+        gradient map :func:`fxgrow.grow_optimizer` reads) and, when verified,
         ``"fxgrow.report"``.
 
     Examples
@@ -134,7 +138,7 @@ def widen(
         original = model
     plan = plan_widening(analysis, spec, seed=seed)
     grown = apply_plan(plan, init=init, noise=noise)
-    exact = init == "net2net" and not noise
+    exact = init in EXACT and not noise
     if verify is None:
         verify = exact
     if verify:

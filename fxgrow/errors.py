@@ -18,6 +18,7 @@ __all__ = [
     "ConstraintError",
     "UnknownInitError",
     "VerificationError",
+    "OptimizerError",
     "AnalysisError",
 ]
 
@@ -74,6 +75,10 @@ class VerificationError(FxGrowError):
     def __init__(self, message: str, report=None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class OptimizerError(FxGrowError):
+    """An optimizer (or its state) that :func:`fxgrow.grow_optimizer` cannot grow."""
 
 
 class AnalysisError(FxGrowError):
