@@ -10,7 +10,9 @@ eval mode) and a random example input of ``--input-shape``:
 * ``fxgrow draw MODEL --input-shape ... -o out.html`` writes the HTML page
   (or DOT text, for a ``.dot`` file) of :mod:`fxgrow.viz`;
 * ``fxgrow widen MODEL --input-shape 8,32 --factor 2 -o grown.pt`` widens,
-  verifies and saves the grown ``GraphModule`` with ``torch.save``.
+  verifies and saves the grown ``GraphModule`` with ``torch.save``
+  (``--init split`` or ``--init zero_out`` for the exact symmetry-breaking
+  initialisers).
 
 Errors fxgrow raises on purpose exit with status 2 and a one-line message.
 """
@@ -25,6 +27,7 @@ import torch
 
 from fxgrow import meta
 from fxgrow.errors import FxGrowError, SpecError
+from fxgrow.widen.apply import INITS
 
 __all__ = ["main", "build_parser", "load_model", "ModelSpecError"]
 
@@ -262,7 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="grow every growable group by this factor (default 2)")
     how.add_argument("--spec", help='JSON object {module or group id: new size (int) or factor '
                                    '(float)}, e.g. \'{"0": 32, "fc1": 1.5}\'')
-    w.add_argument("--init", default="net2net", help="net2net (default), random_pad, random_init")
+    w.add_argument("--init", default="net2net", choices=INITS,
+                   help="net2net (default: copies, consumers divided by the counts); split "
+                        "(copies with unequal shares of the outgoing weights) and zero_out "
+                        "(fresh neurons with zero outgoing weights), exact and symmetry "
+                        "breaking; random_pad, random_init (baselines, not exact)")
     w.add_argument("-o", "--output", help="where to torch.save the grown GraphModule")
     w.add_argument("--draw", metavar="HTML", help="also draw the graph with old -> new sizes")
     w.set_defaults(func=_widen)
