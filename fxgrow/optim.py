@@ -67,21 +67,26 @@ def grow_optimizer(optimizer: torch.optim.Optimizer, source: nn.Module,
         The model that was grown (parameters are matched by qualified name).
     grown : torch.fx.GraphModule
         The result of :func:`fxgrow.widen` (or :func:`fxgrow.apply_plan`) on
-        ``source``; its ``meta["fxgrow.growth"]`` holds the gradient map.
+        ``source``, whose ``meta["fxgrow.growth"]`` holds the gradient map; or
+        of :func:`fxgrow.deepen`, where no parameter changes shape (old
+        parameters keep their state).
 
     Returns
     -------
     torch.optim.Optimizer
         Same class, the same param groups (hyper-parameters included) over the
         grown parameters of the same names; state grown by the gradient map
-        (parameters that did not grow keep theirs).  ``optimizer`` is left as
-        it was.
+        (parameters that did not grow keep theirs).  Parameters of ``grown``
+        that ``source`` has no parameter of the same name for (the blocks
+        ``deepen`` inserts) join the first param group with fresh state.
+        ``optimizer`` is left as it was.
 
     Raises
     ------
     OptimizerError
         An unsupported optimizer or state, a parameter ``source`` does not
-        have or ``grown`` lacks, or a model without a growth record.
+        have or ``grown`` lacks, or parameters that changed shape without a
+        growth record.
 
     Examples
     --------
@@ -98,11 +103,15 @@ def grow_optimizer(optimizer: torch.optim.Optimizer, source: nn.Module,
         raise OptimizerError(f"grow_optimizer supports {[c.__name__ for c in SUPPORTED]}, "
                              f"not {type(optimizer).__name__}")
     record = getattr(grown, "meta", {}).get(meta.GROWTH)
-    if record is None:
-        raise OptimizerError("`grown` has no growth record (meta['fxgrow.growth']): pass the "
-                             "model fxgrow.widen or fxgrow.apply_plan returned")
     names = {id(p): n for n, p in source.named_parameters()}
     targets = dict(grown.named_parameters())
+    if record is None:
+        changed = [n for n, p in source.named_parameters()
+                   if n in targets and targets[n].shape != p.shape]
+        if changed:
+            raise OptimizerError(
+                f"`grown` has no growth record (meta['fxgrow.growth']) but `{changed[0]}` changed "
+                "shape: pass the model fxgrow.widen or fxgrow.apply_plan returned")
     groups, pairs = [], []
     for group in optimizer.param_groups:
         params = []
@@ -118,15 +127,19 @@ def grow_optimizer(optimizer: torch.optim.Optimizer, source: nn.Module,
         new_group = {k: v for k, v in group.items() if k != "params"}
         new_group["params"] = params
         groups.append(new_group)
+    known = set(names.values())
+    added = [p for n, p in targets.items() if n not in known]  # inserted layers
+    if added and groups:
+        groups[0]["params"] = groups[0]["params"] + added
     new = type(optimizer)(groups)
     new.defaults = dict(optimizer.defaults)
-    if record.reinitialised:
+    if record is not None and record.reinitialised:
         return new  # every parameter was re-initialised: nothing to carry over
     for name, old, target in pairs:
         state = optimizer.state.get(old)
         if not state:
             continue
-        growth = record.tensors.get(name)
+        growth = record.tensors.get(name) if record is not None else None
         if growth is None and tuple(old.shape) != tuple(target.shape):
             raise OptimizerError(f"`{name}` changed shape but the growth record has no map "
                                  "for it")

@@ -174,11 +174,27 @@ def test_unsupported_optimizers_states_and_models_are_refused():
     with pytest.raises(fxgrow.OptimizerError, match="supports.*not RMSprop"):
         fxgrow.grow_optimizer(rms, model, grown)
     sgd = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(fxgrow.OptimizerError, match="no growth record"):
-        fxgrow.grow_optimizer(sgd, model, model)
+    bare = fxgrow.widen(model, x, 2.0)
+    del bare.meta["fxgrow.growth"]
+    with pytest.raises(fxgrow.OptimizerError, match="no growth record.*`0.weight` changed shape"):
+        fxgrow.grow_optimizer(sgd, model, bare)
     stranger = torch.optim.SGD([nn.Parameter(torch.zeros(3))], lr=0.1)
     with pytest.raises(fxgrow.OptimizerError, match="not a parameter of `source`"):
         fxgrow.grow_optimizer(stranger, model, grown)
     sgd.state[model[0].weight]["my_trace"] = torch.zeros(6, 5)
     with pytest.raises(fxgrow.OptimizerError, match="cannot grow optimizer state 'my_trace'"):
         fxgrow.grow_optimizer(sgd, model, grown)
+
+
+def test_deepened_models_keep_old_state_and_train_the_new_blocks():
+    model, opt, x, loss = _trained(_mlp, torch.optim.Adam, dict(lr=1e-2))
+    deep = fxgrow.deepen(model, x, after=["1"], method="residual")
+    new = fxgrow.grow_optimizer(opt, model, deep)
+    old = {n for n, _ in model.named_parameters()}
+    added = [n for n, _ in deep.named_parameters() if n not in old]
+    assert added and sum(len(g["params"]) for g in new.param_groups) == len(list(deep.parameters()))
+    w = deep.get_parameter("0.weight")
+    assert torch.equal(new.state[w]["exp_avg"], opt.state[model[0].weight]["exp_avg"])
+    assert all(deep.get_parameter(n) not in new.state for n in added)
+    _step(deep, new, x, loss)
+    assert all(deep.get_parameter(n) in new.state for n in added)
