@@ -24,9 +24,10 @@ from .api import CaptureOptions, analyze, widen
 from .deepen import deepen
 from .errors import (AnalysisError, ConstraintError, ExampleInputError, FxGrowError,
                      GroupNotGrowableError, GrowthWarning, ModeError, NarrowingError,
-                     OutputPathError,
+                     OptimizerError, OutputPathError,
                      SpecError, TraceError, UnknownInitError, UnknownTargetError,
                      VerificationError)
+from .optim import grow_optimizer
 from .rules import register_rule
 from .verify import Report, verify
 from .widen.apply import apply_plan
@@ -36,8 +37,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "analyze", "widen", "deepen", "verify", "plan_widening", "apply_plan", "register_rule",
+    "grow_optimizer",
     "Analysis", "Group", "Member", "GrowthPlan", "Report", "RuleContext", "CaptureOptions",
     "FxGrowError", "TraceError", "ExampleInputError", "SpecError", "NarrowingError",
     "UnknownTargetError", "GroupNotGrowableError", "ConstraintError", "UnknownInitError",
     "VerificationError", "AnalysisError", "ModeError", "OutputPathError", "GrowthWarning",
+    "OptimizerError",
 ]

@@ -18,7 +18,7 @@ from .capture.export import as_module
 from .rules import has_module_rule
 from .errors import ExampleInputError, SpecError, UnknownInitError, VerificationError
 from .verify import train_mode_hint, verify
-from .widen import INITS, Spec, apply_plan, first_divergence, plan_widening
+from .widen import EXACT, INITS, Spec, apply_plan, first_divergence, plan_widening
 from .widen.module import into_module
 
 __all__ = ["analyze", "widen", "CaptureOptions"]
@@ -110,9 +110,12 @@ def widen(
         ``2.0`` grows every growable group twofold; ``{"layer2.0.conv1": 192}``
         grows the group a module produces to 192 neurons (group ids work as
         keys too; float values are factors).
-    init : {"net2net", "random_pad", "random_init"}
+    init : {"net2net", "split", "zero_out", "random_pad", "random_init"}
         ``net2net`` (default) preserves the function exactly when ``noise`` is
-        0; the two baselines do not (see :mod:`fxgrow.widen.apply`).
+        0; ``split`` (copies with unequal shares of the outgoing weights) and
+        ``zero_out`` (fresh neurons with zero outgoing weights) preserve it and
+        break the copies' symmetry (see :mod:`fxgrow.widen.inits`); the two
+        baselines do not (see :mod:`fxgrow.widen.apply`).
     noise : float
         Relative noise added to new neurons (net2net only; breaks exactness).
     seed : int
@@ -137,8 +140,9 @@ def widen(
     -------
     torch.fx.GraphModule or the user's module class
         Same module names and ``state_dict`` keys, new sizes.  A GraphModule's
-        ``meta`` holds ``"fxgrow.plan"`` (``{group: (old, new)}``) and, when
-        verified, ``"fxgrow.report"``.
+        ``meta`` holds ``"fxgrow.plan"`` (``{group: (old, new)}``), ``"fxgrow.growth"``
+        (the gradient map :func:`fxgrow.grow_optimizer` reads) and, when verified,
+        ``"fxgrow.report"``.
 
     Examples
     --------
@@ -182,7 +186,7 @@ def widen(
             raise SpecError("output='module' needs the user's own module: give widen the model "
                             "(or an Analysis made from it by fxgrow.analyze)")
         grown = into_module(analysis.source, plan, grown)
-    exact = init == "net2net" and not noise
+    exact = init in EXACT and not noise
     if verify is None:
         verify = exact
     if verify:

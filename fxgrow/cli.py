@@ -10,7 +10,9 @@ eval mode) and a random example input of ``--input-shape``:
 * ``fxgrow draw MODEL --input-shape ... -o out.html`` writes the HTML page
   (or DOT text, for a ``.dot`` or ``.gv`` file) of :mod:`fxgrow.viz`;
 * ``fxgrow widen MODEL --input-shape 8,32 --factor 2 -o grown.pt`` widens,
-  verifies and saves the grown ``GraphModule`` with ``torch.save``.
+  verifies and saves the grown ``GraphModule`` with ``torch.save``
+  (``--init split`` or ``--init zero_out`` for the exact symmetry-breaking
+  initialisers).
 
 Keys of ``--spec`` are module names where the model has a module of that name
 (``"0"`` of an ``nn.Sequential``); group ids are written ``"#3"`` or
@@ -34,6 +36,7 @@ import torch
 
 from fxgrow import checks, meta
 from fxgrow.errors import FxGrowError, SpecError
+from fxgrow.widen.apply import INITS
 
 __all__ = ["main", "build_parser", "load_model", "ModelSpecError"]
 
@@ -387,8 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    'factor (float)}, e.g. \'{"0": 32, "fc1": 1.5, "#3": 2.0}\'; '
                                    "a key naming a module is that module, other digit keys are "
                                    "group ids")
-    w.add_argument("--init", default="net2net", choices=("net2net", "random_pad", "random_init"),
-                   help="net2net (default, function preserving), random_pad, random_init")
+    w.add_argument("--init", default="net2net", choices=INITS,
+                   help="net2net (default: copies, consumers divided by the counts); split "
+                        "(copies with unequal shares of the outgoing weights) and zero_out "
+                        "(fresh neurons with zero outgoing weights), exact and symmetry "
+                        "breaking; random_pad, random_init (baselines, not exact)")
     w.add_argument("-o", "--output", help="where to torch.save the grown GraphModule")
     w.add_argument("--draw", metavar="HTML", help="also draw the graph with old -> new sizes "
                                                   "(.html, .htm, .dot or .gv)")

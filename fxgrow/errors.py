@@ -18,6 +18,7 @@ __all__ = [
     "ConstraintError",
     "UnknownInitError",
     "VerificationError",
+    "OptimizerError",
     "AnalysisError",
     "ModeError",
 ]
@@ -87,6 +88,10 @@ class OutputPathError(FxGrowError, OSError):
 class ModeError(FxGrowError):
     """A grown graph that baked in one mode (train or eval) was run in the other
     (see :mod:`fxgrow.capture.modes`)."""
+
+
+class OptimizerError(FxGrowError):
+    """An optimizer (or its state) that :func:`fxgrow.grow_optimizer` cannot grow."""
 
 
 class AnalysisError(FxGrowError):

@@ -17,8 +17,10 @@ Per node (written by capture and analysis):
 
 Per grown module (``gm.meta``, written by the entry points, documented for users):
 ``fxgrow.capture``, ``fxgrow.plan``, ``fxgrow.init``, ``fxgrow.report``,
-``fxgrow.deepen``, ``fxgrow.deepen_skipped``, ``fxgrow.warnings`` (the message of every
-:class:`~fxgrow.errors.GrowthWarning` the call gave, e.g. that nothing grows).
+``fxgrow.growth`` (the gradient map :func:`fxgrow.grow_optimizer` reads, a
+:class:`fxgrow.widen.record.GrowthRecord`), ``fxgrow.deepen``, ``fxgrow.deepen_skipped``,
+``fxgrow.warnings`` (the message of every :class:`~fxgrow.errors.GrowthWarning` the call
+gave, e.g. that nothing grows).
 
 >>> class N: meta = {}
 >>> n = N(); set_op(n, "nn.Linear"); op(n)
@@ -30,7 +32,8 @@ from __future__ import annotations
 from typing import Any, Optional, Tuple
 
 __all__ = ["PREFIX", "SHAPE", "VALUE", "OP", "RULE", "BLOCKED", "CAPTURE", "PLAN", "INIT",
-           "REPORT", "DEEPEN", "DEEPEN_SKIPPED", "WARNINGS", "shape", "set_shape", "value", "set_value",
+           "REPORT", "GROWTH", "DEEPEN", "DEEPEN_SKIPPED", "WARNINGS", "shape", "set_shape",
+           "value", "set_value",
            "op", "set_op", "rule", "set_rule", "blocked", "set_blocked", "clear"]
 
 PREFIX = "fxgrow."
@@ -38,6 +41,7 @@ SHAPE, VALUE, OP, RULE, BLOCKED = (PREFIX + k for k in ("shape", "value", "op", 
 CAPTURE, PLAN, INIT, REPORT = (PREFIX + k for k in ("capture", "plan", "init", "report"))
 DEEPEN, DEEPEN_SKIPPED = PREFIX + "deepen", PREFIX + "deepen_skipped"
 WARNINGS = PREFIX + "warnings"
+GROWTH = PREFIX + "growth"
 
 _MISSING = object()
 

@@ -17,13 +17,30 @@ def _load(name):
     return mod
 
 
-def test_experiments_smallest_config(tmp_path):
+def test_experiments_digits_smallest_config(tmp_path):
     pytest.importorskip("sklearn")
     exp = _load("experiments")
-    exp.main(["--quick", "--seeds", "1", "--families", "mlp", "--teacher-steps", "30",
+    exp.main(["digits", "--quick", "--seeds", "1", "--families", "mlp", "--teacher-steps", "30",
               "--student-steps", "10", "--workers", "1", "--md", str(tmp_path / "e.md")])
     text = (tmp_path / "e.md").read_text()
     assert "net2net" in text and "scratch" in text
+
+
+def test_experiments_growth_protocol_smallest_config(tmp_path):
+    pytest.importorskip("mnist1d")
+    exp = _load("experiments")
+    out = exp.main(["mnist1d", "--quick", "--seeds", "1", "--families", "mlp", "--small-steps",
+                    "20", "--big-steps", "10", "--workers", "1", "--out", str(tmp_path)])
+    text = (tmp_path / "mnist1d.md").read_text()
+    for name in ("net2net", "split", "zero_out", "random_pad", "random_init", "deepen", "scratch"):
+        assert name in text
+    fam = out["mnist1d"]["mlp"]
+    assert not fam["errors"], fam["errors"]
+    # exact inits start where the small model ended; random_init does not
+    start = {(r["method"], r["lr"], r["state"]): r["start"] for r in fam["rows"]}
+    assert start[("net2net", "lr", "fresh")] == start[("split", "lr", "fresh")] \
+        == start[("zero_out", "lr", "fresh")]
+    assert start[("random_init", "lr", "fresh")] != start[("net2net", "lr", "fresh")]
 
 
 def test_speed_scaling_helpers():

@@ -83,6 +83,25 @@ def test_widen_with_a_json_spec(capsys):
     assert "16 -> 20  (layer1.0.conv1)" in out and "16 -> 24  (conv1," in out
 
 
+@pytest.mark.parametrize("init", ["split", "zero_out"])
+def test_widen_with_an_exact_symmetry_breaking_init(mlp_file, tmp_path, init, capsys):
+    out = tmp_path / "grown.pt"
+    assert main(["widen", f"{mlp_file}:build", "--input-shape", "8,32", "--init", init,
+                 "-o", str(out)]) == 0
+    assert "verify: OK" in capsys.readouterr().out
+    w = torch.load(out, weights_only=False).get_submodule("2").weight.detach()
+    if init == "zero_out":
+        assert torch.count_nonzero(w[:, 16:]) == 0
+    else:  # the two copies of a neuron read it with unequal shares: no two columns agree
+        assert torch.cdist(w[:, 16:].T, w[:, :16].T).min() > 1e-4
+
+
+def test_widen_refuses_an_unknown_init(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["widen", *TINY, "--init", "zeros"])
+    assert e.value.code == 2 and "invalid choice: 'zeros'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["analyze", "fxgrow.testing.models", "--input-shape", "1"], "MODEL must look like"),
     (["analyze", "no_such_pkg_xyz:build", "--input-shape", "1"], "cannot import `no_such_pkg_xyz`"),

@@ -15,6 +15,10 @@ Initialisers
 ``net2net``
     Function preserving: new neurons copy old ones, consumers divide by the
     replication counts.
+``split``, ``zero_out``
+    Function preserving and symmetry breaking: copies with unequal shares of
+    the outgoing weights, or fresh neurons with zero outgoing weights; see
+    :mod:`fxgrow.widen.inits`.
 ``net2net`` with ``noise > 0``
     As above, then Gaussian noise of ``noise * std(tensor)`` added to the
     new neurons' producer rows (the paper's symmetry breaking). Not exact.
@@ -42,13 +46,17 @@ from ..ir.groups import Member
 from ..ir.rewrites import evaluate, grows
 from ..ir.roles import PRODUCER
 from ..ops.access import owner_of
+from . import inits
 from .gather import Expander, _real, grow_tensor
 from .pad import Padder
 from .growth import GrowthPlan
+from .record import GrowthRecord, share_maps, tensor_growth
 
-__all__ = ["apply_plan", "INITS"]
+__all__ = ["apply_plan", "INITS", "EXACT"]
 
-INITS = ("net2net", "random_pad", "random_init")
+INITS = ("net2net", "split", "zero_out", "random_pad", "random_init")
+#: initialisers that scale consumers by the shares (function preserving without noise)
+EXACT = ("net2net",) + inits.INITS
 
 
 def _tensor(root: nn.Module, qualname: str) -> Any:
@@ -113,16 +121,17 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
     Parameters
     ----------
     plan : GrowthPlan
-    init : {"net2net", "random_pad", "random_init"}
-        See the module documentation; only ``net2net`` with ``noise=0``
-        preserves the function.
+    init : {"net2net", "split", "zero_out", "random_pad", "random_init"}
+        See the module documentation; ``net2net`` (with ``noise=0``),
+        ``split`` and ``zero_out`` preserve the function.
     noise : float
         Relative noise on the new neurons' producer rows (``net2net`` only).
 
     Returns
     -------
     torch.fx.GraphModule
-        A new module; ``meta["fxgrow.plan"]`` holds ``plan.summary()``.
+        A new module; ``meta["fxgrow.plan"]`` holds ``plan.summary()``,
+        ``meta["fxgrow.growth"]`` the gradient map (:mod:`fxgrow.widen.record`).
     """
     if not isinstance(init, str) or init not in INITS:
         raise UnknownInitError(f"unknown init {init!r}; choose one of {INITS}")
@@ -130,6 +139,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
         raise SpecError(f"apply_plan needs a GrowthPlan (from fxgrow.plan_widening), not "
                         f"{type(plan).__name__}")
     noise = checks.real(noise, "noise")
+    plan = inits.prepare(plan, init)  # split, zero_out: each copy's share (and the proof)
     analysis = plan.analysis
     old = analysis.graph_module
     ex = Expander(plan)
@@ -157,18 +167,26 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
         for a in analysis.attr_rewrites:
             setattr(new.get_submodule(a.module), a.attr, evaluate(a.value, sizes))
         mp.rescale_eps(new)
-        pending = []
+        pending, records = [], {}
+        scaled = init in EXACT
+        shares = share_maps(plan, old_only=not scaled)
+        fresh_groups = inits.fresh_groups(plan) if init == "zero_out" else frozenset()
         for qualname, members in growing.items():
             t = originals[qualname]
-            grown, mask = grow_tensor(t, members, ex, scale_consumers=(init == "net2net"), mp=mp,
+            grown, mask = grow_tensor(t, members, ex, scale_consumers=scaled, mp=mp,
                                        want_mask=(init == "random_pad" or bool(noise)))
+            if fresh_groups:  # zero_out: fresh rows of new neurons, filled below
+                mask = inits.fresh_mask(plan, ex, members, fresh_groups, grown.shape,
+                                        grown.device)
+            for q in aliases.get(id(t), [qualname]):
+                records[q] = tensor_growth(members, ex, mp, shares, scaled)
             if init == "net2net" and noise and mask is not None and _real(grown):
                 if any(m.role == PRODUCER and ex.grows(m.layout) for m in members):
                     std = float(t.detach().float().std()) if t.numel() > 1 else 1.0
                     grown = grown + noise * std * torch.randn_like(grown) * mask
             _set_tensor(new, aliases.get(id(t), [qualname]), t, grown)
             pending.append((qualname, t, mask))
-        if init == "random_pad":
+        if init in ("random_pad", "zero_out"):
             # fresh values come from modules that already have the new shapes
             for qualname, t, mask in pending:
                 if mask is None:
@@ -187,6 +205,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
     if plan.notes:
         new.meta[meta.WARNINGS] = list(plan.notes)
     new.meta[meta.INIT] = init
+    new.meta[meta.GROWTH] = GrowthRecord(init, records, reinitialised=(init == "random_init"))
     modes.guard(new, new.meta.get(meta.CAPTURE, {}))  # a graph's deepcopy drops its hooks
     return new
 

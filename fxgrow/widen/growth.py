@@ -10,7 +10,7 @@ carries it out, reading the analysis it refers to only as data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -32,10 +32,17 @@ class GroupGrowth:
     mode: str = "replicate"
     #: padded groups: the norms the padding proof found, which the rewrite rescales
     norms: Tuple[Any, ...] = ()  # fxgrow.analysis.padding.NormSite records
+    #: (new,) float64: each copy's share of its neuron's outgoing weight, summing to 1
+    #: over the copies of every old neuron; None: equal shares 1 / count (Net2WiderNet).
+    #: Set by the initialisers of fxgrow.widen.inits ("split", "zero_out").
+    shares: Optional[torch.Tensor] = None
 
     @property
     def scale(self) -> torch.Tensor:
-        """Per new neuron, what a consumer multiplies its column by (1 / count)."""
+        """Per new neuron, its share of the old neuron's outgoing weight: what a consumer
+        multiplies its column by (``1 / count``, or :attr:`shares` when set)."""
+        if self.shares is not None:
+            return self.shares
         return 1.0 / self.counts.to(torch.float64)[self.index]
 
 
