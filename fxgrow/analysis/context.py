@@ -30,9 +30,44 @@ from ..ir.spaces import Contraction, Unalignable
 from ..ir.values import TV, SizeOf
 from ..ops.access import MISSING, node_arg, with_arg
 from ..ops.kinds import reads_metadata, rearranges
+from ..ops.aten import canonical_target
 from .state import WalkState
 
 __all__ = ["RuleContext"]
+
+#: ops that only transpose a tensor's dims (so a transposed parameter is the parameter)
+_TRANSPOSES = {"transpose", "permute", "t", torch.transpose, torch.permute, torch.t}
+
+
+def _input_dim(node: fx.Node, d: int, ndim: int) -> Optional[int]:
+    """The dim of ``node``'s input that its output dim ``d`` is, if ``node`` only
+    transposes (positional arguments only), else None."""
+    if node.op == "call_function" and node.target is getattr:
+        if len(node.args) == 2 and node.args[1] == "T":
+            return ndim - 1 - d
+        if len(node.args) == 2 and node.args[1] == "mT" and ndim >= 2:
+            return {ndim - 2: ndim - 1, ndim - 1: ndim - 2}.get(d, d)
+        return None
+    if node.kwargs:
+        return None
+    try:
+        target = canonical_target(node)
+    except TypeError:  # an unhashable target
+        return None
+    if target not in _TRANSPOSES:
+        return None
+    rest = node.args[1:]
+    if target in ("t", torch.t) and not rest:
+        return 1 - d if ndim == 2 else d
+    if target in ("transpose", torch.transpose) and len(rest) == 2 \
+            and all(isinstance(r, int) for r in rest):
+        d0, d1 = (r % ndim for r in rest)
+        return {d0: d1, d1: d0}.get(d, d)
+    if target in ("permute", torch.permute):
+        perm = rest[0] if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+        if len(perm) == ndim and all(isinstance(r, int) for r in perm):
+            return perm[d] % ndim
+    return None
 
 
 class RuleContext:
@@ -209,11 +244,19 @@ class RuleContext:
         ``W.contiguous()``; each used once): the moved dim's layout is made of
         the parameter's spaces, and the parameter dims inside it take the
         role.  Otherwise the weight is computed in the graph, fxgrow cannot
-        rescale it, and None is returned.
+        rescale it, and None is returned. A parameter only transposed
+        (``transpose``/``permute``/``t``/``.T``: MoE expert weights ``W.transpose(-2, -1)``)
+        is followed dim by dim, so square weights whose dims share a space still land on
+        the right dim.
         """
         if isinstance(a, fx.Node) and a.op == "get_attr":
             self._claim(self.node, a)
             return self._s.param(a.target, dim, role, self.node)
+        moved = self._transposed_parameter(a, dim)
+        if moved is not None:  # followed dim by dim: exact even where dims share a space
+            src, first, d = moved
+            self._claim(first, src)
+            return self._s.param(src.target, d, role, self.node)
         moved = self._moved_parameter(a)
         if moved is None:
             return None
@@ -261,6 +304,27 @@ class RuleContext:
         if not isinstance(node, fx.Node) or node is a or not isinstance(self.value(node), TV):
             return None
         return node, user
+
+    def _transposed_parameter(self, a: Any, dim: int
+                              ) -> Optional[Tuple[fx.Node, fx.Node, int]]:
+        """``(get_attr node, its user, its dim)`` if ``a`` is a parameter only transposed,
+        by nodes each used by the next alone, and dim ``dim`` of ``a`` is that dim of the
+        parameter (followed through each transpose), else None."""
+        node, user = a, self.node
+        while isinstance(node, fx.Node) and node.op != "get_attr":
+            if len(node.users) != 1 or user not in node.users or not node.args:
+                return None
+            src = node.args[0]
+            spec = self.spec(src) if isinstance(src, fx.Node) else None
+            if not isinstance(spec, TensorSpec):
+                return None
+            dim = _input_dim(node, dim % len(spec.shape), len(spec.shape))
+            if dim is None:
+                return None
+            node, user = src, node
+        if not isinstance(node, fx.Node) or node is a or not isinstance(self.value(node), TV):
+            return None
+        return node, user, dim
 
     def size(self, layout: Layout) -> Size:
         """The new size of ``layout``, as a placeholder in a rewrite template."""

@@ -16,6 +16,7 @@ in one module per op family and are installed here, explicitly:
 :mod:`.recurrent`         LSTM, GRU, RNN
 :mod:`.reductions`        mean/sum/max/var over dims, softmax, argmax
 :mod:`.attention`         matmul between activations, SDPA, MultiheadAttention
+:mod:`.moe`               the grouped expert matmul of mixture-of-experts blocks
 :mod:`.einsum`            ``torch.einsum``
 :mod:`.torchvision_ops`   functions torchvision wraps as fx leaves (Swin)
 :mod:`.control`           grad-mode and autocast switches (no tensor)
@@ -35,7 +36,7 @@ modules with :func:`register_rule`:
 """
 
 from . import (aten, attention, control, einsum, elementwise as _elementwise, factories,
-               gathers, linear, norms, recurrent, reductions, sizes, slicing, spatial,
+               gathers, linear, moe, norms, recurrent, reductions, sizes, slicing, spatial,
                torchvision_ops, views)
 from .elementwise import elementwise, same_as_input
 from .registry import RULES, RULES_BY_NAME, Rule, RuleSet, add_fallback, has_module_rule, \
@@ -48,10 +49,12 @@ __all__ = ["Rule", "RuleSet", "register_rule", "lookup", "has_module_rule", "ele
 #: the built-in rule sets, in the order they are installed
 BUILTIN = (_elementwise.RULES, linear.RULES, norms.RULES, views.RULES, slicing.RULES,
            gathers.RULES, factories.RULES, sizes.RULES, spatial.RULES, reductions.RULES,
-           attention.RULES, einsum.RULES, recurrent.RULES, torchvision_ops.RULES,
+           attention.RULES, moe.RULES, einsum.RULES, recurrent.RULES, torchvision_ops.RULES,
            control.RULES, aten.RULES)
 
 for _rules in BUILTIN:
     install(_rules)  # a rule the user registered before this import stays theirs
 # the torch.export front end: ATen overloads read as canonical ops
 add_fallback(aten.aten_rule)
+# custom ops of other libraries (HuggingFace's grouped expert matmul), by schema name
+add_fallback(moe.custom_op_rule)
