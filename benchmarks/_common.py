@@ -99,3 +99,27 @@ def md_table(rows, columns) -> str:
                 cells.append(str(v))
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def _init_worker():
+    import torch
+    import warnings
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+
+
+def _run(job):
+    fn, a = job
+    return fn(*a)
+
+
+def run_jobs(jobs, workers, desc):
+    """Run ``(fn, args)`` jobs, in ``workers`` forked processes (one thread each); progress on stderr."""
+    from multiprocessing import get_context
+
+    if workers <= 1:
+        _init_worker()
+        return [_run(j) for j in progress(jobs, total=len(jobs), desc=desc)]
+    with get_context("fork").Pool(workers, initializer=_init_worker) as pool:
+        return list(progress(pool.imap(_run, jobs, chunksize=1), total=len(jobs), desc=desc))

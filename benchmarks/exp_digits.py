@@ -37,7 +37,6 @@ import os
 import statistics
 import sys
 import time
-from multiprocessing import get_context
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -46,7 +45,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from _common import machine, md_table, progress  # noqa: E402
+from _common import machine, md_table, run_jobs  # noqa: E402
 
 WIDEN = ["net2net", "net2net+noise", "random_pad", "random_init"]
 DEEPEN = ["identity", "residual", "deep_random_init"]
@@ -197,12 +196,6 @@ def train(model, family, lr, steps, seed, eval_every, batch=64):
 
 
 # ------------------------------------------------------------------------------------- jobs
-def _init_worker():
-    torch.set_num_threads(1)
-    import warnings
-
-    warnings.filterwarnings("ignore")
-
 
 def job_teacher(cfg, family, seed):
     torch.manual_seed(seed)
@@ -252,19 +245,6 @@ def job_scratch(cfg, family, seed, arch, lr):
         return {"kind": "scratch_error", "family": family, "seed": seed, "arch": arch, "lr": lr, "error": f"{type(e).__name__}: {e}"}
     curve = train(s, family, lr, cfg["student_steps"], 1000 + seed, cfg["eval_every"])
     return {"kind": "scratch", "family": family, "seed": seed, "arch": arch, "lr": lr, "curve": curve, "val": accuracy(s, family, "val")}
-
-
-def _run(args):
-    fn, a = args
-    return fn(*a)
-
-
-def run_jobs(jobs, workers, desc):
-    if workers <= 1:
-        _init_worker()
-        return [_run(j) for j in progress(jobs, total=len(jobs), desc=desc)]
-    with get_context("fork").Pool(workers, initializer=_init_worker) as pool:
-        return list(progress(pool.imap(_run, jobs, chunksize=1), total=len(jobs), desc=desc))
 
 
 # ----------------------------------------------------------------------------------- report

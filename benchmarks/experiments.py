@@ -32,17 +32,14 @@ import json
 import os
 import sys
 import time
-from multiprocessing import get_context
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-import torch  # noqa: E402
-
 import growth_exp  # noqa: E402
 import growth_report  # noqa: E402
-from _common import machine, progress  # noqa: E402
+from _common import machine, run_jobs  # noqa: E402
 
 PRESETS = {
     "lm": {
@@ -90,27 +87,6 @@ def config(suite, args):
     cfg["eval_every"] = max(1, min(cfg["eval_every"], cfg["big_steps"] // 5 or 1))
     cfg["probes"] = {f: task.probe(f) for f in cfg["families"]}
     return task, cfg
-
-
-def _init_worker():
-    torch.set_num_threads(1)
-    import warnings
-
-    warnings.filterwarnings("ignore")
-
-
-def _run(job):
-    fn, a = job
-    return fn(*a)
-
-
-def run_jobs(jobs, workers, desc):
-    """Run ``(fn, args)`` jobs, in ``workers`` forked processes; progress on stderr."""
-    if workers <= 1:
-        _init_worker()
-        return [_run(j) for j in progress(jobs, total=len(jobs), desc=desc)]
-    with get_context("fork").Pool(workers, initializer=_init_worker) as pool:
-        return list(progress(pool.imap(_run, jobs, chunksize=1), total=len(jobs), desc=desc))
 
 
 def run_suite(suite, args):
