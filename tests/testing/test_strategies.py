@@ -265,7 +265,13 @@ def test_state_dict_kept_and_trains(drawn, data):
     # the key set is kept (fx orders submodules by first use, so the order may differ)
     assert sorted(grown.state_dict()) == sorted(model.state_dict()), "state_dict keys changed"
     grown.load_state_dict(grown.state_dict())
-    grown.train()
+    if grown.meta["fxgrow.capture"].get("modes") == "differs":
+        # tracing baked eval mode in (F.dropout(x, p, self.training)): train mode is refused
+        with pytest.raises(fxgrow.ModeError, match="captured in eval mode"):
+            grown.train()(x)
+        grown.eval()
+    else:
+        grown.train()
     opt = torch.optim.SGD([p for p in grown.parameters() if p.requires_grad], lr=1e-2)
     out = grown(x)
     outs = out if isinstance(out, (tuple, list)) else (out,)
