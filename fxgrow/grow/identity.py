@@ -136,8 +136,11 @@ def _dtype(node) -> Optional[torch.dtype]:
     return getattr(meta.shape(node), "dtype", None)
 
 
-def _describe(node: fx.Node) -> str:
-    what = node.target if node.op != "call_module" else f"module {node.target}"
+def _describe(node: fx.Node, gm: Optional[fx.GraphModule] = None) -> str:
+    what = node.target
+    if node.op == "call_module":
+        kind = type(gm.get_submodule(str(node.target))).__name__ if gm is not None else "module"
+        what = f"{kind} {node.target}"
     return f"`{node.name}` ({what})"
 
 
@@ -249,7 +252,7 @@ class _Prover:
                 node.args[0], fx.Node) and _dtype(node) == _dtype(node.args[0]) is not None)
             if same and node.args:
                 return self.identity(node.args[0])
-        self.why.append(f"its output passes through {_describe(node)}, which is not a residual "
+        self.why.append(f"its output passes through {_describe(node, self.gm)}, which is not a residual "
                         "sum x + f(x) with a branch that can be zeroed")
         return None
 

@@ -19,6 +19,7 @@ The steps, each a pass of its own:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Set
 
 import torch
@@ -28,7 +29,7 @@ from .. import checks
 from ..api import analyze
 from ..capture import ExampleInput
 from ..capture.runner import preserved
-from ..errors import ExampleInputError, SpecError, TargetMismatchError, UnknownInitError, \
+from ..errors import ExampleInputError, GrowthWarning, SpecError, TargetMismatchError, UnknownInitError, \
     VerificationError
 from ..verify import Report, verify as _verify
 from ..widen import EXACT, INITS, apply_plan, plan_widening
@@ -174,7 +175,9 @@ def grow_into(
             raise SpecError(f"layers names {k!r}, which is no module of the target")
 
     sizes = target_sizes(a_src, a_tgt, names)
-    plan = plan_widening(a_src, {gid: n for gid, n in sizes.items()}, seed=seed)
+    with warnings.catch_warnings():  # a deeper target of the same widths grows no group
+        warnings.simplefilter("ignore", GrowthWarning)
+        plan = plan_widening(a_src, sizes, seed=seed)
     grown = apply_plan(plan, init=init, noise=noise)
 
     tgt_gm = a_tgt.graph_module

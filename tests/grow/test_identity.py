@@ -1,0 +1,73 @@
+"""New blocks start as the identity (fxgrow.grow.identity), proved on the graph."""
+
+import pytest
+import torch
+from torch import nn
+
+import fxgrow
+from fxgrow.errors import NotIdentityError
+from fxgrow.grow.identity import prove_identity, region
+
+
+class Residual(nn.Module):
+    def __init__(self, branch, after=None):
+        super().__init__()
+        self.branch, self.after = branch, after
+
+    def forward(self, x):
+        y = x + self.branch(x)
+        return self.after(y) if self.after is not None else y
+
+
+def _prove(block, x=None):
+    net = nn.Sequential(nn.Linear(3, 4), block, nn.Linear(4, 2))
+    x = torch.randn(2, 3) if x is None else x
+    gm = fxgrow.analyze(net, x).graph_module
+    proof = prove_identity(gm, "1", lambda t: t.startswith("1."))
+    # the proof is a claim about values: zero what it names, and the block is the identity
+    with torch.no_grad():
+        for name in proof.zeroed:
+            net.get_parameter(name).zero_()
+        h = torch.randn(5, 4)
+        assert torch.equal(block(h), h)
+    return proof
+
+
+def test_the_branch_last_layer_is_zeroed():
+    proof = _prove(Residual(nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 4))))
+    assert proof.zeroed == {"1.branch.2.weight", "1.branch.2.bias"}
+
+
+def test_a_layer_scale_or_a_dropout_after_the_layer_is_fine():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.drop = nn.Linear(4, 4), nn.Dropout(0.1)
+            self.gamma = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return self.drop(self.fc(x)) * self.gamma
+    proof = _prove(Residual(Scaled()))
+    assert proof.zeroed and proof.zeroed <= {"1.branch.fc.weight", "1.branch.fc.bias",
+                                             "1.branch.gamma"}
+
+
+@pytest.mark.parametrize("after, op", [(nn.LayerNorm(4), "LayerNorm"), (nn.ReLU(), "ReLU")])
+def test_something_after_the_sum_is_refused_naming_it(after, op):
+    with pytest.raises(NotIdentityError, match=op):
+        _prove(Residual(nn.Linear(4, 4), after))
+
+
+def test_a_branch_of_fixed_values_cannot_be_zeroed():
+    class Shift(nn.Module):
+        def forward(self, x):
+            return torch.ones_like(x)
+    with pytest.raises(NotIdentityError, match="sum"):
+        _prove(Residual(Shift()))
+
+
+def test_region_holds_the_block_nodes_and_its_tensors():
+    net = nn.Sequential(nn.Linear(3, 4), Residual(nn.Linear(4, 4)), nn.Linear(4, 2))
+    gm = fxgrow.analyze(net, torch.randn(2, 3)).graph_module
+    inside = {str(n.target) for n in region(gm, "1") if n.op == "call_module"}
+    assert inside == {"1.branch"}
