@@ -14,10 +14,17 @@ and proves a branch zero through
 
 * linear layers and convolutions (weight and bias zeroed; ``addmm``'s bias and
   matrix), products (one factor zero), and
+* norms whose gain and bias are zeroed (BatchNorm, LayerNorm, GroupNorm:
+  ``0 · x̂ + 0 = 0``, as timm's ``zero_init_last`` does),
 * steps that keep a zero a zero (views, transposes, slices, dropout, sums of
-  zeros).
+  zeros);
 
-Anything else on the way (a norm after the sum: ``LN(x + 0) ≠ x``, an
+and, after the sum, through an idempotent activation ``φ`` (ReLU, ReLU6,
+Hardtanh: ``φ(φ(z)) = φ(z)``) when the value passed through is itself an output
+of the same ``φ``: a ResNet block ``relu(x + f(x))`` whose input ``x`` is the
+previous block's ``relu`` output (Net2DeeperNet's condition).
+
+Anything else on the way (a norm after the sum: ``LN(x + 0) ≠ x``, another
 activation of the sum) refuses the block, naming the node.
 
 Examples
@@ -49,6 +56,7 @@ import torch.nn.functional as F
 
 from .. import meta
 from ..errors import NotIdentityError
+from ..ops.kinds import IDEMPOTENT_ACTIVATIONS
 
 __all__ = ["IdentityProof", "region", "prove_identity"]
 
@@ -115,7 +123,15 @@ _KEEP_ZERO = _KEEP_VALUE | _CASTS | {
 _LINEAR = {"linear", "conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d",
            "conv_transpose2d", "conv_transpose3d", "_convolution"}
 _ZERO_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
-                 nn.ConvTranspose2d, nn.ConvTranspose3d)
+                 nn.ConvTranspose2d, nn.ConvTranspose3d, nn.BatchNorm1d, nn.BatchNorm2d,
+                 nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm)
+#: functional norms: (weight, bias) argument positions; affine zeroed -> output zero
+_NORMS = {"layer_norm": (2, 3), "group_norm": (2, 3), "batch_norm": (1, 2),
+          "_native_batch_norm_legit_no_training": (1, 2), "native_batch_norm": (1, 2),
+          "_native_batch_norm_legit": (1, 2), "native_layer_norm": (2, 3),
+          "native_group_norm": (1, 2)}
+#: idempotent activations, functional (φ(φ(z)) = φ(z)); the module types are IDEMPOTENT
+_IDEMPOTENT = {"relu", "relu6", "hardtanh"}
 _KEEP_ZERO_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                       nn.Identity, nn.Flatten, nn.Unflatten)
 
@@ -194,6 +210,8 @@ class _Prover:
                 mod = self.gm.get_submodule(str(node.target))
                 names = {f"{node.target}.{p}" for p, v in mod.named_parameters(recurse=False)
                          if v is not None}
+                if not any(n.endswith(".weight") for n in names):
+                    return None  # a norm without an affine gain does not output 0
                 return frozenset(names) if all(map(self.zeroable, names)) else None
             if kind in ("keep_zero", "keep_value") and node.args:
                 return self.zero(node.args[0])
@@ -206,6 +224,13 @@ class _Prover:
         if name in _LINEAR or node.target in (F.linear,):
             weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
             bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+            return self._all(weight, bias)
+        if name in _NORMS:
+            w, b = _NORMS[name]
+            weight = node.args[w] if len(node.args) > w else node.kwargs.get("weight")
+            bias = node.args[b] if len(node.args) > b else node.kwargs.get("bias")
+            if weight is None:  # no gain to zero: the normalised value is not 0
+                return None
             return self._all(weight, bias)
         if name in ("addmm", "addbmm", "baddbmm", "addmv"):
             bias, product = self._all(node.args[0]), self._any(*node.args[1:3])
@@ -222,6 +247,18 @@ class _Prover:
             return self.zero(node.args[0])
         return None
 
+    def _activation(self, node: fx.Node) -> Optional[Tuple[str, str]]:
+        """An idempotent activation's kind and settings, or None."""
+        if node.op == "call_module":
+            mod = self.gm.get_submodule(str(node.target))
+            if isinstance(mod, IDEMPOTENT_ACTIVATIONS):
+                return type(mod).__name__, mod.extra_repr().replace("inplace=True", "")
+            return None
+        if node.op in ("call_function", "call_method") and _name(node.target) in _IDEMPOTENT:
+            extra = [a for a in node.args[1:] if not isinstance(a, bool)]
+            return _name(node.target), repr(extra)
+        return None
+
     # -- a value equal to one the block received -------------------------------------------
     def identity(self, node) -> Optional[Tuple[fx.Node, FrozenSet[str]]]:
         if not isinstance(node, fx.Node):
@@ -231,6 +268,16 @@ class _Prover:
             return node, frozenset()
         if node.op == "call_module" and _module_kind(self.gm, node) == "keep_value":
             return self.identity(node.args[0])
+        act = self._activation(node)
+        if act is not None and node.args:
+            inner = self.identity(node.args[0])
+            if inner is not None and self._activation(inner[0]) == act:
+                return inner  # φ(x + 0) = φ(x) = x where x = φ(...) already
+            if inner is not None:
+                self.why.append(
+                    f"{_describe(node, self.gm)} after the residual sum is idempotent, but "
+                    f"what the block passes through (`{inner[0].name}`) is not an output of it")
+                return None
         if node.op in ("call_function", "call_method"):
             name = _name(node.target)
             alpha = node.kwargs.get("alpha", 1)

@@ -71,3 +71,30 @@ def test_region_holds_the_block_nodes_and_its_tensors():
     gm = fxgrow.analyze(net, torch.randn(2, 3)).graph_module
     inside = {str(n.target) for n in region(gm, "1") if n.op == "call_module"}
     assert inside == {"1.branch"}
+
+
+def test_relu_after_the_sum_passes_a_relu_output_through():
+    # ResNet's relu(x + bn(conv(x))): zero the BatchNorm's gain and bias; relu(x) = x because
+    # x is itself a relu output (idempotent activation, as Net2DeeperNet asks)
+    class Basic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.act = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()
+
+        def forward(self, x):
+            return self.act(x + self.bn(self.conv(x)))
+    block = Basic().eval()
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), block, nn.Conv2d(4, 2, 1)).eval()
+    gm = fxgrow.analyze(net, torch.randn(2, 3, 5, 5)).graph_module
+    proof = prove_identity(gm, "2", lambda t: t.startswith("2."))
+    assert proof.zeroed == {"2.bn.weight", "2.bn.bias"}
+    with torch.no_grad():
+        for name in proof.zeroed:
+            net.get_parameter(name).zero_()
+        h = torch.relu(torch.randn(2, 4, 5, 5))
+        assert torch.equal(block(h), h)
+    # without the relu before it, relu(x) != x: refused
+    bare = nn.Sequential(nn.Conv2d(3, 4, 1), Basic(), nn.Conv2d(4, 2, 1)).eval()
+    gm = fxgrow.analyze(bare, torch.randn(2, 3, 5, 5)).graph_module
+    with pytest.raises(NotIdentityError, match="idempotent"):
+        prove_identity(gm, "1", lambda t: t.startswith("1."))

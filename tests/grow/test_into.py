@@ -171,6 +171,19 @@ def test_resnet50_into_wide_resnet50_2():
     assert_same_function(src, tgt.eval(), torch.randn(2, 3, 96, 80), trials=1)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("small, big", [("resnet18", "resnet34"),
+                                        ("vit_tiny_patch16_224", "vit_small_patch16_224")])
+def test_timm_models_into_larger_ones(small, big):
+    # resnet34 adds blocks after relu'd stages (zeroed BatchNorm gains, relu idempotent);
+    # vit_small doubles the width and the heads of vit_tiny
+    timm = pytest.importorskip("timm")
+    kw = dict(num_classes=10, **({"img_size": 32, "patch_size": 8} if "vit" in small else {}))
+    src = _trained(timm.create_model(small, **kw))
+    tgt = _grow(src, timm.create_model(big, **kw), torch.randn(2, 3, 32, 32))
+    assert_same_function(src, tgt.eval(), torch.randn(3, 3, 32, 32), trials=1)
+
+
 # -- HuggingFace (optional) ---------------------------------------------------------------
 
 def _llama(hidden, heads, kv, mlp, layers):
