@@ -21,6 +21,7 @@ __all__ = [
     "OptimizerError",
     "AnalysisError",
     "ModeError",
+    "SpecialisedInputError",
     "TargetMismatchError",
     "NotIdentityError",
 ]
@@ -100,6 +101,11 @@ class TargetMismatchError(SpecError):
 class NotIdentityError(TargetMismatchError):
     """``grow_into``: a block the target adds cannot start as the identity (its output is
     not a residual sum whose branch can be zeroed, e.g. a norm after the residual add)."""
+
+
+class SpecialisedInputError(ExampleInputError, TypeError):
+    """A grown graph was called with a keyword argument its capture specialised (the
+    example did not give it), at another value than the captured one."""
 
 
 class OptimizerError(FxGrowError):
