@@ -46,7 +46,6 @@ Examples
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 

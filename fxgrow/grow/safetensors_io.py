@@ -1,0 +1,197 @@
+"""Read and write safetensors one tensor at a time, in HuggingFace's sharded layout.
+
+The format (https://github.com/huggingface/safetensors) is an 8-byte little-endian
+header length, a JSON header ``{name: {"dtype", "shape", "data_offsets": [begin,
+end]}, "__metadata__": {...}}``, then the raw little-endian bytes.  Because every
+grown tensor's name, dtype and shape are known before any is computed (they are the
+target model's, built on the ``meta`` device), the headers are written first and
+the tensors streamed after them: memory holds one source tensor and its grown
+version, never a shard.  Reading seeks to one tensor and reads it, without mapping
+the file (a mapped checkpoint counts in the resident set as it is touched).
+
+A directory holds ``model.safetensors``, or shards named in
+``model.safetensors.index.json`` (``{"metadata": {"total_size"}, "weight_map": {name:
+file}}``); that is what ``transformers``' ``from_pretrained`` loads.
+
+Examples
+--------
+>>> import tempfile, torch
+>>> d = tempfile.mkdtemp()
+>>> w = ShardedWriter(d, {"a": ((2, 3), torch.float32), "b": ((4,), torch.int64)})
+>>> w.write("a", torch.ones(2, 3)); w.write("b", torch.arange(4)); w.close()
+>>> read_tensor(open_checkpoint(d)["b"]).tolist()
+[0, 1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Tuple
+
+import torch
+
+from ..errors import SpecError
+
+__all__ = ["Entry", "open_checkpoint", "read_tensor", "ShardedWriter"]
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+           "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+           "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
+    if hasattr(torch, _attr):
+        _DTYPES[_name] = getattr(torch, _attr)
+_CODES = {v: k for k, v in _DTYPES.items()}
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where one tensor lies: file, absolute byte offset, length, dtype and shape."""
+
+    path: str
+    offset: int
+    nbytes: int
+    dtype: torch.dtype
+    shape: Tuple[int, ...]
+
+
+def _header(path: str) -> Tuple[int, dict]:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return 8 + n, json.loads(f.read(n))
+
+
+def open_checkpoint(directory: str) -> Dict[str, Entry]:
+    """``{tensor name: Entry}`` of a safetensors checkpoint directory (single or sharded)."""
+    if not isinstance(directory, (str, os.PathLike)) or not os.path.isdir(directory):
+        raise SpecError(f"src must be a directory of safetensors weights, not {directory!r}")
+    index = os.path.join(directory, INDEX)
+    if os.path.exists(index):
+        with open(index) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    elif os.path.exists(os.path.join(directory, SINGLE)):
+        files = [SINGLE]
+    else:
+        raise SpecError(f"{directory!r} holds neither {SINGLE} nor {INDEX}")
+    out: Dict[str, Entry] = {}
+    for name in files:
+        path = os.path.join(directory, name)
+        start, header = _header(path)
+        for key, v in header.items():
+            if key == "__metadata__":
+                continue
+            if v["dtype"] not in _DTYPES:
+                raise SpecError(f"{path}: tensor {key!r} has dtype {v['dtype']}, which this "
+                                "reader does not know")
+            b, e = v["data_offsets"]
+            out[key] = Entry(path, start + b, e - b, _DTYPES[v["dtype"]], tuple(v["shape"]))
+    return out
+
+
+def read_tensor(entry: Entry) -> torch.Tensor:
+    """Read one tensor (a fresh CPU tensor; the file is not mapped)."""
+    t = torch.empty(entry.shape, dtype=entry.dtype)
+    if entry.nbytes:
+        view = t.view(-1).view(torch.uint8) if t.dtype != torch.bool else t.view(torch.uint8)
+        with open(entry.path, "rb") as f:
+            f.seek(entry.offset)
+            got = f.readinto(memoryview(view.numpy()).cast("B"))
+        if got != entry.nbytes:
+            raise SpecError(f"{entry.path} is truncated: {got} of {entry.nbytes} bytes")
+    return t
+
+
+def _nbytes(shape, dtype: torch.dtype) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n * torch.empty(0, dtype=dtype).element_size()
+
+
+class ShardedWriter:
+    """Write tensors named up front, in any order, each once, into shards of at most
+    ``max_shard_bytes`` (a tensor larger than that gets a shard of its own).
+
+    ``layout`` maps each name to ``(shape, dtype)``; the headers are written when the
+    writer opens, the bytes as each tensor arrives, the index when it closes.
+    """
+
+    def __init__(self, directory: str, layout: Mapping[str, Tuple[Tuple[int, ...], torch.dtype]],
+                 max_shard_bytes: int = 2 * 2**30, metadata: Mapping[str, str] = None) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+        shards: List[List[str]] = [[]]
+        size = 0
+        for name, (shape, dtype) in layout.items():
+            if dtype not in _CODES:
+                raise SpecError(f"cannot write tensor {name!r} of dtype {dtype} as safetensors")
+            n = _nbytes(shape, dtype)
+            if shards[-1] and size + n > max_shard_bytes:
+                shards.append([])
+                size = 0
+            shards[-1].append(name)
+            size += n
+        k = len(shards)
+        names = [SINGLE] if k == 1 else [f"model-{i + 1:05d}-of-{k:05d}.safetensors"
+                                          for i in range(k)]
+        self.where: Dict[str, Tuple[str, int, int]] = {}
+        self.files = []
+        self.total = 0
+        self.written: set = set()
+        for fname, members in zip(names, shards):
+            header, offset = {"__metadata__": dict(metadata or {"format": "pt"})}, 0
+            for name in members:
+                shape, dtype = layout[name]
+                n = _nbytes(shape, dtype)
+                header[name] = {"dtype": _CODES[dtype], "shape": [int(s) for s in shape],
+                                "data_offsets": [offset, offset + n]}
+                offset += n
+            blob = json.dumps(header, separators=(",", ":")).encode()
+            blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned
+            path = os.path.join(directory, fname)
+            f = open(path, "wb")
+            f.write(struct.pack("<Q", len(blob)))
+            f.write(blob)
+            f.truncate(8 + len(blob) + offset)
+            start = 8 + len(blob)
+            for name in members:
+                b, e = header[name]["data_offsets"]
+                self.where[name] = (fname, start + b, e - b)
+            self.files.append((fname, f))
+            self.total += offset
+        self.layout = dict(layout)
+        self._handles = dict(self.files)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        if name not in self.where:
+            raise SpecError(f"tensor {name!r} was not announced to the writer")
+        if name in self.written:
+            raise SpecError(f"tensor {name!r} written twice")
+        shape, dtype = self.layout[name]
+        if tuple(tensor.shape) != tuple(shape):
+            raise SpecError(f"tensor {name!r} has shape {tuple(tensor.shape)}, announced "
+                            f"{tuple(shape)}")
+        fname, offset, n = self.where[name]
+        t = tensor.detach().to("cpu", dtype).contiguous()
+        data = t.view(-1).view(torch.uint8) if t.dtype != torch.bool else t.view(torch.uint8)
+        f = self._handles[fname]
+        f.seek(offset)
+        f.write(memoryview(data.numpy()).cast("B") if n else b"")
+        self.written.add(name)
+
+    def close(self) -> None:
+        missing = [n for n in self.layout if n not in self.written]
+        for _, f in self.files:
+            f.close()
+        if missing:
+            raise SpecError(f"{len(missing)} announced tensors were never written "
+                            f"(first: {missing[0]!r})")
+        if len(self.files) > 1:
+            weight_map = {name: where[0] for name, where in self.where.items()}
+            with open(os.path.join(self.directory, INDEX), "w") as f:
+                json.dump({"metadata": {"total_size": self.total}, "weight_map": weight_map},
+                          f, indent=2)
