@@ -6,6 +6,7 @@ module), :mod:`~fxgrow.grow.match` (group sizes read off the target's analysis),
 :mod:`~fxgrow.grow.correspond` (the target computes the grown source, op for op).
 """
 
+from .checkpoint import grow_checkpoint
 from .into import grow_into
 
-__all__ = ["grow_into"]
+__all__ = ["grow_into", "grow_checkpoint"]

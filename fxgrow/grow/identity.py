@@ -4,7 +4,9 @@ A new block (a target module the source lacks) is the identity when every
 value it hands to the rest of the graph equals a value it received: its output
 is ``x + f(x)`` (through any number of residual sums) and each branch ``f``
 ends in a layer whose weights can be zeroed, so ``f(x) = 0`` exactly and
-``x + 0 = x``.  That is deepen's residual method, read off the target's own
+``x + 0 = x``.  A block that is the branch itself (``h = h + block(h)`` in its
+parent) qualifies when its output can be zeroed and every reader adds it to
+something: those sums become their other operand.  That is deepen's residual method, read off the target's own
 graph: the proof walks back from each of the block's outputs through
 
 * residual sums ``a + b`` / ``a - b`` (one side the identity, the other zero),
@@ -69,6 +71,8 @@ class IdentityProof:
     zeroed: FrozenSet[str]
     passes: Dict[str, str]
     nodes: FrozenSet[str]  # the block's nodes
+    #: sums outside the block that add its (zero) output to their other operand
+    sums: FrozenSet[str] = frozenset()
 
 
 def _paths(node: fx.Node) -> List[str]:
@@ -326,6 +330,7 @@ def prove_identity(gm: fx.GraphModule, root: str, zeroable: Callable[[str], bool
     prover = _Prover(gm, nodes, zeroable)
     zeroed: FrozenSet[str] = frozenset()
     passes: Dict[str, str] = {}
+    sums: Set[str] = set()
     for node in gm.graph.nodes:
         if node not in nodes or all(u in nodes for u in node.users):
             continue
@@ -334,18 +339,50 @@ def prove_identity(gm: fx.GraphModule, root: str, zeroable: Callable[[str], bool
                                    f"tensor {node.target!r} is read outside it")
         proof = prover.identity(node)
         if proof is None:
-            raise NotIdentityError(
-                f"new module {root!r} cannot start as the identity: {prover.why[-1]} "
-                "(a norm or activation after the residual sum, as in a post-LN block, "
-                "maps x + 0 to something else than x); map it to a source module with "
-                "layers=..., or grow a target whose new blocks are residual")
+            # a block that is the branch itself, summed outside: `h = h + block(h)`
+            z = prover.zero(node)
+            outer = _outer_sums(node, nodes) if z is not None else None
+            if outer is None:
+                raise NotIdentityError(
+                    f"new module {root!r} cannot start as the identity: {prover.why[-1]} "
+                    "(a norm or activation after the residual sum, as in a post-LN block, "
+                    "maps x + 0 to something else than x); map it to a source module with "
+                    "layers=..., or grow a target whose new blocks are residual")
+            for total, other in outer:
+                _same_kind(root, total, other)
+                passes[total.name] = other.name
+                sums.add(total.name)
+            zeroed |= z
+            continue
         source, z = proof
-        out_dtype, in_dtype = meta.shape(node), meta.shape(source)
-        if getattr(out_dtype, "shape", None) != getattr(in_dtype, "shape", None) or \
-                _dtype(node) != _dtype(source):
-            raise NotIdentityError(
-                f"new module {root!r} cannot start as the identity: its output `{node.name}` "
-                f"would equal `{source.name}`, which has another shape or dtype")
+        _same_kind(root, node, source)
         passes[node.name] = source.name
         zeroed |= z
-    return IdentityProof(root, zeroed, passes, frozenset(n.name for n in nodes))
+    return IdentityProof(root, zeroed, passes, frozenset(n.name for n in nodes),
+                         frozenset(sums))
+
+
+def _same_kind(root: str, node: fx.Node, source: fx.Node) -> None:
+    if getattr(meta.shape(node), "shape", None) != getattr(meta.shape(source), "shape", None) \
+            or _dtype(node) != _dtype(source):
+        raise NotIdentityError(
+            f"new module {root!r} cannot start as the identity: `{node.name}` would equal "
+            f"`{source.name}`, which has another shape or dtype")
+
+
+def _outer_sums(node: fx.Node, nodes: Set[fx.Node]):
+    """``[(sum, other operand)]`` if every reader outside the block adds ``node`` to
+    something (``x + 0 = x``), else None."""
+    out = []
+    for u in node.users:
+        if u in nodes:
+            continue
+        if u.op not in ("call_function", "call_method") or _name(u.target) not in _SUMS \
+                or len(u.args) != 2 or u.kwargs.get("alpha", 1) != 1:
+            return None
+        a, b = u.args
+        other = b if a is node else a
+        if not isinstance(other, fx.Node) or other is node:
+            return None
+        out.append((u, other))
+    return out

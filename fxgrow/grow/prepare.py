@@ -136,7 +136,7 @@ def _identity_blocks(tgt_gm: fx.GraphModule, roots: List[str]):
     for root in roots:
         proof = prove_identity(tgt_gm, root, lambda t, r=root: t.startswith(r + "."))
         proofs.append(proof)
-        skip |= region(tgt_gm, root)
+        skip |= region(tgt_gm, root) | {by_name[n] for n in proof.sums}
         for out, src in proof.passes.items():
             alias[by_name[out]] = by_name[src]
     return tuple(proofs), skip, alias

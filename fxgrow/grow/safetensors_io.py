@@ -183,6 +183,11 @@ class ShardedWriter:
         f.write(memoryview(data.numpy()).cast("B") if n else b"")
         self.written.add(name)
 
+    def abort(self) -> None:
+        """Close the files after a failure (what was written stays, the index is not)."""
+        for _, f in self.files:
+            f.close()
+
     def close(self) -> None:
         missing = [n for n in self.layout if n not in self.written]
         for _, f in self.files:

@@ -98,3 +98,38 @@ def test_relu_after_the_sum_passes_a_relu_output_through():
     gm = fxgrow.analyze(bare, torch.randn(2, 3, 5, 5)).graph_module
     with pytest.raises(NotIdentityError, match="idempotent"):
         prove_identity(gm, "1", lambda t: t.startswith("1."))
+
+
+def test_a_block_summed_by_its_parent_is_zeroed_and_the_sum_passes_through():
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.out = nn.Linear(3, 4), nn.Linear(4, 2)
+            self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 4))
+                                        for _ in range(2))
+
+        def forward(self, x):
+            h = self.inp(x)
+            for b in self.blocks:
+                h = h + b(h)
+            return self.out(h)
+    net = Stack().eval()
+    gm = fxgrow.analyze(net, torch.randn(2, 3)).graph_module
+    proof = prove_identity(gm, "blocks.1", lambda t: t.startswith("blocks.1."))
+    assert proof.zeroed == {"blocks.1.2.weight", "blocks.1.2.bias"}
+    assert len(proof.sums) == 1 and set(proof.passes) == proof.sums
+    with torch.no_grad():
+        for name in proof.zeroed:
+            net.get_parameter(name).zero_()
+        h = torch.randn(5, 4)
+        assert torch.count_nonzero(net.blocks[1](h)) == 0
+    # the same block read by a product (not a sum) is refused
+    class Gated(Stack):
+        def forward(self, x):
+            h = self.inp(x)
+            for b in self.blocks:
+                h = h * b(h)
+            return self.out(h)
+    gm = fxgrow.analyze(Gated().eval(), torch.randn(2, 3)).graph_module
+    with pytest.raises(NotIdentityError, match="blocks.1"):
+        prove_identity(gm, "blocks.1", lambda t: t.startswith("blocks.1."))
