@@ -13,6 +13,7 @@ from torch import nn
 
 import fxgrow
 import transformer_models as tm
+from helpers import every_group
 
 OPTIMIZERS = [
     (torch.optim.SGD, dict(lr=0.05, momentum=0.9)),
@@ -55,7 +56,13 @@ def _gpt():
         lambda out: F.cross_entropy(out.flatten(0, 1), idx.flatten())
 
 
-MODELS = {"mlp": _mlp, "cnn_batchnorm": _cnn, "gpt": _gpt}
+MODELS = {"mlp": _mlp, "cnn_batchnorm": _cnn, "gpt": _gpt, "gpt_head_dims": _gpt}
+
+
+def _spec(name, model, x):
+    """2.0 (a factor grows heads), or every group by id for ``gpt_head_dims`` (the
+    head dims too: the key rows divided by the counts)."""
+    return every_group(fxgrow.analyze(model, x)) if name == "gpt_head_dims" else 2.0
 
 
 def _step(model, opt, x, loss, lr=None):
@@ -93,7 +100,7 @@ def _assert_states_equal(a, b, params, rtol=1e-10):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_grown_state_is_the_state_of_the_grown_models_own_gradients(name, cls, kw):
     model, opt, x, loss = _trained(MODELS[name], cls, kw)
-    grown = fxgrow.widen(model, x, 2.0)  # net2net, verified
+    grown = fxgrow.widen(model, x, _spec(name, model, x))  # net2net, verified
     grown_opt = fxgrow.grow_optimizer(opt, model, grown)
     _step(model, opt, x, loss, lr=0.0)  # the source's state after one more gradient
     _step(grown, grown_opt, x, loss, lr=0.0)  # the grown model's, from its own gradient
