@@ -195,6 +195,36 @@ def test_torchvision_transformers(name):
     assert fxgrow.widen(a, x, spec, trials=1).meta["fxgrow.report"].ok
 
 
+class EinsumAttention(torch.nn.Module):
+    """Attention written with einsum: ``bhid,bhjd->bhij`` then ``bhij,bhjd->bhid``."""
+
+    def __init__(self, d=8, heads=2):
+        super().__init__()
+        self.h, self.q, self.k, self.v = heads, *(torch.nn.Linear(d, d) for _ in range(3))
+        self.o = torch.nn.Linear(d, 3)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = (f(x).view(b, t, self.h, d // self.h).transpose(1, 2)
+                   for f in (self.q, self.k, self.v))
+        s = torch.softmax(torch.einsum("bhid,bhjd->bhij", q, k) * 0.5, -1)
+        y = torch.einsum("bhij,bhjd->bhid", s, v)
+        return self.o(y.transpose(1, 2).reshape(b, t, d))
+
+
+def test_einsum_attention_grows_by_heads():
+    m, x = EinsumAttention().eval(), torch.randn(2, 5, 8)
+    a = fxgrow.analyze(m, x)
+    heads, v_dim = _groups_by(a, ("o.weight", 1))
+    (_, q_dim), (_, k_dim) = _groups_by(a, ("q.weight", 0)), _groups_by(a, ("k.weight", 0))
+    assert {q_dim.id, k_dim.id, v_dim.id} == a.head_dims & {g.id for g in a.growable}
+    g = grow_exactly(m, x, 2.0)
+    assert g.meta["fxgrow.plan"] == {heads.id: (2, 4)}
+    assert g.q.out_features == g.v.out_features == 16  # 4 heads of 4
+    g = grow_exactly(m, x, {v_dim.id: 6, q_dim.id: 5})  # named, the head dims grow
+    assert (g.q.out_features, g.k.out_features, g.v.out_features) == (10, 10, 12)
+
+
 def test_vit_b_16_grows_by_heads():
     # torchvision's ViT: the model dim is nn.MultiheadAttention's (heads x head dim), so a
     # factor that grew head dims too would quadruple it (10.5x the parameters at x2)
