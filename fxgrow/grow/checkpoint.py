@@ -73,9 +73,17 @@ class _Grower:
         for m in plan.analysis.members.values():
             self.members.setdefault(m.tensor, []).append(m)
 
+    def _growing(self, names: Iterable[str]) -> list:
+        members = next((self.members[n] for n in names if n in self.members), None) or []
+        return [m for m in members if self.ex.grows(m.layout) or self.mp.grows(m)]
+
+    def rows_fixed(self, names: Iterable[str]) -> bool:
+        """Whether the tensor's first dim does not grow: it can stream in row blocks."""
+        return all(m.dim != 0 for m in self._growing(names))
+
     def __call__(self, names: Iterable[str], t: torch.Tensor) -> torch.Tensor:
-        members = next((self.members[n] for n in names if n in self.members), None)
-        if not members or not any(self.ex.grows(m.layout) or self.mp.grows(m) for m in members):
+        members = self._growing(list(names))
+        if not members:
             return t
         grown, _ = grow_tensor(t, members, self.ex, scale_consumers=True, mp=self.mp)
         return grown
@@ -115,6 +123,7 @@ def grow_checkpoint(
     init: str = "net2net",
     seed: int = 0,
     max_shard_size: int = 2 * 2**30,
+    chunk_bytes: int = 64 * 2**20,
     progress: bool = True,
     capture: str = "auto",
 ) -> Dict[str, Tuple[str, Optional[str]]]:
@@ -143,6 +152,9 @@ def grow_checkpoint(
         Function-preserving initialisers that need no materialised layer.
     max_shard_size : int
         Bytes per shard.
+    chunk_bytes : int
+        A source tensor larger than this whose first dim does not grow (an
+        embedding, an LM head) streams in blocks of rows of about this size.
     progress : bool
         A progress bar over tensors (tqdm when installed, plain lines otherwise).
 
@@ -179,6 +191,7 @@ def grow_checkpoint(
     if not isinstance(dst, (str, os.PathLike)):
         raise SpecError(f"dst must be a directory path, not {type(dst).__name__}")
     max_shard_size = checks.integer(max_shard_size, "max_shard_size", minimum=1)
+    chunk_bytes = checks.integer(chunk_bytes, "chunk_bytes", minimum=1)
     progress = checks.flag(progress, "progress")
     entries = open_checkpoint(src)
     prep = prepare(source, target, example_input, layers=layers, init=init, seed=seed,
@@ -225,10 +238,27 @@ def grow_checkpoint(
                         f"new block tensor {name!r} has no initialiser: its module has no "
                         "reset_parameters and the model no _init_weights")
             else:
-                value = read_tensor(entry_of(other))
+                entry = entry_of(other)
+                aka = [other] + src_alias.get(id(src_tensors.get(other)), [])
+                if entry.nbytes > chunk_bytes and entry.shape and (
+                        kind == "source" or grower.rows_fixed(aka)):
+                    # rows do not grow (an embedding's vocabulary): grow and write a block
+                    # of rows at a time, so a tensor never sits whole in memory
+                    step = max(1, chunk_bytes * entry.shape[0] // entry.nbytes)
+                    for a in range(0, entry.shape[0], step):
+                        b = min(entry.shape[0], a + step)
+                        block = read_tensor(entry, rows=(a, b))
+                        block = grower(aka, block) if kind == "grown" else block
+                        if tuple(block.shape[1:]) != tuple(shape[1:]):
+                            raise TargetMismatchError(
+                                f"target tensor {name!r} has shape {shape}, the grown source "
+                                f"tensor {other!r} rows of {tuple(block.shape[1:])}")
+                        writer.write(name, block, start_row=a)
+                        del block
+                    continue
+                value = read_tensor(entry)
                 if kind == "grown":
-                    value = grower([other] + src_alias.get(id(src_tensors.get(other)), []),
-                                   value)
+                    value = grower(aka, value)
             if tuple(value.shape) != tuple(shape):
                 raise TargetMismatchError(
                     f"target tensor {name!r} has shape {shape}, the grown source tensor "

@@ -92,16 +92,30 @@ def open_checkpoint(directory: str) -> Dict[str, Entry]:
     return out
 
 
-def read_tensor(entry: Entry) -> torch.Tensor:
-    """Read one tensor (a fresh CPU tensor; the file is not mapped)."""
-    t = torch.empty(entry.shape, dtype=entry.dtype)
-    if entry.nbytes:
-        view = t.view(-1).view(torch.uint8) if t.dtype != torch.bool else t.view(torch.uint8)
+def _bytes_of(t: torch.Tensor) -> memoryview:
+    flat = t.reshape(-1)
+    data = flat.view(torch.uint8) if t.dtype != torch.bool else flat.to(torch.uint8)
+    return memoryview(data.numpy()).cast("B")
+
+
+def read_tensor(entry: Entry, rows: Tuple[int, int] = None) -> torch.Tensor:
+    """Read one tensor, or rows ``[a, b)`` of its first dim (a fresh CPU tensor; the
+    file is not mapped)."""
+    shape, offset, nbytes = entry.shape, entry.offset, entry.nbytes
+    if rows is not None:
+        a, b = rows
+        row = nbytes // shape[0] if shape and shape[0] else 0
+        shape, offset, nbytes = (b - a,) + tuple(shape[1:]), offset + a * row, (b - a) * row
+    t = torch.empty(shape, dtype=entry.dtype)
+    if nbytes:
+        buf = bytearray(nbytes) if t.dtype == torch.bool else None
         with open(entry.path, "rb") as f:
-            f.seek(entry.offset)
-            got = f.readinto(memoryview(view.numpy()).cast("B"))
-        if got != entry.nbytes:
-            raise SpecError(f"{entry.path} is truncated: {got} of {entry.nbytes} bytes")
+            f.seek(offset)
+            got = f.readinto(buf if buf is not None else _bytes_of(t))
+        if got != nbytes:
+            raise SpecError(f"{entry.path} is truncated: {got} of {nbytes} bytes")
+        if buf is not None:
+            t = torch.frombuffer(buf, dtype=torch.uint8).to(torch.bool).reshape(shape)
     return t
 
 
@@ -165,23 +179,33 @@ class ShardedWriter:
             self.total += offset
         self.layout = dict(layout)
         self._handles = dict(self.files)
+        self._rows: Dict[str, int] = {}
 
-    def write(self, name: str, tensor: torch.Tensor) -> None:
+    def write(self, name: str, tensor: torch.Tensor, start_row: int = 0) -> None:
+        """Write ``tensor`` as ``name``, or as its rows from ``start_row`` on (a tensor
+        may arrive in row blocks; it counts as written once every row has)."""
         if name not in self.where:
             raise SpecError(f"tensor {name!r} was not announced to the writer")
         if name in self.written:
             raise SpecError(f"tensor {name!r} written twice")
         shape, dtype = self.layout[name]
-        if tuple(tensor.shape) != tuple(shape):
-            raise SpecError(f"tensor {name!r} has shape {tuple(tensor.shape)}, announced "
-                            f"{tuple(shape)}")
+        whole = start_row == 0 and tuple(tensor.shape) == tuple(shape)
+        if not whole and (not shape or tuple(tensor.shape[1:]) != tuple(shape[1:])
+                          or start_row + tensor.shape[0] > shape[0]):
+            raise SpecError(f"tensor {name!r} has shape {tuple(tensor.shape)} (from row "
+                            f"{start_row}), announced {tuple(shape)}")
         fname, offset, n = self.where[name]
+        rows = tensor.shape[0] if not whole else (shape[0] if shape else 1)
+        row_bytes = n // shape[0] if shape and shape[0] else n
         t = tensor.detach().to("cpu", dtype).contiguous()
-        data = t.view(-1).view(torch.uint8) if t.dtype != torch.bool else t.view(torch.uint8)
         f = self._handles[fname]
-        f.seek(offset)
-        f.write(memoryview(data.numpy()).cast("B") if n else b"")
-        self.written.add(name)
+        f.seek(offset + start_row * row_bytes)
+        if t.numel():
+            f.write(_bytes_of(t))
+        done = self._rows.get(name, 0) + (rows if shape else 1)
+        self._rows[name] = done
+        if whole or done >= (shape[0] if shape else 1):
+            self.written.add(name)
 
     def abort(self) -> None:
         """Close the files after a failure (what was written stays, the index is not)."""

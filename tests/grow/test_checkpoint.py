@@ -139,3 +139,29 @@ def test_huggingface_checkpoint_grown_and_reloaded(tmp_path, family):
     ids = torch.randint(0, 64, (3, 11))
     with torch.no_grad():
         assert torch.allclose(big(ids).logits, small(ids).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_row_blocks_give_the_same_checkpoint(tmp_path):
+    # an embedding-like first layer whose rows do not grow streams in blocks of rows
+    class Emb(nn.Module):
+        def __init__(self, width=8):
+            super().__init__()
+            self.emb, self.out = nn.Embedding(50, width), nn.Linear(width, 3)
+
+        def forward(self, ids):
+            return self.out(torch.relu(self.emb(ids)))
+    src = _trained(Emb())
+    _save(src, tmp_path / "src")
+    with torch.device("meta"):
+        s, t = Emb(), Emb(width=20)
+    ids = torch.randint(0, 50, (2, 6), device="meta")
+    for name, chunk in (("whole", 2**30), ("rows", 100)):
+        fxgrow.grow_checkpoint(s, t, ids, src=str(tmp_path / "src"), dst=str(tmp_path / name),
+                               chunk_bytes=chunk, progress=False)
+    whole, rows = (open_checkpoint(str(tmp_path / n)) for n in ("whole", "rows"))
+    for k in whole:
+        assert torch.equal(read_tensor(whole[k]), read_tensor(rows[k])), k
+    big = Emb(width=20).eval()
+    big.load_state_dict({k: read_tensor(e) for k, e in rows.items()})
+    x = torch.randint(0, 50, (3, 9))
+    assert torch.allclose(big(x), src(x), rtol=1e-5, atol=1e-6)
