@@ -273,3 +273,20 @@ def _trained_hf(model):
         for name, p in model.named_parameters():
             p.add_(0.02 * torch.randn_like(p))
     return model.eval()
+
+
+@pytest.mark.slow
+def test_llama_by_one_and_a_half_zero_pads_rmsnorm():
+    # 64 -> 96: RMSNorm is zero-padded, its eps rescaled by 64/96 in the grown graph
+    src = _trained_hf(_llama(64, 4, 2, 128, 2))
+    ids = {"input_ids": torch.randint(0, 64, (2, 7)), "use_cache": False}
+    with pytest.raises(TargetMismatchError, match="eps"):
+        fxgrow.grow_into(src, _llama(96, 6, 3, 192, 2), ids, verify=False)
+    transformers = pytest.importorskip("transformers")
+    tgt = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=64, max_position_embeddings=64, hidden_size=96, intermediate_size=192,
+        num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=3,
+        rms_norm_eps=1e-6 * 64 / 96))
+    _grow(src, tgt, ids)
+    assert_same_function(src, tgt.eval(), {"input_ids": torch.randint(0, 64, (1, 13)),
+                                           "use_cache": False})
