@@ -49,10 +49,21 @@ def _dropped(gm: fx.GraphModule, skip: Set[fx.Node], keep: Set[fx.Node]) -> Set[
     return out
 
 
+_PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.device)
+
+
+def _plain(v: Any) -> bool:
+    return isinstance(v, _PLAIN) or (isinstance(v, (tuple, list)) and all(map(_plain, v)))
+
+
 def _settings(mod: nn.Module) -> Any:
+    """What a leaf module computes with besides its tensors: its type, its ``extra_repr``
+    and every plain attribute (``nn.MultiheadAttention``'s ``num_heads`` is in no repr)."""
     if isinstance(mod, fx.GraphModule):
         return mod.code
-    return type(mod), mod.extra_repr()
+    attrs = tuple(sorted((k, repr(v)) for k, v in vars(mod).items()
+                         if k != "training" and not k.endswith("hooks") and _plain(v)))
+    return type(mod), mod.extra_repr(), attrs
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -83,8 +94,8 @@ class _Pairing:
     """The node pairs found so far; tensors (``get_attr``) pair where they are used."""
 
     def __init__(self, target: fx.GraphModule, grown: fx.GraphModule,
-                 alias: Dict[fx.Node, fx.Node]) -> None:
-        self.target, self.grown, self.alias = target, grown, alias
+                 alias: Dict[fx.Node, fx.Node], writable: Set[str]) -> None:
+        self.target, self.grown, self.alias, self.writable = target, grown, alias, writable
         self.pairs: Dict[fx.Node, fx.Node] = {}
         self.tensors: Dict[str, str] = {}
 
@@ -94,6 +105,12 @@ class _Pairing:
             if tt.shape != gt.shape:
                 raise _Mismatch(f"tensor {t.target!r} has shape {tuple(tt.shape)}, the grown "
                                 f"source's {g.target!r} {tuple(gt.shape)}")
+            if str(t.target) not in self.writable and not (tt.is_meta or gt.is_meta) and not \
+                    _same(tt, gt):
+                # a constant of the graph (made in forward), not a tensor the target holds:
+                # nothing will write it, so the two must already agree
+                raise _Mismatch(f"constant {t.target!r} differs from the grown source's "
+                                f"{g.target!r}")
             self.tensors[str(t.target)] = str(g.target)
         elif type(tt) is not type(gt):
             raise _Mismatch(f"{t.target!r} is a {type(tt).__name__}, the grown source's "
@@ -183,7 +200,8 @@ def _call(p: _Pairing, t: fx.Node, g: fx.Node) -> None:
 
 
 def correspond(target: fx.GraphModule, grown: fx.GraphModule, skip: Set[fx.Node],
-               alias: Dict[fx.Node, fx.Node]) -> Dict[str, str]:
+               alias: Dict[fx.Node, fx.Node], writable: Optional[Set[str]] = None
+               ) -> Dict[str, str]:
     """``{target tensor: grown tensor}`` once ``target`` minus ``skip`` is proved ``grown``.
 
     Parameters
@@ -193,6 +211,10 @@ def correspond(target: fx.GraphModule, grown: fx.GraphModule, skip: Set[fx.Node]
         The new identity blocks' nodes.
     alias : dict
         Target nodes (block outputs) -> the nodes they equal (block inputs).
+    writable : set of str, optional
+        The tensors the target holds (parameters and buffers), which will be written;
+        any other tensor the graph reads (a constant made in ``forward``) must equal
+        the grown source's.  Default: every parameter and buffer of ``target``.
 
     Raises
     ------
@@ -204,7 +226,9 @@ def correspond(target: fx.GraphModule, grown: fx.GraphModule, skip: Set[fx.Node]
     t_nodes: List[fx.Node] = [n for n in target.graph.nodes
                               if n not in dropped and n.op != "get_attr"]
     g_nodes: List[fx.Node] = [n for n in grown.graph.nodes if n.op != "get_attr"]
-    p = _Pairing(target, grown, alias)
+    if writable is None:
+        writable = {k for k, _ in list(target.named_parameters()) + list(target.named_buffers())}
+    p = _Pairing(target, grown, alias, writable)
     for i, t in enumerate(t_nodes):
         if i >= len(g_nodes):
             raise TargetMismatchError(
@@ -217,9 +241,15 @@ def correspond(target: fx.GraphModule, grown: fx.GraphModule, skip: Set[fx.Node]
                 raise _Mismatch(f"it is a {t.op}, the grown source has a {g.op} `{g.name}`")
             if t.op == "call_module":
                 tm, gm = target.get_submodule(str(t.target)), grown.get_submodule(str(g.target))
-                if _settings(tm) != _settings(gm):
-                    raise _Mismatch(f"module {t.target!r} is {tm!r}, the grown source's "
-                                    f"{g.target!r} is {gm!r}")
+                ts, gs = _settings(tm), _settings(gm)
+                if ts != gs:
+                    diff = [f"{k}={v}" for k, v in sorted(set(ts[2]) - set(gs[2]))][:4]
+                    grown_diff = [f"{k}={v}" for k, v in sorted(set(gs[2]) - set(ts[2]))][:4]
+                    raise _Mismatch(
+                        f"module {t.target!r} is a {type(tm).__name__}({tm.extra_repr()}) with "
+                        f"{', '.join(diff) or 'the same attributes'}, the grown source's "
+                        f"{g.target!r} a {type(gm).__name__}({gm.extra_repr()}) with "
+                        f"{', '.join(grown_diff) or 'the same attributes'}")
                 for name, _ in list(tm.named_parameters()) + list(tm.named_buffers()):
                     p.tensors[f"{t.target}.{name}"] = f"{g.target}.{name}"
             elif t.op == "placeholder":

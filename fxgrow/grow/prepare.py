@@ -188,5 +188,5 @@ def prepare(source: nn.Module, target: nn.Module, example_input: ExampleInput, *
 
     tgt_gm = a_tgt.graph_module
     proofs, skip, alias = _identity_blocks(tgt_gm, _new_roots(target, names))
-    pairs = correspond(tgt_gm, grown, skip, alias)
+    pairs = correspond(tgt_gm, grown, skip, alias, set(tensors(target)))
     return Prepared(plan, grown, pairs, names, proofs, init)

@@ -70,3 +70,24 @@ def test_a_split_spelled_out_by_the_widening_matches_an_int_split():
                if "split" in str(n.target))
     pairs = correspond(fxgrow.analyze(Packed(12), x).graph_module, grown, set(), {})
     assert "qkv.weight" in pairs
+
+
+def test_a_leaf_module_setting_outside_its_repr_is_compared():
+    # nn.MultiheadAttention's extra_repr is empty: num_heads must still agree
+    class Attn(nn.Module):
+        def __init__(self, d, heads):
+            super().__init__()
+            self.inp = nn.Linear(4, d)
+            self.mha = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.out = nn.Linear(d, 2)
+
+        def forward(self, x):
+            h = self.inp(x)
+            return self.out(self.mha(h, h, h, need_weights=False)[0])
+    x = torch.randn(2, 5, 4)
+    a = fxgrow.analyze(Attn(16, 2).eval(), x)
+    grown = _grown(a, x, 2.0)  # 4 heads of 8
+    assert grown.get_submodule("mha").num_heads == 4
+    assert correspond(fxgrow.analyze(Attn(32, 4).eval(), x).graph_module, grown, set(), {})
+    with pytest.raises(TargetMismatchError, match="num_heads"):
+        correspond(fxgrow.analyze(Attn(32, 2).eval(), x).graph_module, grown, set(), {})
