@@ -248,3 +248,39 @@ def test_the_source_optimizer_is_left_unchanged(cls, kw, spec):
         _step(grown, new, x, loss)
     _assert_optimizer_unchanged(opt, snap)
     assert all(p in new.state for p in grown.parameters())
+
+
+class _Residual(nn.Module):
+    def __init__(self, width=6, depth=2):
+        super().__init__()
+        self.inp, self.out = nn.Linear(5, width), nn.Linear(width, 3)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, 2 * width), nn.Tanh(),
+                                                  nn.Linear(2 * width, width))
+                                    for _ in range(depth))
+
+    def forward(self, x):
+        h = self.inp(x)
+        for b in self.blocks:
+            h = h + b(h)
+        return self.out(h)
+
+
+@pytest.mark.parametrize("cls, kw", OPTIMIZERS, ids=[c.__name__ for c, _ in OPTIMIZERS])
+def test_grow_into_targets_get_their_state_by_the_source_names(cls, kw):
+    # wider and deeper, source block 1 moved to target position 2: the state follows it
+    def make():
+        x = torch.randn(16, 5, dtype=torch.float64)
+        y = torch.randn(16, 3, dtype=torch.float64)
+        return _Residual().double(), x, lambda out: F.mse_loss(out, y)
+    model, opt, x, loss = _trained(make, cls, kw)
+    big = _Residual(width=12, depth=3).double()
+    fxgrow.grow_into(model, big, x, layers={"blocks.1": None, "blocks.2": "blocks.1"})
+    grown_opt = fxgrow.grow_optimizer(opt, model, big)
+    assert big.blocks[2][0].weight in grown_opt.state  # continues source blocks.1
+    assert big.blocks[1][0].weight not in grown_opt.state  # new: fresh state
+    assert len([p for g in grown_opt.param_groups for p in g["params"]]) == len(list(big.parameters()))
+    _step(model, opt, x, loss, lr=0.0)
+    _step(big, grown_opt, x, loss, lr=0.0)
+    want = fxgrow.grow_optimizer(opt, model, big)
+    continued = {n: p for n, p in big.named_parameters() if not n.startswith("blocks.1.")}
+    _assert_states_equal(want, grown_opt, continued)

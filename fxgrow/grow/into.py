@@ -24,10 +24,11 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 from torch import nn
 
-from .. import checks
+from .. import checks, meta
 from ..capture import ExampleInput
 from ..capture.runner import preserved
 from ..errors import TargetMismatchError, VerificationError
+from ..optim import register_growth
 from ..verify import Report, verify as _verify
 from ..widen import EXACT
 from .prepare import Prepared, assignments, prepare, tensors as _tensors
@@ -111,6 +112,9 @@ def grow_into(
     prep = prepare(source, target, example_input, layers=layers, init=init, noise=noise,
                    seed=seed, capture=capture)
     _write(source, target, prep)
+    # grow_optimizer(opt, source, target) finds the gradient map and the names here
+    register_growth(target, prep.grown.meta.get(meta.GROWTH),
+                    {k: v for k, v in prep.pairs.items()})
 
     exact = init in EXACT and not noise
     if verify is None:
