@@ -113,14 +113,15 @@ def _name(target) -> str:
 
 _SUMS = {"add", "iadd"}
 _DIFFS = {"sub", "isub"}
-_PRODUCTS = {"mul", "imul", "matmul", "mm", "bmm", "einsum", "outer", "div", "truediv"}
+_PRODUCTS = {"mul", "imul", "matmul", "mm", "bmm", "einsum", "outer"}
+_QUOTIENTS = {"div", "truediv"}  # 0 / c = 0 for a nonzero number c (0 / 0 is not 0)
 _KEEP_VALUE = {"clone", "contiguous", "alias", "detach", "lift_fresh_copy"}
 _CASTS = {"to", "_to_copy", "type_as", "float", "double", "half", "bfloat16"}
 _KEEP_ZERO = _KEEP_VALUE | _CASTS | {
     "view", "reshape", "_unsafe_view", "view_as", "reshape_as", "permute", "transpose", "t",
     "unsqueeze", "squeeze", "flatten", "unflatten", "expand", "expand_as", "slice", "select",
     "getitem", "narrow", "split", "chunk", "unbind", "dropout", "native_dropout",
-    "feature_dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "neg", "roll",
+    "feature_dropout", "dropout1d", "dropout2d", "dropout3d", "neg", "roll",
     "repeat", "movedim", "swapaxes", "stochastic_depth", "drop_path", "split_with_sizes",
     "index_select", "gather"}
 _LINEAR = {"linear", "conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d",
@@ -135,7 +136,8 @@ _NORMS = {"layer_norm": (2, 3), "group_norm": (2, 3), "batch_norm": (1, 2),
           "native_group_norm": (1, 2)}
 #: idempotent activations, functional (φ(φ(z)) = φ(z)); the module types are IDEMPOTENT
 _IDEMPOTENT = {"relu", "relu6", "hardtanh"}
-_KEEP_ZERO_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+# (not AlphaDropout: in training it maps a dropped 0 to its saturation value)
+_KEEP_ZERO_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
                       nn.Identity, nn.Flatten, nn.Unflatten)
 
 
@@ -239,8 +241,11 @@ class _Prover:
             bias, product = self._all(node.args[0]), self._any(*node.args[1:3])
             return None if bias is None or product is None else bias | product
         if name in _PRODUCTS:
-            first = node.args[:1] if name in ("div", "truediv") else tensors
-            return self._any(*first)
+            return self._any(*tensors)
+        if name in _QUOTIENTS and len(node.args) == 2:
+            d = node.args[1]
+            ok = isinstance(d, (int, float)) and not isinstance(d, bool) and d != 0
+            return self.zero(node.args[0]) if ok else None
         if name in _SUMS | _DIFFS | {"cat", "stack"}:
             flat = []
             for a in node.args:
