@@ -81,7 +81,8 @@ def assignments(prep: Prepared, target: Mapping[str, torch.Tensor],
         read = [a for a in aliases[id(t)] if a in prep.pairs]
         if read:
             grown = {prep.pairs[a] for a in read}
-            if len(grown) > 1:
+            # several names of one grown tensor (tied in the source too) are one source
+            if len({id(_get(prep.grown, g)) for g in grown}) > 1:
                 raise TargetMismatchError(
                     f"target tensors {sorted(read)} are one tensor (tied) but the graph reads "
                     f"them as different source tensors {sorted(grown)}: tie them in the source "
@@ -102,6 +103,13 @@ def assignments(prep: Prepared, target: Mapping[str, torch.Tensor],
                     + ("" if src is not None else " (it lies in no new block proved the identity)"))
             out[name] = ("source", src)
     return out
+
+
+def _get(root: nn.Module, name: str):
+    obj = root
+    for part in name.split("."):
+        obj = getattr(obj, part, None)
+    return obj
 
 
 def tensors(model: nn.Module) -> Dict[str, torch.Tensor]:

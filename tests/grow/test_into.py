@@ -290,3 +290,21 @@ def test_llama_by_one_and_a_half_zero_pads_rmsnorm():
     _grow(src, tgt, ids)
     assert_same_function(src, tgt.eval(), {"input_ids": torch.randint(0, 64, (1, 13)),
                                            "use_cache": False})
+
+
+def test_tied_weights_read_under_both_names():
+    # an embedding and a head sharing one weight, each read by its own module (fx)
+    class Tied(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.emb, self.mid, self.head = nn.Embedding(20, d), nn.Linear(d, d), nn.Linear(d, 20)
+            self.norm = nn.LayerNorm(d)  # the head's 1/count moves onto its gain
+            self.head.weight = self.emb.weight
+
+        def forward(self, ids):
+            h = self.emb(ids)
+            return self.head(self.norm(h + torch.tanh(self.mid(h))))
+    src, ids = _trained(Tied(8)), torch.randint(0, 20, (3, 5))
+    tgt = _grow(src, Tied(16), ids)
+    assert tgt.head.weight is tgt.emb.weight
+    assert_same_function(src, tgt.eval(), torch.randint(0, 20, (2, 9)))
