@@ -157,6 +157,7 @@ def test_symmetry_breaking_inits_are_exact_too(init):
     assert_same_function(src, tgt.eval(), torch.randn(6, 5))
 
 
+@pytest.mark.slow
 def test_resnet50_into_wide_resnet50_2():
     torchvision = pytest.importorskip("torchvision")
     src = torchvision.models.resnet50()
