@@ -27,6 +27,7 @@ Examples
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import torch
@@ -142,26 +143,29 @@ class _Pairing:
                 self.compare(getattr(t, part), getattr(g, part), f"{path}.{part}")
             return
         if not _same(t, g):
-            hint = (" (a number the target's code takes from its config, such as a norm's eps "
-                    "that padding to a non-multiple width rescales: build the target with the "
-                    "grown source's value)") if isinstance(t, float) and isinstance(g, float) \
+            hint = (" (a number the target's code derives from its config or its width: a "
+                    "norm's eps that padding to a non-multiple width rescales, a scale such as "
+                    "sqrt(hidden); where it is a setting, build the target with the grown "
+                    "source's value)") if isinstance(t, float) and isinstance(g, float) \
                 else ""
             raise _Mismatch(f"{path} is {t!r} in the target, {g!r} in the grown source{hint}")
 
 
 _SPLITS = ("aten.split.Tensor", "aten.split_with_sizes.default", "split",
            "<built-in method split", "<function split")
+_CHUNKS = ("aten.chunk.default", "chunk", "<built-in method chunk")
 
 
 def _split_form(node: fx.Node, shapes: bool) -> Optional[Tuple[Any, List[int], int]]:
     """``(input, sizes, dim)`` of a split, whichever way it is spelled (an int size, the
     sizes listed, ``torch.split``, ``Tensor.split``, ``aten.split*``); ``shapes``: the
     node's shapes in ``meta`` are its graph's own, so an int size can be spelled out."""
-    if not str(node.target).startswith(_SPLITS) or not node.args:
+    chunks = str(node.target).startswith(_CHUNKS)
+    if not (chunks or str(node.target).startswith(_SPLITS)) or not node.args:
         return None
     x = node.args[0]
     size = node.args[1] if len(node.args) > 1 else next(
-        (node.kwargs[k] for k in ("split_size", "split_size_or_sections", "split_sizes")
+        (node.kwargs[k] for k in ("split_size", "split_size_or_sections", "split_sizes", "chunks")
          if k in node.kwargs), None)
     dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
     spec = meta.shape(x) if isinstance(x, fx.Node) else None
@@ -172,6 +176,8 @@ def _split_form(node: fx.Node, shapes: bool) -> Optional[Tuple[Any, List[int], i
         if not shapes or not ndim or not isinstance(spec.shape[dim], int):
             return None
         length = spec.shape[dim]
+        if chunks:  # torch.chunk: pieces of ceil(length / chunks)
+            size = max(1, -(-length // size))
         size = [size] * (length // size) + ([length % size] if length % size else [])
     if not isinstance(size, (list, tuple)):
         return None
@@ -185,6 +191,55 @@ def _tensor(root: nn.Module, name: str) -> Any:
     return obj
 
 
+def _slice_form(node: fx.Node, length: int) -> Optional[Tuple[Any, int, int, int, int]]:
+    """``(input, dim, start, stop, step)`` of an ATen slice, bounds clamped to ``length``
+    (``end=2**63-1`` and ``end=length`` cut the same)."""
+    if str(node.target) != "aten.slice.Tensor":
+        return None
+    args = list(node.args) + [None] * (5 - len(node.args))
+    x, dim, start, end, step = args[:5]
+    dim = node.kwargs.get("dim", 0 if dim is None else dim)
+    start = node.kwargs.get("start", start)
+    end = node.kwargs.get("end", end)
+    step = node.kwargs.get("step", 1 if step is None else step)
+    if not all(isinstance(v, int) or v is None for v in (start, end)):
+        return None
+    a, b, _ = slice(start, end).indices(length)
+    return x, dim, a, b, step
+
+
+def _index_form(node: fx.Node, dims: Tuple[int, ...]) -> Optional[Tuple[Any, Tuple[Any, ...]]]:
+    """``x[index]`` with the ellipsis spelled out and every slice clamped to the lengths
+    ``dims`` (``x[..., :n]`` and ``x[:, :, :n]`` index alike)."""
+    if node.target is not operator.getitem or len(node.args) != 2:
+        return None
+    x, index = node.args
+    index = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, (fx.Node, list)) for i in index) or \
+            sum(i is Ellipsis for i in index) > 1:
+        return None
+    used = sum(1 for i in index if i is not None and i is not Ellipsis)
+    if Ellipsis in index:
+        k = index.index(Ellipsis)
+        index = index[:k] + (slice(None),) * (len(dims) - used) + index[k + 1:]
+    out, d = [], 0
+    for i in index:
+        if i is None:
+            out.append(None)
+            continue
+        if d >= len(dims) or not isinstance(dims[d], int):
+            return None
+        if isinstance(i, slice):
+            if not all(isinstance(v, int) or v is None for v in (i.start, i.stop, i.step)):
+                return None
+            out.append(("slice",) + i.indices(dims[d]))
+        else:
+            out.append(i)
+        d += 1
+    out.extend(("slice", 0, n, 1) for n in dims[d:])  # trailing dims taken whole
+    return x, tuple(out)
+
+
 def _call(p: _Pairing, t: fx.Node, g: fx.Node) -> None:
     try:
         if _op_name(t.target) != _op_name(g.target):
@@ -194,9 +249,25 @@ def _call(p: _Pairing, t: fx.Node, g: fx.Node) -> None:
     except _Mismatch:
         # the widening spells a split's sizes out (its pieces may no longer be equal)
         ts, gs = _split_form(t, shapes=True), _split_form(g, shapes=False)
+        if ts is not None and gs is not None:
+            p.compare(ts, gs, "split")
+            return
+        # and a slice's end as the grown length where the target slices "to the end"
+        spec = meta.shape(t.args[0]) if t.args and isinstance(t.args[0], fx.Node) else None
+        dims = getattr(spec, "shape", None)
+        if dims is not None and t.target is operator.getitem:
+            ti, gi = _index_form(t, tuple(dims)), _index_form(g, tuple(dims))
+            if ti is None or gi is None:
+                raise
+            p.compare(ti, gi, "index")
+            return
+        d = t.args[1] if len(t.args) > 1 else t.kwargs.get("dim", 0)
+        if dims is None or not isinstance(d, int) or not isinstance(dims[d], int):
+            raise
+        ts, gs = _slice_form(t, dims[d]), _slice_form(g, dims[d])
         if ts is None or gs is None:
             raise
-        p.compare(ts, gs, "split")
+        p.compare(ts, gs, "slice")
 
 
 def correspond(target: fx.GraphModule, grown: fx.GraphModule, skip: Set[fx.Node],

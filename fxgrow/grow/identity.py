@@ -116,6 +116,10 @@ _DIFFS = {"sub", "isub"}
 _PRODUCTS = {"mul", "imul", "matmul", "mm", "bmm", "einsum", "outer"}
 _QUOTIENTS = {"div", "truediv"}  # 0 / c = 0 for a nonzero number c (0 / 0 is not 0)
 _KEEP_VALUE = {"clone", "contiguous", "alias", "detach", "lift_fresh_copy"}
+#: row-major reshapes: the value is the input's elements in the same order, so a value equal
+#: to the block's input up to a reshape stays so (OPT flattens tokens around its sums)
+_RESHAPES = {"view", "reshape", "_unsafe_view", "view_as", "reshape_as", "flatten", "unflatten",
+             "squeeze", "unsqueeze"}
 _CASTS = {"to", "_to_copy", "type_as", "float", "double", "half", "bfloat16"}
 _KEEP_ZERO = _KEEP_VALUE | _CASTS | {
     "view", "reshape", "_unsafe_view", "view_as", "reshape_as", "permute", "transpose", "t",
@@ -145,12 +149,17 @@ def _module_kind(gm: fx.GraphModule, node: fx.Node) -> str:
     mod = gm.get_submodule(str(node.target))
     if isinstance(mod, _ZERO_MODULES):
         return "zero_module"
-    if isinstance(mod, nn.Identity):
+    if isinstance(mod, (nn.Identity, nn.Flatten, nn.Unflatten)):
         return "keep_value"
     qual = f"{type(mod).__module__}.{type(mod).__qualname__}"
     if isinstance(mod, _KEEP_ZERO_MODULES) or qual.endswith(("StochasticDepth", "DropPath")):
         return "keep_zero"
     return type(mod).__name__
+
+
+def _shape(node) -> Optional[tuple]:
+    shape = getattr(meta.shape(node), "shape", None)
+    return tuple(shape) if shape is not None else None
 
 
 def _dtype(node) -> Optional[torch.dtype]:
@@ -269,6 +278,9 @@ class _Prover:
 
     # -- a value equal to one the block received -------------------------------------------
     def identity(self, node) -> Optional[Tuple[fx.Node, FrozenSet[str]]]:
+        """``(x, zeroed)``: ``node``'s value is the block's input ``x``, reshaped to
+        ``node``'s shape (the caller checks the shapes agree where it matters), once the
+        tensors ``zeroed`` are 0; None (and a reason in ``why``) if not provable."""
         if not isinstance(node, fx.Node):
             self.why.append(f"{node!r} is a constant")
             return None
@@ -294,8 +306,9 @@ class _Prover:
                 orders = [(a, b)] + ([(b, a)] if name in _SUMS else [])
                 for keep, drop in orders:
                     z = self.zero(drop)
-                    if z is None:
-                        continue
+                    if z is None or not isinstance(keep, fx.Node) or \
+                            _shape(keep) is None or _shape(keep) != _shape(node):
+                        continue  # (a zero broadcast wider would copy the input)
                     inner = self.identity(keep)
                     if inner is not None:
                         return inner[0], inner[1] | z
@@ -303,8 +316,9 @@ class _Prover:
                     f"the sum {_describe(node)} has no side that can be zeroed while the "
                     "other passes the input through")
                 return None
-            same = name in _KEEP_VALUE or (name in _CASTS and node.args and isinstance(
-                node.args[0], fx.Node) and _dtype(node) == _dtype(node.args[0]) is not None)
+            same = name in _KEEP_VALUE | _RESHAPES or (
+                name in _CASTS and node.args and isinstance(node.args[0], fx.Node)
+                and _dtype(node) == _dtype(node.args[0]) is not None)
             if same and node.args:
                 return self.identity(node.args[0])
         self.why.append(f"its output passes through {_describe(node, self.gm)}, which is not a residual "

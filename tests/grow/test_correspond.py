@@ -91,3 +91,32 @@ def test_a_leaf_module_setting_outside_its_repr_is_compared():
     assert correspond(fxgrow.analyze(Attn(32, 4).eval(), x).graph_module, grown, set(), {})
     with pytest.raises(TargetMismatchError, match="num_heads"):
         correspond(fxgrow.analyze(Attn(32, 2).eval(), x).graph_module, grown, set(), {})
+
+
+class Gated(nn.Module):
+    """A gated unit cut from one projection by chunk (or slices to the end)."""
+
+    def __init__(self, width, cut="chunk"):
+        super().__init__()
+        self.n, self.cut = width, cut
+        self.proj, self.out = nn.Linear(4, 2 * width), nn.Linear(width, 2)
+
+    def forward(self, x):
+        h = self.proj(x)
+        if self.cut == "chunk":
+            a, b = h.chunk(2, dim=-1)
+        else:
+            a, b = h[..., : self.n], h[..., self.n:]
+        return self.out(a * torch.sigmoid(b))
+
+
+@pytest.mark.parametrize("cut", ["chunk", "slice"])
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_chunks_and_slices_to_the_end_match_their_spelled_out_growth(cut, capture):
+    # the widening spells a chunk out as split sizes and a slice's open end as the grown
+    # length; the target's own code says chunk(2) and "to the end"
+    x = torch.randn(3, 4)
+    src = Gated(6, cut).eval()
+    tgt = fxgrow.grow_into(src, Gated(12, cut), x, capture=capture, verify=False)
+    xs = torch.randn(5, 4)
+    assert torch.allclose(tgt.eval()(xs), src(xs), atol=1e-6)

@@ -133,3 +133,33 @@ def test_a_block_summed_by_its_parent_is_zeroed_and_the_sum_passes_through():
     gm = fxgrow.analyze(Gated().eval(), torch.randn(2, 3)).graph_module
     with pytest.raises(NotIdentityError, match="blocks.1"):
         prove_identity(gm, "blocks.1", lambda t: t.startswith("blocks.1."))
+
+
+def test_reshapes_around_the_sum_keep_the_identity():
+    # OPT flattens the tokens around its residual sums: view(reshape(x) + 0) = x
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            shape = x.shape
+            h = x.reshape(-1, shape[-1])
+            return (h + self.fc(h)).view(shape)
+    net = nn.Sequential(nn.Linear(3, 4), Flat(), nn.Linear(4, 2)).eval()
+    gm = fxgrow.analyze(net, torch.randn(2, 5, 3)).graph_module
+    proof = prove_identity(gm, "1", lambda t: t.startswith("1."))
+    assert proof.zeroed == {"1.fc.weight", "1.fc.bias"}
+
+    # a zero broadcast wider than the input would copy it: refused
+    class Wider(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return (x + self.fc(x).unsqueeze(0).expand(3, *x.shape)).sum(0)
+    net = nn.Sequential(nn.Linear(3, 4), Wider(), nn.Linear(4, 2)).eval()
+    gm = fxgrow.analyze(net, torch.randn(2, 3)).graph_module
+    with pytest.raises(NotIdentityError):
+        prove_identity(gm, "1", lambda t: t.startswith("1."))
