@@ -48,6 +48,7 @@ Examples
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
@@ -113,7 +114,14 @@ def _name(target) -> str:
 
 _SUMS = {"add", "iadd"}
 _DIFFS = {"sub", "isub"}
-_PRODUCTS = {"mul", "imul", "matmul", "mm", "bmm", "einsum", "outer"}
+_PRODUCTS = {"mul", "imul", "matmul", "mm", "bmm", "einsum", "outer", "grouped_mm",
+             "_grouped_mm", "grouped_mm_fallback"}
+#: factories of zeros; an uninitialised buffer counts too: a deterministic model reads only
+#: what it wrote into one (an MoE's token buffer, filled by index_put)
+_ZEROS = {"zeros", "zeros_like", "new_zeros", "empty", "empty_like", "new_empty"}
+#: writes of ``source`` into ``self``: zero when both are (argument positions)
+_WRITES = {"index_put": (0, 2), "index_add": (0, 3), "index_copy": (0, 3), "scatter_add": (0, 3),
+           "scatter": (0, 3), "masked_scatter": (0, 2)}
 _QUOTIENTS = {"div", "truediv"}  # 0 / c = 0 for a nonzero number c (0 / 0 is not 0)
 _KEEP_VALUE = {"clone", "contiguous", "alias", "detach", "lift_fresh_copy"}
 #: row-major reshapes: the value is the input's elements in the same order, so a value equal
@@ -127,7 +135,7 @@ _KEEP_ZERO = _KEEP_VALUE | _CASTS | {
     "getitem", "narrow", "split", "chunk", "unbind", "dropout", "native_dropout",
     "feature_dropout", "dropout1d", "dropout2d", "dropout3d", "neg", "roll",
     "repeat", "movedim", "swapaxes", "stochastic_depth", "drop_path", "split_with_sizes",
-    "index_select", "gather"}
+    "index_select", "gather", "index", "sum", "mean", "nansum"}
 _LINEAR = {"linear", "conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d",
            "conv_transpose2d", "conv_transpose3d", "_convolution"}
 _ZERO_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
@@ -157,6 +165,52 @@ def _module_kind(gm: fx.GraphModule, node: fx.Node) -> str:
     return type(mod).__name__
 
 
+def _mutates(user: fx.Node, node: fx.Node) -> bool:
+    """Whether ``user`` writes into ``node`` in place (``x[i] = v``, ``x.add_(y)``,
+    ``aten.index_put_``, an ``out=`` argument)."""
+    if user.op not in ("call_function", "call_method") or not user.args:
+        return False
+    if user.kwargs.get("out") is node:
+        return True
+    if user.args[0] is not node:
+        return False
+    if user.target is operator.setitem:
+        return True
+    if isinstance(user.target, str):
+        raw = user.target
+    elif isinstance(user.target, torch._ops.OpOverload):
+        raw = user.target._schema.name.split("::")[-1]
+    else:
+        raw = getattr(user.target, "__name__", "")
+    return raw.endswith("_") and not raw.endswith("__")
+
+
+#: ops whose output may share memory with their input: a write into it writes into the input
+_VIEWS = {"view", "reshape", "_unsafe_view", "view_as", "reshape_as", "slice", "select",
+          "narrow", "transpose", "permute", "t", "unsqueeze", "squeeze", "expand", "expand_as",
+          "as_strided", "diagonal", "alias", "detach", "unfold", "movedim", "swapaxes",
+          "flatten", "unflatten", "split", "chunk", "unbind", "split_with_sizes", "getitem",
+          "contiguous", "T", "mT", "real", "imag", "view_as_real", "view_as_complex"}
+
+
+def _writes_into(node: fx.Node) -> List[fx.Node]:
+    """In-place writes into ``node`` or into any view of it (``x[:, 0] = v`` on export
+    graphs is a ``fill_`` of a ``select`` of a ``slice`` of ``x``)."""
+    out, todo, seen = [], [node], set()
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        for u in n.users:
+            if _mutates(u, n):
+                out.append(u)
+            elif u.op in ("call_function", "call_method") and u.args and u.args[0] is n \
+                    and _name(u.target) in _VIEWS:
+                todo.append(u)
+    return out
+
+
 def _shape(node) -> Optional[tuple]:
     shape = getattr(meta.shape(node), "shape", None)
     return tuple(shape) if shape is not None else None
@@ -180,6 +234,7 @@ class _Prover:
         self.gm, self.nodes, self.zeroable = gm, nodes, zeroable
         self.memo: Dict[fx.Node, Optional[FrozenSet[str]]] = {}
         self.why: List[str] = []
+        self.not_zero: List[fx.Node] = []  # where proofs of a zero stopped, deepest first
 
     # -- a value that can be made exactly zero -------------------------------------------
     def zero(self, node) -> Optional[FrozenSet[str]]:
@@ -191,8 +246,27 @@ class _Prover:
             return None  # a value from outside the block is not ours to zero
         if node not in self.memo:
             self.memo[node] = None  # no cycles in a graph; guards re-entry
-            self.memo[node] = self._zero(node)
+            z = self._zero(node)
+            # a value written into in place is zero only if what is written is: writes of
+            # known ops straight into it count, a write into a view of it refuses
+            for u in _writes_into(node) if z is not None else ():
+                w = self._written(u) if _mutates(u, node) else None
+                z = None if w is None else z | w
+            self.memo[node] = z
+            if self.memo[node] is None and node.op != "get_attr":
+                self.not_zero.append(node)
         return self.memo[node]
+
+    def _written(self, user: fx.Node) -> Optional[FrozenSet[str]]:
+        """What an in-place write puts in: zero (and which tensors that needs) or None."""
+        name = _name(user.target) if user.target is not operator.setitem else "index_put"
+        if name not in _WRITES:
+            return None
+        src = _WRITES[name][1]
+        if len(user.args) <= src:
+            return None
+        value = user.args[src]
+        return frozenset() if isinstance(value, (int, float)) and value == 0 else self.zero(value)
 
     def _all(self, *args) -> Optional[FrozenSet[str]]:
         out: FrozenSet[str] = frozenset()
@@ -251,6 +325,20 @@ class _Prover:
             return None if bias is None or product is None else bias | product
         if name in _PRODUCTS:
             return self._any(*tensors)
+        if name in _ZEROS:
+            return frozenset()
+        if name in ("full", "full_like", "new_full"):
+            fill = node.args[1] if len(node.args) > 1 else node.kwargs.get("fill_value")
+            return frozenset() if isinstance(fill, (int, float)) and fill == 0 else None
+        if name in _WRITES:
+            base, src = _WRITES[name]
+            if len(node.args) <= src:
+                return None
+            value = node.args[src]
+            zero_value = frozenset() if isinstance(value, (int, float)) and value == 0 \
+                else self.zero(value)
+            into = self._all(node.args[base])
+            return None if into is None or zero_value is None else into | zero_value
         if name in _QUOTIENTS and len(node.args) == 2:
             d = node.args[1]
             ok = isinstance(d, (int, float)) and not isinstance(d, bool) and d != 0
@@ -284,6 +372,11 @@ class _Prover:
         if not isinstance(node, fx.Node):
             self.why.append(f"{node!r} is a constant")
             return None
+        mutated = next((u for u in _writes_into(node) if u in self.nodes), None)
+        if mutated is not None:
+            self.why.append(f"{_describe(mutated, self.gm)} writes in place into `{node.name}`, "
+                            "which the block passes through")
+            return None
         if node not in self.nodes:
             return node, frozenset()
         if node.op == "call_module" and _module_kind(self.gm, node) == "keep_value":
@@ -303,6 +396,7 @@ class _Prover:
             alpha = node.kwargs.get("alpha", 1)
             if name in _SUMS | _DIFFS and len(node.args) == 2 and alpha == 1:
                 a, b = node.args
+                before = len(self.why)
                 orders = [(a, b)] + ([(b, a)] if name in _SUMS else [])
                 for keep, drop in orders:
                     z = self.zero(drop)
@@ -312,9 +406,13 @@ class _Prover:
                     inner = self.identity(keep)
                     if inner is not None:
                         return inner[0], inner[1] | z
+                stop = next((n for n in self.not_zero if n in (a, b) or n in self.nodes), None)
                 self.why.append(
                     f"the sum {_describe(node)} has no side that can be zeroed while the "
-                    "other passes the input through")
+                    "other passes the input through"
+                    + (f" (a zero stops at {_describe(stop, self.gm)}, which fxgrow does not "
+                       "know to give 0 from zeroed weights)" if stop is not None else "")
+                    + "".join(f"; {w}" for w in self.why[before:]))
                 return None
             same = name in _KEEP_VALUE | _RESHAPES or (
                 name in _CASTS and node.args and isinstance(node.args[0], fx.Node)

@@ -163,3 +163,60 @@ def test_reshapes_around_the_sum_keep_the_identity():
     gm = fxgrow.analyze(net, torch.randn(2, 3)).graph_module
     with pytest.raises(NotIdentityError):
         prove_identity(gm, "1", lambda t: t.startswith("1."))
+
+
+class _Routed(nn.Module):
+    """Tokens written into a buffer by index: zero only when what is written is."""
+
+    def __init__(self, base="empty", extra=False):
+        super().__init__()
+        self.fc, self.other, self.base, self.extra = nn.Linear(4, 4), nn.Linear(4, 4), base, extra
+
+    def forward(self, x):
+        flat = x.reshape(-1, 4)
+        order = torch.argsort(flat[:, 0])
+        out = torch.empty_like(flat) if self.base == "empty" else torch.zeros_like(flat)
+        out[order] = self.fc(flat[order])
+        if self.extra:  # a write the zeroing does not reach
+            out[order[:1]] = self.other(flat[order[:1]])
+        return x + out.view(x.shape)
+
+
+def _residual_net(block):
+    return nn.Sequential(nn.Linear(3, 4), block, nn.Linear(4, 2)).eval()
+
+
+@pytest.mark.parametrize("base", ["empty", "zeros"])
+def test_a_buffer_filled_by_index_is_zero_when_its_values_are(base):
+    net = _residual_net(_Routed(base))
+    gm = fxgrow.analyze(net, torch.randn(2, 5, 3)).graph_module
+    proof = prove_identity(gm, "1", lambda t: t.startswith("1."))
+    assert proof.zeroed == {"1.fc.weight", "1.fc.bias"}
+    with torch.no_grad():
+        for name in proof.zeroed:
+            net.get_parameter(name).zero_()
+        h = torch.randn(2, 5, 4)
+        assert torch.equal(net[1](h), h)
+
+
+def test_every_write_into_the_buffer_must_be_zero():
+    # `other` writes into the buffer too: zeroing fc alone would leave its rows
+    net = _residual_net(_Routed("zeros", extra=True))
+    gm = fxgrow.analyze(net, torch.randn(2, 5, 3)).graph_module
+    proof = prove_identity(gm, "1", lambda t: t.startswith("1."))
+    assert {"1.other.weight", "1.other.bias"} <= proof.zeroed
+
+
+def test_a_block_writing_into_its_input_is_refused():
+    class Inplace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            x[:, 0] = 1.0  # the block's input itself changes
+            return x + self.fc(x)
+    net = _residual_net(Inplace())
+    gm = fxgrow.analyze(net, torch.randn(2, 3)).graph_module
+    with pytest.raises(NotIdentityError, match="in place"):
+        prove_identity(gm, "1", lambda t: t.startswith("1."))
