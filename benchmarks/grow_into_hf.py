@@ -59,7 +59,7 @@ def one(model_type: str) -> dict:
     from fxgrow.testing import zoo_hf
     torch.set_num_threads(1)
     try:
-        case = zoo_hf.build_hf(model_type)  # decoders come as their ...ForCausalLM
+        case = zoo_hf.build_hf(model_type, head="causal_lm")
         src = case.model.eval()
         tgt = type(src)(bigger(case.config))
     except Exception as e:  # noqa: BLE001 - not fxgrow's business
