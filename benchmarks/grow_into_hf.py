@@ -29,7 +29,8 @@ import time
 WIDTH_KEYS = ("hidden_size", "n_embd", "d_model", "intermediate_size", "ffn_dim", "n_inner",
               "d_ff", "num_attention_heads", "n_head", "n_heads", "num_heads",
               "num_key_value_heads", "num_kv_heads", "n_kv_heads", "multi_query_group_num",
-              "kv_n_heads", "word_embed_proj_dim")
+              "kv_n_heads", "word_embed_proj_dim", "encoder_attention_heads",
+              "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "ffn_hidden_size")
 DEPTH_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
 
 
