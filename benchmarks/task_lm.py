@@ -116,18 +116,20 @@ def clip(family):
 
 
 def deepen(family, cfg, small_model, seed):
-    """Depth x2: a zero-residual pre-LN transformer block after each block.
-
-    HOOK(grow_into): when ``fxgrow.grow_into`` lands, grow into ``GPT(layers=2 * layers)`` of
-    this class instead (``fxgrow.grow_into(small_model, GPT(**{**cfg["gpt"], "layers": 2 *
-    cfg["gpt"]["layers"]}), ...)``), so the deep student and the deep scratch model are the
-    user's own class; only this function changes.
-    """
+    """Depth x2 with ``fxgrow.grow_into``: a :class:`gpt.GPT` of twice the layers (the user's
+    own class, so the deep student and the deep scratch model are the same architecture),
+    source block ``i`` at position ``2 i`` and a new block at ``2 i + 1``, which starts as the
+    identity (its attention and MLP output projections zeroed; the rest keeps GPT's init)."""
     import fxgrow
 
-    after = [f"blocks.{i}" for i in range(cfg["gpt"]["layers"])]
-    return fxgrow.deepen(small_model, example(family, cfg).to(cfg["device"]), after=after,
-                         block="transformer", seed=seed)
+    layers = cfg["gpt"]["layers"]
+    torch.manual_seed(seed)
+    big = GPT(**{**cfg["gpt"], "layers": 2 * layers})
+    moves = {f"blocks.{2 * i}": f"blocks.{i}" for i in range(layers)}
+    moves.update({f"blocks.{2 * i + 1}": None for i in range(layers)})
+    device = next(small_model.parameters()).device
+    return fxgrow.grow_into(small_model, big.to(device), example(family, cfg).to(device),
+                            layers=moves, seed=seed)
 
 
 def reinit(family, model, seed):

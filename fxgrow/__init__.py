@@ -22,9 +22,10 @@ from . import analysis as _analysis, capture as _capture, deepen as _deepen, wid
 from .analysis import Analysis, Group, Member, RuleContext
 from .api import CaptureOptions, analyze, widen
 from .deepen import deepen
+from .grow import grow_checkpoint, grow_into
 from .errors import (AnalysisError, ConstraintError, ExampleInputError, FxGrowError,
                      GroupNotGrowableError, GrowthWarning, ModeError, NarrowingError,
-                     OptimizerError, OutputPathError,
+                     NotIdentityError, OptimizerError, OutputPathError, TargetMismatchError,
                      SpecError, TraceError, UnknownInitError, UnknownTargetError,
                      VerificationError)
 from .optim import grow_optimizer
@@ -36,11 +37,11 @@ from .widen.plan import GrowthPlan, plan_widening
 __version__ = "0.1.0"
 
 __all__ = [
-    "analyze", "widen", "deepen", "verify", "plan_widening", "apply_plan", "register_rule",
+    "analyze", "widen", "deepen", "grow_into", "grow_checkpoint", "verify", "plan_widening", "apply_plan", "register_rule",
     "grow_optimizer",
     "Analysis", "Group", "Member", "GrowthPlan", "Report", "RuleContext", "CaptureOptions",
     "FxGrowError", "TraceError", "ExampleInputError", "SpecError", "NarrowingError",
     "UnknownTargetError", "GroupNotGrowableError", "ConstraintError", "UnknownInitError",
     "VerificationError", "AnalysisError", "ModeError", "OutputPathError", "GrowthWarning",
-    "OptimizerError",
+    "OptimizerError", "TargetMismatchError", "NotIdentityError",
 ]

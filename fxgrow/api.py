@@ -107,9 +107,11 @@ def widen(
     example_input : Tensor, tuple or dict
         One batch the model runs on (optional when ``model`` is an Analysis).
     spec : float, int or dict
-        ``2.0`` grows every growable group twofold; ``{"layer2.0.conv1": 192}``
+        ``2.0`` grows every growable group twofold except the head dims
+        (``Analysis.head_dims``: attention grows by heads, each head keeping
+        its width, as in HyperCloning and LEMON); ``{"layer2.0.conv1": 192}``
         grows the group a module produces to 192 neurons (group ids work as
-        keys too; float values are factors).
+        keys too, head dims included; float values are factors).
     init : {"net2net", "split", "zero_out", "random_pad", "random_init"}
         ``net2net`` (default) preserves the function exactly when ``noise`` is
         0; ``split`` (copies with unequal shares of the outgoing weights) and

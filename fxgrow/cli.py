@@ -12,7 +12,10 @@ eval mode) and a random example input of ``--input-shape``:
 * ``fxgrow widen MODEL --input-shape 8,32 --factor 2 -o grown.pt`` widens,
   verifies and saves the grown ``GraphModule`` with ``torch.save``
   (``--init split`` or ``--init zero_out`` for the exact symmetry-breaking
-  initialisers).
+  initialisers);
+* ``fxgrow grow-into MODEL TARGET --input-shape ... -o big.pt`` fills the bigger
+  TARGET with MODEL grown (:func:`fxgrow.grow_into`), verifies it and saves its
+  ``state_dict`` (``--weights`` loads MODEL's trained weights first).
 
 Keys of ``--spec`` are module names where the model has a module of that name
 (``"0"`` of an ``nn.Sequential``); group ids are written ``"#3"`` or
@@ -205,14 +208,14 @@ def _example(args: argparse.Namespace):
     return inputs[0] if len(inputs) == 1 else tuple(inputs)
 
 
-def _prepare(args: argparse.Namespace):
+def _prepare(args: argparse.Namespace, analyse: bool = True):
     import fxgrow
 
     model = load_model(args.model)
     if args.dtype.is_floating_point:
         model = model.to(args.dtype)
     x = _example(args)
-    return model, x, fxgrow.analyze(model, x)
+    return model, x, (fxgrow.analyze(model, x) if analyse else None)
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -315,6 +318,40 @@ def _widen(args: argparse.Namespace) -> int:
     return 0 if report is None or report.ok else 1
 
 
+def _grow_into(args: argparse.Namespace) -> int:
+    import fxgrow
+
+    if args.output:
+        checks.output_path(args.output, "-o")  # before the work
+    layers = _parse_spec(args.layers) if args.layers is not None else None
+    model, x, _ = _prepare(args, analyse=False)
+    if args.weights:
+        try:
+            state = torch.load(args.weights, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError) as e:
+            raise SpecError(f"--weights {args.weights!r} is not a loadable state_dict: {e}") from e
+        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    target = load_model(args.target)
+    if args.dtype.is_floating_point:
+        target = target.to(args.dtype)
+    fxgrow.grow_into(model, target, x, layers=layers, init=args.init, seed=args.seed,
+                     verify=False)
+    before = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in target.parameters())
+    print(f"grew {args.model} ({before:,} parameters) into {args.target} ({after:,})")
+    report = fxgrow.verify(model, target.eval(), x) if args.init in ("net2net", "split",
+                                                                      "zero_out") else None
+    if report is not None:
+        print(report)
+    if args.output:
+        try:
+            torch.save(target.state_dict(), args.output)
+        except (OSError, RuntimeError) as e:
+            raise OSError(f"cannot write {args.output!r}: {e}") from e
+        print(f"saved the target's state_dict to {args.output}")
+    return 0 if report is None or report.ok else 1
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL",
                    help="package.module:callable or path/to/file.py:callable returning an "
@@ -341,6 +378,8 @@ _EPILOG = """examples:
   fxgrow draw torchvision.models:resnet18 --input-shape 1,3,224,224 -o resnet18.html
   fxgrow widen my_models.py:build --input-shape 8,32 --factor 2 -o grown.pt --draw grown.html
   fxgrow widen my_models.py:build --input-shape 8,32 --spec '{"0": 64, "#3": 1.5}'
+  fxgrow grow-into torchvision.models:resnet50 torchvision.models:wide_resnet50_2 \\
+      --input-shape 1,3,64,64 --weights resnet50.pt -o wide.pt
 
 MODEL is package.module:callable or path/to/file.py:callable (torchvision models need
 `pip install torchvision`). Errors exit with status 2 and a message, no traceback.
@@ -399,6 +438,19 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--draw", metavar="HTML", help="also draw the graph with old -> new sizes "
                                                   "(.html, .htm, .dot or .gv)")
     w.set_defaults(func=_widen)
+
+    gi = sub.add_parser("grow-into", help="grow a model into a bigger one built by your code",
+                        description="Fill TARGET (built by its callable, e.g. a bigger config) "
+                                    "with MODEL grown (fxgrow.grow_into), verify it against "
+                                    "MODEL and optionally save the target's state_dict.")
+    _model_args(gi)
+    gi.add_argument("target", metavar="TARGET", help="the bigger model, named like MODEL")
+    gi.add_argument("--weights", help="a state_dict file (torch.save) to load into MODEL first")
+    gi.add_argument("--layers", help='JSON {target module: source module or null}, e.g. '
+                                     '\'{"blocks.1": null, "blocks.2": "blocks.1"}\'')
+    gi.add_argument("--init", default="net2net", choices=INITS, help="as for widen")
+    gi.add_argument("-o", "--output", help="where to torch.save the target's state_dict")
+    gi.set_defaults(func=_grow_into)
     return p
 
 

@@ -21,6 +21,9 @@ __all__ = [
     "OptimizerError",
     "AnalysisError",
     "ModeError",
+    "SpecialisedInputError",
+    "TargetMismatchError",
+    "NotIdentityError",
 ]
 
 
@@ -88,6 +91,21 @@ class OutputPathError(FxGrowError, OSError):
 class ModeError(FxGrowError):
     """A grown graph that baked in one mode (train or eval) was run in the other
     (see :mod:`fxgrow.capture.modes`)."""
+
+
+class TargetMismatchError(SpecError):
+    """``grow_into``: the target is not the source grown (a tensor no growth explains,
+    a narrower group, a tensor left unwritten, an op the target computes differently)."""
+
+
+class NotIdentityError(TargetMismatchError):
+    """``grow_into``: a block the target adds cannot start as the identity (its output is
+    not a residual sum whose branch can be zeroed, e.g. a norm after the residual add)."""
+
+
+class SpecialisedInputError(ExampleInputError, TypeError):
+    """A grown graph was called with a keyword argument its capture specialised (the
+    example did not give it), at another value than the captured one."""
 
 
 class OptimizerError(FxGrowError):

@@ -24,7 +24,8 @@ state, and ``random_init`` carries no state at all.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+import weakref
+from typing import Any, Dict, Mapping
 
 import torch
 from torch import nn
@@ -32,7 +33,19 @@ from torch import nn
 from . import meta
 from .errors import OptimizerError
 
-__all__ = ["grow_optimizer", "SUPPORTED", "LINEAR_STATE", "SQUARED_STATE"]
+__all__ = ["grow_optimizer", "register_growth", "SUPPORTED", "LINEAR_STATE", "SQUARED_STATE"]
+
+#: models grown outside a GraphModule (``grow_into`` fills the user's own module, which has
+#: no ``meta``): their growth record and the source name of each of their tensors
+_GROWN: "weakref.WeakKeyDictionary[nn.Module, Any]" = weakref.WeakKeyDictionary()
+
+
+def register_growth(model: nn.Module, record: Any, source_names: Mapping[str, str]) -> None:
+    """Remember how ``model`` was grown, for :func:`grow_optimizer`: ``record`` is the
+    widening's gradient map (by source tensor name), ``source_names`` maps each of
+    ``model``'s tensors to the source tensor it grew from (held weakly: it goes with
+    the model)."""
+    _GROWN[model] = (record, dict(source_names))
 
 #: optimizers whose state this module understands
 SUPPORTED = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
@@ -65,11 +78,13 @@ def grow_optimizer(optimizer: torch.optim.Optimizer, source: nn.Module,
         Optimizes (some of) ``source``'s parameters.
     source : nn.Module
         The model that was grown (parameters are matched by qualified name).
-    grown : torch.fx.GraphModule
+    grown : nn.Module
         The result of :func:`fxgrow.widen` (or :func:`fxgrow.apply_plan`) on
-        ``source``, whose ``meta["fxgrow.growth"]`` holds the gradient map; or
-        of :func:`fxgrow.deepen`, where no parameter changes shape (old
-        parameters keep their state).
+        ``source``, whose ``meta["fxgrow.growth"]`` holds the gradient map; of
+        :func:`fxgrow.deepen`, where no parameter changes shape (old
+        parameters keep their state); or the target :func:`fxgrow.grow_into`
+        filled (it remembers the map, and which source tensor each of the
+        target's continues, even where ``layers`` moved a block).
 
     Returns
     -------
@@ -103,7 +118,13 @@ def grow_optimizer(optimizer: torch.optim.Optimizer, source: nn.Module,
         raise OptimizerError(f"grow_optimizer supports {[c.__name__ for c in SUPPORTED]}, "
                              f"not {type(optimizer).__name__}")
     record = getattr(grown, "meta", {}).get(meta.GROWTH)
-    names = {id(p): n for n, p in source.named_parameters()}
+    rename: Dict[str, str] = {}  # source name -> grown name, where they differ
+    if record is None and grown in _GROWN:  # grown in place by fxgrow.grow_into
+        record, from_source = _GROWN[grown]
+        for target_name, source_name in from_source.items():
+            rename.setdefault(source_name, target_name)
+    names = {id(p): rename.get(n, n) for n, p in source.named_parameters()}
+    back = {v: k for k, v in rename.items()}  # grown name -> source name (the record's keys)
     targets = dict(grown.named_parameters())
     if record is None:
         changed = [n for n, p in source.named_parameters()
@@ -139,7 +160,7 @@ def grow_optimizer(optimizer: torch.optim.Optimizer, source: nn.Module,
         state = optimizer.state.get(old)
         if not state:
             continue
-        growth = record.tensors.get(name) if record is not None else None
+        growth = record.tensors.get(back.get(name, name)) if record is not None else None
         if growth is None and tuple(old.shape) != tuple(target.shape):
             raise OptimizerError(f"`{name}` changed shape but the growth record has no map "
                                  "for it")

@@ -78,3 +78,9 @@ def blocked(model, example_input, module: str, **kwargs) -> str:
     group = analysis.group(module)
     assert not group.growable, f"group of `{module}` is growable:\n{analysis}"
     return group.reason
+
+
+def every_group(analysis, factor: float = 2.0) -> dict:
+    """``{group id: factor}`` for every growable group, head dims included (a plain factor
+    leaves ``analysis.head_dims``; tests of the head-dim algebra name them this way)."""
+    return {g.id: factor for g in analysis.growable}

@@ -22,6 +22,9 @@ def mlp_file(tmp_path):
         def build():
             return nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
 
+        def big():
+            return nn.Sequential(nn.Linear(32, 40), nn.ReLU(), nn.Linear(40, 4))
+
         def not_a_model():
             return 3
 
@@ -94,6 +97,31 @@ def test_widen_with_an_exact_symmetry_breaking_init(mlp_file, tmp_path, init, ca
         assert torch.count_nonzero(w[:, 16:]) == 0
     else:  # the two copies of a neuron read it with unequal shares: no two columns agree
         assert torch.cdist(w[:, 16:].T, w[:, :16].T).min() > 1e-4
+
+
+@pytest.mark.parametrize("init", ["net2net", "split"])
+def test_grow_into_fills_and_saves_the_target(mlp_file, tmp_path, init, capsys):
+    weights, out = tmp_path / "small.pt", tmp_path / "big.pt"
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("my_models", mlp_file)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    small = mod.build().eval()
+    torch.save(small.state_dict(), weights)
+    assert main(["grow-into", f"{mlp_file}:build", f"{mlp_file}:big", "--input-shape", "8,32",
+                 "--weights", str(weights), "--init", init, "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "verify: OK" in text and "parameters) into" in text
+    big = mod.big().eval()
+    big.load_state_dict(torch.load(out, weights_only=True))
+    x = torch.randn(6, 32)
+    assert torch.allclose(big(x), small(x), rtol=1e-5, atol=1e-6)
+
+
+def test_grow_into_refuses_a_narrower_target(mlp_file, capsys):
+    assert main(["grow-into", f"{mlp_file}:big", f"{mlp_file}:build", "--input-shape",
+                 "8,32"]) == 2
+    assert "grow_into only grows" in capsys.readouterr().err
 
 
 def test_widen_refuses_an_unknown_init(capsys):

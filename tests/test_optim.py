@@ -13,6 +13,7 @@ from torch import nn
 
 import fxgrow
 import transformer_models as tm
+from helpers import every_group
 
 OPTIMIZERS = [
     (torch.optim.SGD, dict(lr=0.05, momentum=0.9)),
@@ -55,7 +56,13 @@ def _gpt():
         lambda out: F.cross_entropy(out.flatten(0, 1), idx.flatten())
 
 
-MODELS = {"mlp": _mlp, "cnn_batchnorm": _cnn, "gpt": _gpt}
+MODELS = {"mlp": _mlp, "cnn_batchnorm": _cnn, "gpt": _gpt, "gpt_head_dims": _gpt}
+
+
+def _spec(name, model, x):
+    """2.0 (a factor grows heads), or every group by id for ``gpt_head_dims`` (the
+    head dims too: the key rows divided by the counts)."""
+    return every_group(fxgrow.analyze(model, x)) if name == "gpt_head_dims" else 2.0
 
 
 def _step(model, opt, x, loss, lr=None):
@@ -93,7 +100,7 @@ def _assert_states_equal(a, b, params, rtol=1e-10):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_grown_state_is_the_state_of_the_grown_models_own_gradients(name, cls, kw):
     model, opt, x, loss = _trained(MODELS[name], cls, kw)
-    grown = fxgrow.widen(model, x, 2.0)  # net2net, verified
+    grown = fxgrow.widen(model, x, _spec(name, model, x))  # net2net, verified
     grown_opt = fxgrow.grow_optimizer(opt, model, grown)
     _step(model, opt, x, loss, lr=0.0)  # the source's state after one more gradient
     _step(grown, grown_opt, x, loss, lr=0.0)  # the grown model's, from its own gradient
@@ -198,3 +205,82 @@ def test_deepened_models_keep_old_state_and_train_the_new_blocks():
     assert all(deep.get_parameter(n) not in new.state for n in added)
     _step(deep, new, x, loss)
     assert all(deep.get_parameter(n) in new.state for n in added)
+
+
+def _optimizer_snapshot(opt):
+    """Everything of an optimizer grow_optimizer must leave alone: each parameter's state
+    (cloned tensors, step counts), the param groups (parameters by identity and
+    hyper-parameters) and the defaults."""
+    state = {id(p): {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in s.items()}
+             for p, s in opt.state.items()}
+    groups = [{k: [id(p) for p in v] if k == "params" else v for k, v in g.items()}
+              for g in opt.param_groups]
+    return state, groups, dict(opt.defaults)
+
+
+def _assert_optimizer_unchanged(opt, snap):
+    state, groups, defaults = snap
+    assert {id(p): s.keys() for p, s in opt.state.items()} == \
+        {k: s.keys() for k, s in state.items()}
+    for p, s in opt.state.items():
+        for k, v in s.items():
+            before = state[id(p)][k]
+            if torch.is_tensor(v):
+                assert v.shape == before.shape and torch.equal(v, before), (tuple(p.shape), k)
+            else:
+                assert v == before, (tuple(p.shape), k)
+    assert [{k: [id(p) for p in v] if k == "params" else v for k, v in g.items()}
+            for g in opt.param_groups] == groups
+    assert opt.defaults == defaults
+
+
+@pytest.mark.parametrize("spec", [2.0, {"0": 12}], ids=["all", "one group"])
+@pytest.mark.parametrize("cls, kw", [OPTIMIZERS[0], OPTIMIZERS[2]], ids=["SGD", "AdamW"])
+def test_the_source_optimizer_is_left_unchanged(cls, kw, spec):
+    model, opt, x, loss = _trained(_mlp, cls, kw)
+    snap = _optimizer_snapshot(opt)
+    grown = fxgrow.widen(model, x, spec)
+    new = fxgrow.grow_optimizer(opt, model, grown)
+    _assert_optimizer_unchanged(opt, snap)
+    # the grown state is the grown optimizer's own: its steps (in place, step counts
+    # too) reach nothing of the source's, parameters that did not grow included
+    for _ in range(2):
+        _step(grown, new, x, loss)
+    _assert_optimizer_unchanged(opt, snap)
+    assert all(p in new.state for p in grown.parameters())
+
+
+class _Residual(nn.Module):
+    def __init__(self, width=6, depth=2):
+        super().__init__()
+        self.inp, self.out = nn.Linear(5, width), nn.Linear(width, 3)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, 2 * width), nn.Tanh(),
+                                                  nn.Linear(2 * width, width))
+                                    for _ in range(depth))
+
+    def forward(self, x):
+        h = self.inp(x)
+        for b in self.blocks:
+            h = h + b(h)
+        return self.out(h)
+
+
+@pytest.mark.parametrize("cls, kw", OPTIMIZERS, ids=[c.__name__ for c, _ in OPTIMIZERS])
+def test_grow_into_targets_get_their_state_by_the_source_names(cls, kw):
+    # wider and deeper, source block 1 moved to target position 2: the state follows it
+    def make():
+        x = torch.randn(16, 5, dtype=torch.float64)
+        y = torch.randn(16, 3, dtype=torch.float64)
+        return _Residual().double(), x, lambda out: F.mse_loss(out, y)
+    model, opt, x, loss = _trained(make, cls, kw)
+    big = _Residual(width=12, depth=3).double()
+    fxgrow.grow_into(model, big, x, layers={"blocks.1": None, "blocks.2": "blocks.1"})
+    grown_opt = fxgrow.grow_optimizer(opt, model, big)
+    assert big.blocks[2][0].weight in grown_opt.state  # continues source blocks.1
+    assert big.blocks[1][0].weight not in grown_opt.state  # new: fresh state
+    assert len([p for g in grown_opt.param_groups for p in g["params"]]) == len(list(big.parameters()))
+    _step(model, opt, x, loss, lr=0.0)
+    _step(big, grown_opt, x, loss, lr=0.0)
+    want = fxgrow.grow_optimizer(opt, model, big)
+    continued = {n: p for n, p in big.named_parameters() if not n.startswith("blocks.1.")}
+    _assert_states_equal(want, grown_opt, continued)

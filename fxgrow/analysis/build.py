@@ -9,7 +9,7 @@ writes the renamed values to ``node.meta`` for the graph page.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Tuple
 
 from torch import fx
 
@@ -138,6 +138,8 @@ def build_analysis(state: WalkState, gm: fx.GraphModule, args: tuple, kwargs: di
                 if g in found and found[g][1] == GROWABLE:
                     found[g] = (found[g][0], worst[1], tuple(
                         f"its contraction partner is {worst[1]}: {r}" for r in worst[2]))
+    halved = {order[root]: node for root, node in state.halved.items()}
+    head_dims = _head_dims(state, rename, found, pairings, halved)
     groups = []
     for gid, (mem, status, reasons) in found.items():
         producers = tuple(dict.fromkeys(m.module for m in mem if m.role == PRODUCER))
@@ -156,5 +158,17 @@ def build_analysis(state: WalkState, gm: fx.GraphModule, args: tuple, kwargs: di
     spaces = {gid: Space(table.size(root), table.status(root), table.is_free(root))
               for root, gid in order.items()}
     return Analysis(gm, tuple(groups), spaces, members, rewrites, attr_rewrites, uniform,
-                    pairings, {order[root]: node for root, node in state.halved.items()},
-                    args, kwargs, offsets=dict(state.offsets))
+                    pairings, halved, args, kwargs, offsets=dict(state.offsets),
+                    head_dims=head_dims)
+
+
+def _head_dims(state: WalkState, rename: Callable[[Layout], Layout], groups: Dict[int, Any],
+               pairings: Tuple[Pairing, ...], halved: Dict[int, str]) -> FrozenSet[int]:
+    """Groups a plain factor leaves: both sides of every product between activations
+    (query/key head dims) and the per-head value dims of products whose batch dims
+    hold neurons (heads)."""
+    out = {g for p in pairings for g in (p.primary, p.rescaled)} | set(halved)
+    for layout, heads in state.head_dims:
+        if any(leaf.space in groups for h in heads for leaf in leaves(rename(h))):
+            out |= {leaf.space for leaf in leaves(rename(layout))}
+    return frozenset(g for g in out if g in groups)

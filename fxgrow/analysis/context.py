@@ -4,7 +4,7 @@ A rule is a function of one :class:`RuleContext`.  It reads the node's
 arguments (:meth:`~RuleContext.arg`), their abstract values and recorded
 shapes, and describes what the op does to neurons with the verbs: build
 layouts (``fresh``, ``free``, ``prod``, ``cat``, ``split_at``, ``factor``),
-relate them (``unify``, ``contract``), constrain them (``fix``, ``block``,
+relate them (``unify``, ``contract``, ``head_dim``), constrain them (``fix``, ``block``,
 ``uniform``), name the tensors that produce, consume or pass them
 (``param``, ``weight``), and say how literal arguments and module
 attributes change with growth (``rewrite``, ``rewrite_arg``, ``module_attr``,
@@ -202,6 +202,13 @@ class RuleContext:
             return
         self.unify(a, b)
         self.block(a, why)
+
+    def head_dim(self, layout: Layout, heads: Sequence[Layout]) -> None:
+        """``layout`` holds per-head features (attention's value head dim) when
+        ``heads`` (the product's batch dims) hold neurons.  Nothing is constrained:
+        a plain widening factor leaves such dims as they are and grows the heads
+        (as HyperCloning and LEMON do); a spec that names them grows them."""
+        self._s.head_dims.append((layout, tuple(heads)))
 
     def mixes(self, layout: Layout, why: str) -> None:
         """This node mixes or moves positions along a dim (pooling, a conv kernel,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Dict, List, Mapping, NamedTuple, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Mapping, NamedTuple, Tuple, Union
 
 from torch import fx
 
@@ -69,6 +69,11 @@ class Analysis:
     offsets : mapping of tensor to float
         Divided gains the graph uses as ``c + tensor`` (Gemma's ``1 + w``): dividing
         such a gain by ``s`` makes the tensor ``(c + w)/s - c``.
+    head_dims : frozenset of int
+        Groups a plain widening factor leaves as they are (a spec naming them grows
+        them): both sides of every product between activations (query/key head
+        dims, ``h @ hᵀ``) and attention's per-head value dims.  A factor grows the
+        *number* of heads and keeps each head's width, as HyperCloning and LEMON do.
     """
 
     graph_module: fx.GraphModule
@@ -86,6 +91,7 @@ class Analysis:
     #: against, and what output="module" grows
     source: Any = field(default=None, repr=False)
     offsets: Mapping[str, float] = field(default_factory=dict)
+    head_dims: FrozenSet[int] = frozenset()
 
     @cached_property
     def _by_id(self) -> Dict[int, Group]:

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from torch import fx
 
 from ..ir.groups import Pairing
-from ..ir.layout import Axis
+from ..ir.layout import Axis, Layout
 from ..ir.rewrites import AttrRewrite, Rewrite
 from ..ir.roles import CONSUMER
 from ..ir.spaces import SpaceTable
@@ -44,6 +44,8 @@ class WalkState:
         self.node_notes: Dict[fx.Node, List[str]] = {}
         #: the nodes that read each tensor dim as a consumer
         self.consumer_uses: Dict[TensorDim, List[fx.Node]] = {}
+        #: (per-head feature dim, the product's batch dims) pairs (``ctx.head_dim``)
+        self.head_dims: List[Tuple[Layout, Tuple[Layout, ...]]] = []
         self.pairings: List[Pairing] = []  # set once the walk is done
         self.halved: Dict[int, str] = {}  # spaces contracted with themselves -> node
         #: gains used as ``c + tensor``: ``{tensor: c}`` (dividing them keeps ``c``; ties)

@@ -15,7 +15,6 @@ user's ``GraphModule`` is copied before any metadata is written.
 from __future__ import annotations
 
 import copy
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple, Type, Union
 
@@ -26,7 +25,7 @@ from .. import checks, meta
 from ..errors import SpecError, TraceError
 from .export import as_module, copy_exported, export_module, is_exported
 from .inputs import ExampleInput, bind_inputs, normalize_input
-from . import modes
+from . import modes, signature
 from .modules import complete_state
 from .regions import inline_regions
 from .shapes import propagate
@@ -127,18 +126,7 @@ class Captured:
 def _defaults_as_concrete(model: nn.Module, args: tuple, kwargs: dict,
                           concrete: Dict[str, Any]) -> Dict[str, Any]:
     """Keyword parameters the example does not give, specialised to their defaults."""
-    concrete = dict(concrete)
-    try:
-        sig = inspect.signature(model.forward)
-    except (TypeError, ValueError):
-        return concrete
-    given = set(kwargs) | set(list(sig.parameters)[: len(args)])
-    for name, p in sig.parameters.items():
-        if (name not in given and name not in concrete
-                and p.default is not inspect.Parameter.empty
-                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)):
-            concrete[name] = p.default
-    return concrete
+    return {**signature.specialised(model, args, kwargs), **concrete}
 
 
 def capture(model: nn.Module, example_input: ExampleInput,
@@ -191,6 +179,7 @@ def capture(model: nn.Module, example_input: ExampleInput,
         propagate(gm, bind_inputs(gm, args, kwargs))
     else:
         gm = _traced(model, args, kwargs, options, how, faithful, is_leaf)
+        how["specialised"] = signature.specialised(model, args, kwargs)
     gm.meta[meta.CAPTURE] = how
     modes.guard(gm, how)
     return Captured(gm, args, kwargs)

@@ -25,6 +25,7 @@ from torch import fx, nn
 
 from .. import meta
 from ..errors import ModeError
+from . import signature
 from .runner import preserved
 
 __all__ = ["ModeError", "fx_dependence", "export_dependence", "guard", "inherit"]
@@ -58,7 +59,7 @@ def export_dependence(gm: fx.GraphModule) -> str:
 def inherit(how: Dict[str, Any], gm: fx.GraphModule) -> None:
     """Keep what an earlier capture (of the graph fxgrow grew) knew of modes."""
     earlier = getattr(gm, "meta", {}).get(meta.CAPTURE, {})
-    for key in ("training", "modes"):
+    for key in ("training", "modes", "specialised"):
         if key in earlier:
             how[key] = earlier[key]
 
@@ -88,3 +89,4 @@ def guard(gm: fx.GraphModule, how: Dict[str, Any]) -> None:
     """
     if how.get("modes") == "differs" and _mode_guard not in gm._forward_pre_hooks.values():
         gm.register_forward_pre_hook(_mode_guard)
+    signature.guard(gm, how)  # and the keyword arguments capture specialised

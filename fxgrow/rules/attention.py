@@ -79,6 +79,8 @@ def _product(ctx, a_node, b_node) -> TV:
         out_last, out_row = b.dims[-1], a.dims[-2]
     out_shape = ctx.out_shape
     batch = broadcast(ctx, [a.dims[:-2], b.dims[:-2]], [sa[:-2], sb[:-2]], out_shape[:-2])
+    if w_a is None and w_b is None:  # `attn @ v` with heads in the batch: v's head dim
+        ctx.head_dim(out_last, batch)
     return TV(tuple(batch) + (out_row, out_last))
 
 
@@ -132,6 +134,7 @@ def sdpa(ctx) -> TV:
         broadcast(ctx, [m.dims, tuple(batch) + (q.dims[-2], k.dims[-2])],
                    [ctx.spec(mask).shape, tuple(out_shape[:-2]) + (sq[-2], sk[-2])],
                    tuple(out_shape[:-2]) + (sq[-2], sk[-2]))
+    ctx.head_dim(v.dims[-1], batch)
     return TV(tuple(batch) + (q.dims[-2], v.dims[-1]))
 
 

@@ -5,7 +5,10 @@ dims broadcast and are fixed).  Letters missing from the output are summed
 over: between two operands that would count copies, so the two sides are
 recorded as contraction partners (:mod:`fxgrow.analysis.contraction` divides one
 side's producers, or blocks both); a letter summed within one operand is
-blocked.  Letters in the output pass through, like the batch dims of a matmul.
+blocked.  Letters in the output pass through, like the batch dims of a matmul; between
+two activations, a letter kept from one operand only is a per-head dim
+(``ctx.head_dim``: a plain widening factor leaves it) where the batch letters
+hold heads (``bhij,bhjd->bhid``: ``d`` is the value head dim).
 """
 
 from __future__ import annotations
@@ -65,4 +68,11 @@ def einsum(ctx) -> TV:
             ctx.block(lays[0], "summed over by einsum (copies would be counted twice)")
         elif letter not in rhs and lays:
             ctx.block(lays[0], "summed over by einsum")
+    if len(operands) == 2 and not any(getattr(n, "op", None) == "get_attr" for n in operands):
+        # between activations (`bhij,bhjd->bhid`): with heads in the batch letters, a
+        # letter kept from one operand only is a per-head dim (the value head dim)
+        batch = [by_letter[l][0] for l in rhs if all(l in t for t in terms) and by_letter.get(l)]
+        for letter in rhs:
+            if sum(letter in t for t in terms) == 1 and by_letter.get(letter):
+                ctx.head_dim(by_letter[letter][0], batch)
     return TV(tuple(by_letter[l][0] if by_letter.get(l) else ctx.free(sizes[l]) for l in rhs))

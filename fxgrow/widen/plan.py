@@ -57,8 +57,11 @@ def _resolve(analysis: Analysis, spec: Spec, allow_blocked: bool = False) -> Dic
         spec = checks.real(spec, "the widening factor", minimum=None)
         if spec < 1:
             raise NarrowingError(f"factor {spec} < 1 would narrow the network")
+        # a factor grows the number of heads, not each head's width (HyperCloning,
+        # LEMON); head dims grow when the spec names them
         groups = analysis.groups if allow_blocked else analysis.growable
-        return {g.id: _target_size(g, float(spec), g.id) for g in groups}
+        return {g.id: _target_size(g, float(spec), g.id) for g in groups
+                if g.id not in analysis.head_dims}
     if not isinstance(spec, Mapping):
         raise SpecError(f"widening spec must be a factor or a dict, not {type(spec).__name__}")
     out: Dict[int, int] = {}
@@ -117,9 +120,11 @@ def plan_widening(analysis: Analysis, spec: Spec, seed: int = 0, *,
     ----------
     analysis : Analysis
     spec : float, int or dict
-        A factor for every growable group (``2.0``), or ``{name: size}`` where
-        name is a producing module's qualified name or a group id, and size an
-        int (new size) or a float (factor).
+        A factor for every growable group (``2.0``) except the head dims
+        (``analysis.head_dims``: attention grows by heads, each head keeping its
+        width), or ``{name: size}`` where name is a producing module's qualified
+        name or a group id (head dims included), and size an int (new size) or a
+        float (factor).
     seed : int
         Seeds the sampled part of every index map (each group draws from its
         own generator, so adding a group to the request does not change the
@@ -190,8 +195,13 @@ def _nothing_grows(analysis: Analysis, spec: Spec, requested: Dict[int, int]) ->
         blocked = sum(g.status == "blocked" for g in analysis.groups)
         why = (f"no group can grow ({len(analysis.groups) - blocked} fixed, {blocked} blocked; "
                "print(fxgrow.analyze(...)) says why)")
+    elif all(g.id in analysis.head_dims for g in analysis.growable):
+        why = (f"the only growable groups {sorted(g.id for g in analysis.growable)} are head "
+               "dims, which a factor leaves as they are; name them to grow them "
+               "({group id: size})")
     else:
-        small = min(analysis.growable, key=lambda g: g.size)
+        small = min((g for g in analysis.growable if g.id not in analysis.head_dims),
+                    key=lambda g: g.size)
         why = (f"factor {spec:g} rounds every growable group back to its size (e.g. group "
                f"{small.id}: {small.size} x {spec:g} -> {requested.get(small.id, small.size)}"
                " neurons); ask for a larger factor or for sizes")

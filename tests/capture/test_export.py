@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxgrow
-from helpers import assert_same_function, assert_unchanged, exact_or_refused, snapshot
+from helpers import assert_same_function, assert_unchanged, every_group, exact_or_refused, snapshot
 from fxgrow.errors import ConstraintError, SpecError, TraceError
 from fxgrow.rules import lookup
 from fxgrow.ops.aten import canonical_target
@@ -430,4 +430,5 @@ def test_a_constant_like_a_tensor_is_not_a_move_of_it():
         # `k + ones_like(k)` is not k divided by the counts: only q's side may be divided
         a = fxgrow.analyze(m, x, capture=capture)
         assert a.group("k").id not in a.partners, capture
-        assert not isinstance(exact_or_refused(m, x, 2.0, capture=capture), Exception)
+        grown = exact_or_refused(m, x, every_group(a), capture=capture)
+        assert not isinstance(grown, Exception) and grown.meta["fxgrow.plan"], capture

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fxgrow
-from helpers import assert_same_function
+from helpers import assert_same_function, grow_exactly
 from transformer_models import GPT, Bert, EncoderClassifier, MHANet
 
 
@@ -34,11 +34,16 @@ def test_torch_transformer_encoder(norm_first, batch_first):
     assert head_dim.growable and head_dim.uniform
     key_dims = [g for g, p in a.partners.items() if p == head_dim.id]
     assert len(key_dims) == 2  # one per layer's self-attention
-    g = fxgrow.widen(a, x, 2.0)
-    assert_same_function(m, g, x)
+    # a plain factor grows the heads and keeps their width (HyperCloning, LEMON)
+    assert {head_dim.id, *key_dims} <= a.head_dims
+    g = grow_exactly(m, x, 2.0)
+    enc = g.get_submodule("enc.layers.0")
+    assert (enc.self_attn.num_heads, enc.self_attn.head_dim, enc.self_attn.embed_dim) == (8, 4, 32)
+    assert enc.linear1.out_features == 64
+    # naming the module that makes the model dim grows heads and head dim
+    g = grow_exactly(m, x, {"inp": 2.0})
     enc = g.get_submodule("enc.layers.0")
     assert (enc.self_attn.num_heads, enc.self_attn.head_dim, enc.self_attn.embed_dim) == (8, 8, 64)
-    assert enc.linear1.out_features == 64
     # the head dim alone: 4 heads of 12; MultiheadAttention reads 1/sqrt(12) at run time
     g = fxgrow.widen(a, x, {head_dim.id: 12})
     assert_same_function(m, g, x)
@@ -76,10 +81,16 @@ def test_gpt_tied_rmsnorm_sdpa_swiglu():
     q_dim, k_dim = a.group(a.pairings[0].primary), a.group(a.pairings[0].rescaled)
     assert q_dim.growable and k_dim.growable and q_dim.producers == k_dim.producers == (
         "blocks.0.attn.qkv",)
-    g = fxgrow.widen(a, idx, 2.0)
-    assert_same_function(m, g, idx)
+    # a factor grows heads, not head dims (HyperCloning, LEMON): 8 heads of 4
+    assert {q_dim.id, k_dim.id, v_dim.id} <= a.head_dims and heads.id not in a.head_dims
+    g = grow_exactly(m, idx, 2.0)
     assert g.lm_head.weight is g.wte.weight and g.wte.weight.shape == (50, 32)
     assert g.get_submodule("blocks.0.mlp.w1").out_features == 48
+    assert g.get_submodule("blocks.0.attn.qkv").out_features == 3 * 8 * 4
+    # named, the head dims grow: the query side takes the key side along
+    g = grow_exactly(m, idx, {q_dim.id: 2.0, v_dim.id: 6})
+    assert g.meta["fxgrow.plan"] == {q_dim.id: (4, 8), k_dim.id: (4, 8), v_dim.id: (4, 6)}
+    assert g.get_submodule("blocks.0.attn.qkv").out_features == 4 * (8 + 8 + 6)
     g = fxgrow.widen(a, idx, {heads.id: 6})
     assert_same_function(m, g, idx)
     assert g.get_submodule("blocks.0.attn.qkv").out_features == 3 * 6 * 4  # 6 heads of 4
@@ -104,9 +115,9 @@ def test_bert_post_ln_with_mask():
     a = fxgrow.analyze(m, inputs)
     (residual,) = a.groups_of("tok")
     assert residual.growable and residual.uniform
-    g = fxgrow.widen(a, inputs, 2.0)
-    assert_same_function(m, g, inputs)
+    g = grow_exactly(m, inputs, 2.0)
     assert g.tok.embedding_dim == 32 and g.get_submodule("layers.0.ff1").out_features == 64
+    assert g.get_submodule("layers.0.k").out_features == 8 * 4  # 8 heads of 4
     # separate q/k Linears and an explicit `q @ kᵀ * const`: the k Linear's rows are divided
     assert {a.group(p.rescaled).producers for p in a.pairings} == {("layers.0.k",), ("layers.1.k",)}
     spec = {gr.id: 1.5 for gr in a.growable if not gr.uniform}
@@ -182,6 +193,51 @@ def test_torchvision_transformers(name):
     assert fxgrow.widen(a, x, 2.0, trials=1).meta["fxgrow.report"].ok
     spec = {g.id: (2.0 if g.uniform else 1.5) for g in a.growable}
     assert fxgrow.widen(a, x, spec, trials=1).meta["fxgrow.report"].ok
+
+
+class EinsumAttention(torch.nn.Module):
+    """Attention written with einsum: ``bhid,bhjd->bhij`` then ``bhij,bhjd->bhid``."""
+
+    def __init__(self, d=8, heads=2):
+        super().__init__()
+        self.h, self.q, self.k, self.v = heads, *(torch.nn.Linear(d, d) for _ in range(3))
+        self.o = torch.nn.Linear(d, 3)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = (f(x).view(b, t, self.h, d // self.h).transpose(1, 2)
+                   for f in (self.q, self.k, self.v))
+        s = torch.softmax(torch.einsum("bhid,bhjd->bhij", q, k) * 0.5, -1)
+        y = torch.einsum("bhij,bhjd->bhid", s, v)
+        return self.o(y.transpose(1, 2).reshape(b, t, d))
+
+
+def test_einsum_attention_grows_by_heads():
+    m, x = EinsumAttention().eval(), torch.randn(2, 5, 8)
+    a = fxgrow.analyze(m, x)
+    heads, v_dim = _groups_by(a, ("o.weight", 1))
+    (_, q_dim), (_, k_dim) = _groups_by(a, ("q.weight", 0)), _groups_by(a, ("k.weight", 0))
+    assert {q_dim.id, k_dim.id, v_dim.id} == a.head_dims & {g.id for g in a.growable}
+    g = grow_exactly(m, x, 2.0)
+    assert g.meta["fxgrow.plan"] == {heads.id: (2, 4)}
+    assert g.q.out_features == g.v.out_features == 16  # 4 heads of 4
+    g = grow_exactly(m, x, {v_dim.id: 6, q_dim.id: 5})  # named, the head dims grow
+    assert (g.q.out_features, g.k.out_features, g.v.out_features) == (10, 10, 12)
+
+
+def test_vit_b_16_grows_by_heads():
+    # torchvision's ViT: the model dim is nn.MultiheadAttention's (heads x head dim), so a
+    # factor that grew head dims too would quadruple it (10.5x the parameters at x2)
+    from fxgrow.testing import zoo
+    model, x = zoo.build("vit_b_16", batch=1)
+    a = fxgrow.analyze(model, x)
+    assert {a.group(p.primary).size for p in a.pairings} == {64}
+    g = fxgrow.widen(a, x, 2.0, verify=False)
+    assert_same_function(model, g, x, trials=1)
+    attn = g.get_submodule("encoder.layers.encoder_layer_0.self_attention")
+    assert (attn.num_heads, attn.head_dim, attn.embed_dim) == (24, 64, 1536)
+    ratio = sum(p.numel() for p in g.parameters()) / sum(p.numel() for p in model.parameters())
+    assert 3.8 < ratio < 4.1
 
 
 def test_explicit_causal_mask_buffer():

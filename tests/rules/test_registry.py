@@ -122,3 +122,26 @@ def test_a_rule_must_be_callable():
     with pytest.raises(fxgrow.SpecError, match="function of a RuleContext"):
         register_rule("my_unused_method_xyz")(42)
     assert "my_unused_method_xyz" not in RULES
+
+
+def _documented_rules():
+    """The rule names in the middle column of docs/neuron-spaces.md's rule table."""
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "neuron-spaces.md").read_text()
+    table = text[text.index("| ops | rules | what they do to neurons | file |"):]
+    table = table[:table.index("\n\n")]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    return [name for row in rows for name in re.findall(r"`(\w+)`", row[1])]
+
+
+def test_every_built_in_rule_is_in_the_docs_rule_table_once():
+    from fxgrow.rules import BUILTIN, moe
+    registered = {rule.name for rules in BUILTIN for _, rule in rules.entries}
+    registered |= {rule.name for rule in moe._CUSTOM.values()}
+    documented = _documented_rules()
+    assert sorted(n for n in set(documented) if documented.count(n) > 1) == []
+    assert sorted(registered - set(documented)) == [], "rules missing from docs/neuron-spaces.md"
+    optional = {"export_guards"}  # registered where torch.export has a guard module
+    assert sorted(set(documented) - registered - optional) == [], \
+        "documented rules that do not exist"

@@ -12,7 +12,7 @@ from torch import nn
 import fxgrow
 import models
 import transformer_models as tm
-from helpers import assert_same_function, grow_exactly
+from helpers import assert_same_function, every_group, grow_exactly
 from fxgrow.widen.apply import apply_plan
 from fxgrow.widen.inits import SPLIT_RANGE, initialise, prepare, split_shares
 from fxgrow.widen.plan import plan_widening
@@ -51,7 +51,9 @@ def test_exact_on_transformers(name, init):
     # LayerNorm / RMSNorm streams (uniform replication, tied embeddings), paired q/k
     # head dims (the key rows take the shares), sqrt-scaled fused attention
     m, x = _transformers()[name]
-    grow_exactly(m.eval(), x, 2.0, init=init)
+    m.eval()
+    grow_exactly(m, x, 2.0, init=init)  # heads, not head dims
+    grow_exactly(m, x, every_group(fxgrow.analyze(m, x)), init=init)  # head dims too
 
 
 @pytest.mark.parametrize("init", ["split", "zero_out"])
@@ -102,7 +104,7 @@ def test_split_takes_the_shares_on_the_divided_side_of_a_contraction(sdpa):
 
 def test_split_on_both_sides_of_a_product_takes_root_shares():
     m, x = Gram().eval(), torch.randn(2, 5, 8)
-    for spec in (2.0, {"f": 9}):
+    for spec in (every_group(fxgrow.analyze(m, x)), {"f": 9}):
         grow_exactly(m, x, spec, init="split")
 
 
@@ -213,7 +215,7 @@ def test_zero_out_on_a_normalised_stream_copies_with_zero_outgoing_weights():
 def test_zero_out_refuses_a_group_on_both_sides_of_a_product():
     m, x = Gram().eval(), torch.randn(2, 5, 8)
     with pytest.raises(fxgrow.ConstraintError, match="both sides of the product `matmul`.*saddle"):
-        fxgrow.widen(m, x, 2.0, init="zero_out")
+        fxgrow.widen(m, x, {"f": 2.0}, init="zero_out")
 
 
 class MaxOver(nn.Module):

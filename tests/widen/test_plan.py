@@ -145,3 +145,27 @@ def test_a_spec_that_grows_something_does_not_warn():
         warnings.simplefilter("error", fxgrow.GrowthWarning)
         grown = fxgrow.widen(m, x, 2.0)
     assert "fxgrow.warnings" not in grown.meta
+
+
+class _Scores(nn.Module):
+    """Attention scores only: the query/key head dim is the one growable group."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k = nn.Linear(8, 4), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.q(x) @ self.k(x).transpose(-2, -1)
+
+
+def test_a_factor_leaves_head_dims_and_a_spec_naming_them_grows_them():
+    m, x = _Scores().eval(), torch.randn(2, 5, 8)
+    a = fxgrow.analyze(m, x)
+    q, k = a.group("q"), a.group("k")
+    assert q.growable and k.growable and {q.id, k.id} <= a.head_dims
+    with pytest.warns(fxgrow.GrowthWarning, match="are head dims"):
+        assert plan_widening(a, 2.0).growth == {}
+    for spec in ({q.id: 2.0}, {"k": 8}):  # by group id or by module: both sides grow
+        p = plan_widening(a, spec)
+        assert {g: (gg.old, gg.new) for g, gg in p.growth.items()} == {q.id: (4, 8),
+                                                                         k.id: (4, 8)}

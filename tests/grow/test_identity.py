@@ -1,0 +1,135 @@
+"""New blocks start as the identity (fxgrow.grow.identity), proved on the graph."""
+
+import pytest
+import torch
+from torch import nn
+
+import fxgrow
+from fxgrow.errors import NotIdentityError
+from fxgrow.grow.identity import prove_identity, region
+
+
+class Residual(nn.Module):
+    def __init__(self, branch, after=None):
+        super().__init__()
+        self.branch, self.after = branch, after
+
+    def forward(self, x):
+        y = x + self.branch(x)
+        return self.after(y) if self.after is not None else y
+
+
+def _prove(block, x=None):
+    net = nn.Sequential(nn.Linear(3, 4), block, nn.Linear(4, 2))
+    x = torch.randn(2, 3) if x is None else x
+    gm = fxgrow.analyze(net, x).graph_module
+    proof = prove_identity(gm, "1", lambda t: t.startswith("1."))
+    # the proof is a claim about values: zero what it names, and the block is the identity
+    with torch.no_grad():
+        for name in proof.zeroed:
+            net.get_parameter(name).zero_()
+        h = torch.randn(5, 4)
+        assert torch.equal(block(h), h)
+    return proof
+
+
+def test_the_branch_last_layer_is_zeroed():
+    proof = _prove(Residual(nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 4))))
+    assert proof.zeroed == {"1.branch.2.weight", "1.branch.2.bias"}
+
+
+def test_a_layer_scale_or_a_dropout_after_the_layer_is_fine():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.drop = nn.Linear(4, 4), nn.Dropout(0.1)
+            self.gamma = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return self.drop(self.fc(x)) * self.gamma
+    proof = _prove(Residual(Scaled()))
+    assert proof.zeroed and proof.zeroed <= {"1.branch.fc.weight", "1.branch.fc.bias",
+                                             "1.branch.gamma"}
+
+
+@pytest.mark.parametrize("after, op", [(nn.LayerNorm(4), "LayerNorm"), (nn.ReLU(), "ReLU")])
+def test_something_after_the_sum_is_refused_naming_it(after, op):
+    with pytest.raises(NotIdentityError, match=op):
+        _prove(Residual(nn.Linear(4, 4), after))
+
+
+def test_a_branch_of_fixed_values_cannot_be_zeroed():
+    class Shift(nn.Module):
+        def forward(self, x):
+            return torch.ones_like(x)
+    with pytest.raises(NotIdentityError, match="sum"):
+        _prove(Residual(Shift()))
+
+
+def test_region_holds_the_block_nodes_and_its_tensors():
+    net = nn.Sequential(nn.Linear(3, 4), Residual(nn.Linear(4, 4)), nn.Linear(4, 2))
+    gm = fxgrow.analyze(net, torch.randn(2, 3)).graph_module
+    inside = {str(n.target) for n in region(gm, "1") if n.op == "call_module"}
+    assert inside == {"1.branch"}
+
+
+def test_relu_after_the_sum_passes_a_relu_output_through():
+    # ResNet's relu(x + bn(conv(x))): zero the BatchNorm's gain and bias; relu(x) = x because
+    # x is itself a relu output (idempotent activation, as Net2DeeperNet asks)
+    class Basic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.act = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()
+
+        def forward(self, x):
+            return self.act(x + self.bn(self.conv(x)))
+    block = Basic().eval()
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), block, nn.Conv2d(4, 2, 1)).eval()
+    gm = fxgrow.analyze(net, torch.randn(2, 3, 5, 5)).graph_module
+    proof = prove_identity(gm, "2", lambda t: t.startswith("2."))
+    assert proof.zeroed == {"2.bn.weight", "2.bn.bias"}
+    with torch.no_grad():
+        for name in proof.zeroed:
+            net.get_parameter(name).zero_()
+        h = torch.relu(torch.randn(2, 4, 5, 5))
+        assert torch.equal(block(h), h)
+    # without the relu before it, relu(x) != x: refused
+    bare = nn.Sequential(nn.Conv2d(3, 4, 1), Basic(), nn.Conv2d(4, 2, 1)).eval()
+    gm = fxgrow.analyze(bare, torch.randn(2, 3, 5, 5)).graph_module
+    with pytest.raises(NotIdentityError, match="idempotent"):
+        prove_identity(gm, "1", lambda t: t.startswith("1."))
+
+
+def test_a_block_summed_by_its_parent_is_zeroed_and_the_sum_passes_through():
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.out = nn.Linear(3, 4), nn.Linear(4, 2)
+            self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 4))
+                                        for _ in range(2))
+
+        def forward(self, x):
+            h = self.inp(x)
+            for b in self.blocks:
+                h = h + b(h)
+            return self.out(h)
+    net = Stack().eval()
+    gm = fxgrow.analyze(net, torch.randn(2, 3)).graph_module
+    proof = prove_identity(gm, "blocks.1", lambda t: t.startswith("blocks.1."))
+    assert proof.zeroed == {"blocks.1.2.weight", "blocks.1.2.bias"}
+    assert len(proof.sums) == 1 and set(proof.passes) == proof.sums
+    with torch.no_grad():
+        for name in proof.zeroed:
+            net.get_parameter(name).zero_()
+        h = torch.randn(5, 4)
+        assert torch.count_nonzero(net.blocks[1](h)) == 0
+    # the same block read by a product (not a sum) is refused
+    class Gated(Stack):
+        def forward(self, x):
+            h = self.inp(x)
+            for b in self.blocks:
+                h = h * b(h)
+            return self.out(h)
+    gm = fxgrow.analyze(Gated().eval(), torch.randn(2, 3)).graph_module
+    with pytest.raises(NotIdentityError, match="blocks.1"):
+        prove_identity(gm, "blocks.1", lambda t: t.startswith("blocks.1."))
