@@ -13,6 +13,14 @@ child process per (model, operation): CPU: the rise of the peak RSS (``VmHWM``, 
 ``tracemalloc`` in a second run; CUDA: ``torch.cuda.max_memory_allocated`` over the allocation
 before the call.  Both are compared with the old + new parameter (and buffer) bytes.
 
+The floor table (``--floor``, issue 17): per model, the **floor** = ``torch.fx.symbolic_trace``
++ ``ShapeProp`` (under ``no_grad``) + allocating and filling each parameter of the grown model once
+(``torch.empty(shape).fill_``; the shapes come from one untimed ``widen``), next to
+``analyze + widen(x2, verify=False)``, ``analyze`` and Torch-Pruning's ``build_dependency``.  The
+operations are timed in interleaved rounds (one of each per round, ``--repeats`` rounds after a
+warm-up round), so a machine shared with other work slows them alike; wall-clock medians, and
+the process CPU time medians next to them.
+
 Scaling: an MLP and a ResNet-style net at depth 10/100/1000 and width 64...4096; the fitted
 exponent of time ~ depth^k (k = 1 is linear) and the slope in ms per layer.
 
@@ -21,6 +29,7 @@ Usage::
     python benchmarks/speed.py --quick                 # a couple of minutes on a laptop
     python benchmarks/speed.py --device cuda --json out.json --md out.md
     python benchmarks/speed.py --profile vit_b_16      # cProfile of analyze+widen and deepen
+    python benchmarks/speed.py --floor --threads 1 --repeats 5   # the floor table, four models
 
 Nothing here asserts timings: the script prints and records.
 """
@@ -51,6 +60,7 @@ from _common import machine, md_table, progress  # noqa: E402
 
 TORCHVISION = ["resnet18", "resnet50", "mobilenet_v2", "densenet121", "vit_b_16", "convnext_tiny", "maxvit_t"]
 QUICK_MODELS = ["resnet18", "mobilenet_v2"]
+FLOOR_MODELS = ["resnet50", "vit_b_16", "convnext_tiny", "densenet121"]
 OPS = ["trace+shapeprop", "deepcopy", "analyze", "analyze+widen", "deepen", "depgraph"]
 
 
@@ -307,6 +317,78 @@ def bench_models(names, ops, repeats, device, bar_desc, on_row=None):
     return rows
 
 
+def floor_fn(m, x):
+    """The floor of growing ``m`` twofold: trace + ShapeProp + writing each grown parameter once.
+
+    The grown shapes are read from one (untimed) ``widen``; returns the callable and the
+    grown parameter count.
+    """
+    import fxgrow
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    grown = fxgrow.widen(m, x, 2.0, verify=False)
+    shapes = [(tuple(p.shape), p.dtype) for p in grown.parameters()]
+    count = sum(p.numel() for p in grown.parameters())
+    del grown
+
+    def f(m, x):
+        gm = torch.fx.symbolic_trace(m)
+        with torch.no_grad():
+            ShapeProp(gm).propagate(x)
+        return gm, [torch.empty(s, dtype=d, device=x.device).fill_(1.0) for s, d in shapes]
+
+    return f, count
+
+
+def bench_floor(names, repeats, device, on_row=None):
+    """The floor table: floor, analyze+widen, analyze and DepGraph per model, interleaved."""
+    rows = []
+    for name in progress(names, desc=f"floor ({device})"):
+        m, x = build(name)
+        m, x = m.to(device), x.to(device)
+        floor, grown = floor_fn(m, x)
+        ops = {"floor": floor, "analyze+widen": op_fn("analyze+widen"), "analyze": op_fn("analyze")}
+        row = {"model": name, "params_M": sum(p.numel() for p in m.parameters()) / 1e6,
+               "grown_params_M": grown / 1e6}
+        try:
+            ops["depgraph"] = op_fn("depgraph")
+        except ImportError as e:
+            row["depgraph_error"] = _short(e)
+        wall = {op: [] for op in ops}
+        cpu = {op: [] for op in ops}
+        for r in range(repeats + 1):  # round 0 warms up (imports, caches)
+            for op, fn in ops.items():
+                try:
+                    gc.collect()
+                    _sync(device)
+                    t, c = time.perf_counter(), time.process_time()
+                    res = fn(m, x)
+                    _sync(device)
+                    if r:
+                        wall[op].append(time.perf_counter() - t)
+                        cpu[op].append(time.process_time() - c)
+                    del res
+                except Exception as e:  # noqa: BLE001 -- report and go on
+                    row[op + "_error"] = _short(e)
+                    ops = {k: v for k, v in ops.items() if k != op}
+        for op in wall:
+            if wall[op]:
+                row[op] = statistics.median(wall[op])
+                row[op + "_cpu"] = statistics.median(cpu[op])
+        if "floor" in row and "analyze+widen" in row:
+            row["over_floor"] = row["analyze+widen"] / row["floor"]
+            row["over_floor_cpu"] = row["analyze+widen_cpu"] / row["floor_cpu"]
+        if "analyze" in row and "depgraph" in row:
+            row["analyze_over_depgraph"] = row["analyze"] / row["depgraph"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if on_row:
+            on_row(rows)
+        del m, x
+        gc.collect()
+    return rows
+
+
 def fit(xs, ys):
     """Exponent k of y ~ x^k (log-log least squares) and slope of y ~ a + b x."""
     pts = [(a, b) for a, b in zip(xs, ys) if b and b > 0 and not math.isnan(b)]
@@ -334,6 +416,21 @@ def _mb(v):
 def render(res) -> str:
     dev = res["device"]
     out = []
+    if res.get("floor"):
+        s = lambda v: f"{v:.3f}"  # noqa: E731
+        out += [f"### analyze + widen x2 against the floor ({dev})", ""]
+        out.append(md_table(res["floor"], [
+            ("model", "model", None),
+            ("grown_params_M", "grown params (M)", ".1f"),
+            ("floor", "floor s", s),
+            ("analyze+widen", "analyze+widen s", s),
+            ("over_floor", "ratio", ".2f"),
+            ("over_floor_cpu", "ratio (CPU time)", ".2f"),
+            ("analyze", "analyze s", s),
+            ("depgraph", "DepGraph s", s),
+            ("analyze_over_depgraph", "analyze ÷ DepGraph", ".2f"),
+        ]))
+        out.append("")
     if res.get("models"):
         out += [f"### Models ({dev})", ""]
         out.append(
@@ -346,7 +443,7 @@ def render(res) -> str:
                 ("deepcopy", "deepcopy ms", _ms),
                 ("analyze", "analyze ms", _ms),
                 ("analyze+widen", "analyze+widen×2 ms", _ms),
-                ("widen_over_floor", "÷ floor", ".2f"),
+                ("widen_over_floor", "÷ (trace+SP+deepcopy)", ".2f"),
                 ("verify", "(verify ms)", _ms),
                 ("deepen", "deepen(all) ms", _ms),
                 ("blocks", "blocks", None),
@@ -493,6 +590,8 @@ def main(argv=None):
     ap.add_argument("--memory-only", action="store_true", help="models: peak memory only, no timing")
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--md", help="write the markdown tables here")
+    ap.add_argument("--floor", action="store_true",
+                    help="only the floor table (default models: " + ", ".join(FLOOR_MODELS) + ")")
     ap.add_argument("--profile", metavar="MODEL", help="cProfile analyze+widen and deepen on MODEL and exit")
     ap.add_argument("--_mem-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -519,6 +618,13 @@ def main(argv=None):
             with open(args.md, "w") as f:
                 f.write(render(res) + "\n")
 
+    if args.floor:
+        res["floor"] = bench_floor(args.models or FLOOR_MODELS, repeats, args.device,
+                                   lambda rows: (res.__setitem__("floor", rows), save()))
+        save()
+        print(json.dumps(res["machine"]))
+        print(render(res))
+        return
     if not args.no_models and not args.memory_only:
 
         def on_row(rows):

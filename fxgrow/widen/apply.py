@@ -167,7 +167,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
         for a in analysis.attr_rewrites:
             setattr(new.get_submodule(a.module), a.attr, evaluate(a.value, sizes))
         mp.rescale_eps(new)
-        pending, records = [], {}
+        pending, records, record_of = [], {}, {}
         scaled = init in EXACT
         shares = share_maps(plan, old_only=not scaled)
         fresh_groups = inits.fresh_groups(plan) if init == "zero_out" else frozenset()
@@ -178,8 +178,13 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
             if fresh_groups:  # zero_out: fresh rows of new neurons, filled below
                 mask = inits.fresh_mask(plan, ex, members, fresh_groups, grown.shape,
                                         grown.device)
+            # tensors read along the same dims the same way (a norm's weight, bias and
+            # statistics) share one record: it is plain data, never written to
+            key = tuple((m.dim, m.layout, m.role, mp.grows(m)) for m in members)
+            if key not in record_of:
+                record_of[key] = tensor_growth(members, ex, mp, shares, scaled)
             for q in aliases.get(id(t), [qualname]):
-                records[q] = tensor_growth(members, ex, mp, shares, scaled)
+                records[q] = record_of[key]
             if init == "net2net" and noise and mask is not None and _real(grown):
                 if any(m.role == PRODUCER and ex.grows(m.layout) for m in members):
                     std = float(t.detach().float().std()) if t.numel() > 1 else 1.0
