@@ -53,12 +53,15 @@ from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 import torch
-from torch import fx, nn
+from torch import fx
 import torch.nn.functional as F
 
 from .. import meta
 from ..errors import NotIdentityError
 from ..ops.kinds import IDEMPOTENT_ACTIVATIONS
+from .vocabulary import (CASTS, DIFFS, IDEMPOTENT, KEEP_VALUE, KEEP_ZERO, LINEAR, NORMS,
+                         PRODUCTS, QUOTIENTS, RESHAPES, SUMS, WRITES, ZEROS, describe,
+                         dtype_of, module_kind, mutates, op_name, shape_of, writes_into)
 
 __all__ = ["IdentityProof", "region", "prove_identity"]
 
@@ -103,131 +106,6 @@ def region(gm: fx.GraphModule, root: str) -> Set[fx.Node]:
     return out
 
 
-def _name(target) -> str:
-    """A short op name: ``aten.add.Tensor`` -> ``add``, ``operator.add`` -> ``add``."""
-    if isinstance(target, str):
-        return target.rstrip("_")
-    if isinstance(target, torch._ops.OpOverload):
-        return target._schema.name.split("::")[-1].rstrip("_")
-    return getattr(target, "__name__", str(target)).rstrip("_")
-
-
-_SUMS = {"add", "iadd"}
-_DIFFS = {"sub", "isub"}
-_PRODUCTS = {"mul", "imul", "matmul", "mm", "bmm", "einsum", "outer", "grouped_mm",
-             "_grouped_mm", "grouped_mm_fallback"}
-#: factories of zeros; an uninitialised buffer counts too: a deterministic model reads only
-#: what it wrote into one (an MoE's token buffer, filled by index_put)
-_ZEROS = {"zeros", "zeros_like", "new_zeros", "empty", "empty_like", "new_empty"}
-#: writes of ``source`` into ``self``: zero when both are (argument positions)
-_WRITES = {"index_put": (0, 2), "index_add": (0, 3), "index_copy": (0, 3), "scatter_add": (0, 3),
-           "scatter": (0, 3), "masked_scatter": (0, 2)}
-_QUOTIENTS = {"div", "truediv"}  # 0 / c = 0 for a nonzero number c (0 / 0 is not 0)
-_KEEP_VALUE = {"clone", "contiguous", "alias", "detach", "lift_fresh_copy"}
-#: row-major reshapes: the value is the input's elements in the same order, so a value equal
-#: to the block's input up to a reshape stays so (OPT flattens tokens around its sums)
-_RESHAPES = {"view", "reshape", "_unsafe_view", "view_as", "reshape_as", "flatten", "unflatten",
-             "squeeze", "unsqueeze"}
-_CASTS = {"to", "_to_copy", "type_as", "float", "double", "half", "bfloat16"}
-_KEEP_ZERO = _KEEP_VALUE | _CASTS | {
-    "view", "reshape", "_unsafe_view", "view_as", "reshape_as", "permute", "transpose", "t",
-    "unsqueeze", "squeeze", "flatten", "unflatten", "expand", "expand_as", "slice", "select",
-    "getitem", "narrow", "split", "chunk", "unbind", "dropout", "native_dropout",
-    "feature_dropout", "dropout1d", "dropout2d", "dropout3d", "neg", "roll",
-    "repeat", "movedim", "swapaxes", "stochastic_depth", "drop_path", "split_with_sizes",
-    "index_select", "gather", "index", "sum", "mean", "nansum"}
-_LINEAR = {"linear", "conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d",
-           "conv_transpose2d", "conv_transpose3d", "_convolution"}
-_ZERO_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
-                 nn.ConvTranspose2d, nn.ConvTranspose3d, nn.BatchNorm1d, nn.BatchNorm2d,
-                 nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm)
-#: functional norms: (weight, bias) argument positions; affine zeroed -> output zero
-_NORMS = {"layer_norm": (2, 3), "group_norm": (2, 3), "batch_norm": (1, 2),
-          "_native_batch_norm_legit_no_training": (1, 2), "native_batch_norm": (1, 2),
-          "_native_batch_norm_legit": (1, 2), "native_layer_norm": (2, 3),
-          "native_group_norm": (1, 2)}
-#: idempotent activations, functional (φ(φ(z)) = φ(z)); the module types are IDEMPOTENT
-_IDEMPOTENT = {"relu", "relu6", "hardtanh"}
-# (not AlphaDropout: in training it maps a dropped 0 to its saturation value)
-_KEEP_ZERO_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-                      nn.Identity, nn.Flatten, nn.Unflatten)
-
-
-def _module_kind(gm: fx.GraphModule, node: fx.Node) -> str:
-    mod = gm.get_submodule(str(node.target))
-    if isinstance(mod, _ZERO_MODULES):
-        return "zero_module"
-    if isinstance(mod, (nn.Identity, nn.Flatten, nn.Unflatten)):
-        return "keep_value"
-    qual = f"{type(mod).__module__}.{type(mod).__qualname__}"
-    if isinstance(mod, _KEEP_ZERO_MODULES) or qual.endswith(("StochasticDepth", "DropPath")):
-        return "keep_zero"
-    return type(mod).__name__
-
-
-def _mutates(user: fx.Node, node: fx.Node) -> bool:
-    """Whether ``user`` writes into ``node`` in place (``x[i] = v``, ``x.add_(y)``,
-    ``aten.index_put_``, an ``out=`` argument)."""
-    if user.op not in ("call_function", "call_method") or not user.args:
-        return False
-    if user.kwargs.get("out") is node:
-        return True
-    if user.args[0] is not node:
-        return False
-    if user.target is operator.setitem:
-        return True
-    if isinstance(user.target, str):
-        raw = user.target
-    elif isinstance(user.target, torch._ops.OpOverload):
-        raw = user.target._schema.name.split("::")[-1]
-    else:
-        raw = getattr(user.target, "__name__", "")
-    return raw.endswith("_") and not raw.endswith("__")
-
-
-#: ops whose output may share memory with their input: a write into it writes into the input
-_VIEWS = {"view", "reshape", "_unsafe_view", "view_as", "reshape_as", "slice", "select",
-          "narrow", "transpose", "permute", "t", "unsqueeze", "squeeze", "expand", "expand_as",
-          "as_strided", "diagonal", "alias", "detach", "unfold", "movedim", "swapaxes",
-          "flatten", "unflatten", "split", "chunk", "unbind", "split_with_sizes", "getitem",
-          "contiguous", "T", "mT", "real", "imag", "view_as_real", "view_as_complex"}
-
-
-def _writes_into(node: fx.Node) -> List[fx.Node]:
-    """In-place writes into ``node`` or into any view of it (``x[:, 0] = v`` on export
-    graphs is a ``fill_`` of a ``select`` of a ``slice`` of ``x``)."""
-    out, todo, seen = [], [node], set()
-    while todo:
-        n = todo.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        for u in n.users:
-            if _mutates(u, n):
-                out.append(u)
-            elif u.op in ("call_function", "call_method") and u.args and u.args[0] is n \
-                    and _name(u.target) in _VIEWS:
-                todo.append(u)
-    return out
-
-
-def _shape(node) -> Optional[tuple]:
-    shape = getattr(meta.shape(node), "shape", None)
-    return tuple(shape) if shape is not None else None
-
-
-def _dtype(node) -> Optional[torch.dtype]:
-    return getattr(meta.shape(node), "dtype", None)
-
-
-def _describe(node: fx.Node, gm: Optional[fx.GraphModule] = None) -> str:
-    what = node.target
-    if node.op == "call_module":
-        kind = type(gm.get_submodule(str(node.target))).__name__ if gm is not None else "module"
-        what = f"{kind} {node.target}"
-    return f"`{node.name}` ({what})"
-
-
 class _Prover:
     def __init__(self, gm: fx.GraphModule, nodes: Set[fx.Node],
                  zeroable: Callable[[str], bool]) -> None:
@@ -249,8 +127,8 @@ class _Prover:
             z = self._zero(node)
             # a value written into in place is zero only if what is written is: writes of
             # known ops straight into it count, a write into a view of it refuses
-            for u in _writes_into(node) if z is not None else ():
-                w = self._written(u) if _mutates(u, node) else None
+            for u in writes_into(node) if z is not None else ():
+                w = self._written(u) if mutates(u, node) else None
                 z = None if w is None else z | w
             self.memo[node] = z
             if self.memo[node] is None and node.op != "get_attr":
@@ -259,10 +137,10 @@ class _Prover:
 
     def _written(self, user: fx.Node) -> Optional[FrozenSet[str]]:
         """What an in-place write puts in: zero (and which tensors that needs) or None."""
-        name = _name(user.target) if user.target is not operator.setitem else "index_put"
-        if name not in _WRITES:
+        name = op_name(user.target) if user.target is not operator.setitem else "index_put"
+        if name not in WRITES:
             return None
-        src = _WRITES[name][1]
+        src = WRITES[name][1]
         if len(user.args) <= src:
             return None
         value = user.args[src]
@@ -293,7 +171,7 @@ class _Prover:
                 str(node.target))
             return frozenset({str(node.target)}) if ok else None
         if node.op == "call_module":
-            kind = _module_kind(self.gm, node)
+            kind = module_kind(self.gm, node)
             if kind == "zero_module":
                 mod = self.gm.get_submodule(str(node.target))
                 names = {f"{node.target}.{p}" for p, v in mod.named_parameters(recurse=False)
@@ -306,15 +184,15 @@ class _Prover:
             return None
         if node.op not in ("call_function", "call_method"):
             return None
-        name = _name(node.target)
+        name = op_name(node.target)
         args = list(node.args) + list(node.kwargs.values())
         tensors = [a for a in args if isinstance(a, fx.Node)]
-        if name in _LINEAR or node.target in (F.linear,):
+        if name in LINEAR or node.target in (F.linear,):
             weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
             bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
             return self._all(weight, bias)
-        if name in _NORMS:
-            w, b = _NORMS[name]
+        if name in NORMS:
+            w, b = NORMS[name]
             weight = node.args[w] if len(node.args) > w else node.kwargs.get("weight")
             bias = node.args[b] if len(node.args) > b else node.kwargs.get("bias")
             if weight is None:  # no gain to zero: the normalised value is not 0
@@ -323,15 +201,15 @@ class _Prover:
         if name in ("addmm", "addbmm", "baddbmm", "addmv"):
             bias, product = self._all(node.args[0]), self._any(*node.args[1:3])
             return None if bias is None or product is None else bias | product
-        if name in _PRODUCTS:
+        if name in PRODUCTS:
             return self._any(*tensors)
-        if name in _ZEROS:
+        if name in ZEROS:
             return frozenset()
         if name in ("full", "full_like", "new_full"):
             fill = node.args[1] if len(node.args) > 1 else node.kwargs.get("fill_value")
             return frozenset() if isinstance(fill, (int, float)) and fill == 0 else None
-        if name in _WRITES:
-            base, src = _WRITES[name]
+        if name in WRITES:
+            base, src = WRITES[name]
             if len(node.args) <= src:
                 return None
             value = node.args[src]
@@ -339,16 +217,16 @@ class _Prover:
                 else self.zero(value)
             into = self._all(node.args[base])
             return None if into is None or zero_value is None else into | zero_value
-        if name in _QUOTIENTS and len(node.args) == 2:
+        if name in QUOTIENTS and len(node.args) == 2:
             d = node.args[1]
             ok = isinstance(d, (int, float)) and not isinstance(d, bool) and d != 0
             return self.zero(node.args[0]) if ok else None
-        if name in _SUMS | _DIFFS | {"cat", "stack"}:
+        if name in SUMS | DIFFS | {"cat", "stack"}:
             flat = []
             for a in node.args:
                 flat.extend(a if isinstance(a, (list, tuple)) else [a])
             return self._all(*[a for a in flat if isinstance(a, fx.Node)])
-        if name in _KEEP_ZERO and node.args:
+        if name in KEEP_ZERO and node.args:
             return self.zero(node.args[0])
         return None
 
@@ -359,9 +237,9 @@ class _Prover:
             if isinstance(mod, IDEMPOTENT_ACTIVATIONS):
                 return type(mod).__name__, mod.extra_repr().replace("inplace=True", "")
             return None
-        if node.op in ("call_function", "call_method") and _name(node.target) in _IDEMPOTENT:
+        if node.op in ("call_function", "call_method") and op_name(node.target) in IDEMPOTENT:
             extra = [a for a in node.args[1:] if not isinstance(a, bool)]
-            return _name(node.target), repr(extra)
+            return op_name(node.target), repr(extra)
         return None
 
     # -- a value equal to one the block received -------------------------------------------
@@ -372,14 +250,14 @@ class _Prover:
         if not isinstance(node, fx.Node):
             self.why.append(f"{node!r} is a constant")
             return None
-        mutated = next((u for u in _writes_into(node) if u in self.nodes), None)
+        mutated = next((u for u in writes_into(node) if u in self.nodes), None)
         if mutated is not None:
-            self.why.append(f"{_describe(mutated, self.gm)} writes in place into `{node.name}`, "
+            self.why.append(f"{describe(mutated, self.gm)} writes in place into `{node.name}`, "
                             "which the block passes through")
             return None
         if node not in self.nodes:
             return node, frozenset()
-        if node.op == "call_module" and _module_kind(self.gm, node) == "keep_value":
+        if node.op == "call_module" and module_kind(self.gm, node) == "keep_value":
             return self.identity(node.args[0])
         act = self._activation(node)
         if act is not None and node.args:
@@ -388,38 +266,38 @@ class _Prover:
                 return inner  # φ(x + 0) = φ(x) = x where x = φ(...) already
             if inner is not None:
                 self.why.append(
-                    f"{_describe(node, self.gm)} after the residual sum is idempotent, but "
+                    f"{describe(node, self.gm)} after the residual sum is idempotent, but "
                     f"what the block passes through (`{inner[0].name}`) is not an output of it")
                 return None
         if node.op in ("call_function", "call_method"):
-            name = _name(node.target)
+            name = op_name(node.target)
             alpha = node.kwargs.get("alpha", 1)
-            if name in _SUMS | _DIFFS and len(node.args) == 2 and alpha == 1:
+            if name in SUMS | DIFFS and len(node.args) == 2 and alpha == 1:
                 a, b = node.args
                 before = len(self.why)
-                orders = [(a, b)] + ([(b, a)] if name in _SUMS else [])
+                orders = [(a, b)] + ([(b, a)] if name in SUMS else [])
                 for keep, drop in orders:
                     z = self.zero(drop)
                     if z is None or not isinstance(keep, fx.Node) or \
-                            _shape(keep) is None or _shape(keep) != _shape(node):
+                            shape_of(keep) is None or shape_of(keep) != shape_of(node):
                         continue  # (a zero broadcast wider would copy the input)
                     inner = self.identity(keep)
                     if inner is not None:
                         return inner[0], inner[1] | z
                 stop = next((n for n in self.not_zero if n in (a, b) or n in self.nodes), None)
                 self.why.append(
-                    f"the sum {_describe(node)} has no side that can be zeroed while the "
+                    f"the sum {describe(node)} has no side that can be zeroed while the "
                     "other passes the input through"
-                    + (f" (a zero stops at {_describe(stop, self.gm)}, which fxgrow does not "
+                    + (f" (a zero stops at {describe(stop, self.gm)}, which fxgrow does not "
                        "know to give 0 from zeroed weights)" if stop is not None else "")
                     + "".join(f"; {w}" for w in self.why[before:]))
                 return None
-            same = name in _KEEP_VALUE | _RESHAPES or (
-                name in _CASTS and node.args and isinstance(node.args[0], fx.Node)
-                and _dtype(node) == _dtype(node.args[0]) is not None)
+            same = name in KEEP_VALUE | RESHAPES or (
+                name in CASTS and node.args and isinstance(node.args[0], fx.Node)
+                and dtype_of(node) == dtype_of(node.args[0]) is not None)
             if same and node.args:
                 return self.identity(node.args[0])
-        self.why.append(f"its output passes through {_describe(node, self.gm)}, which is not a residual "
+        self.why.append(f"its output passes through {describe(node, self.gm)}, which is not a residual "
                         "sum x + f(x) with a branch that can be zeroed")
         return None
 
@@ -481,7 +359,7 @@ def prove_identity(gm: fx.GraphModule, root: str, zeroable: Callable[[str], bool
 
 def _same_kind(root: str, node: fx.Node, source: fx.Node) -> None:
     if getattr(meta.shape(node), "shape", None) != getattr(meta.shape(source), "shape", None) \
-            or _dtype(node) != _dtype(source):
+            or dtype_of(node) != dtype_of(source):
         raise NotIdentityError(
             f"new module {root!r} cannot start as the identity: `{node.name}` would equal "
             f"`{source.name}`, which has another shape or dtype")
@@ -494,7 +372,7 @@ def _outer_sums(node: fx.Node, nodes: Set[fx.Node]):
     for u in node.users:
         if u in nodes:
             continue
-        if u.op not in ("call_function", "call_method") or _name(u.target) not in _SUMS \
+        if u.op not in ("call_function", "call_method") or op_name(u.target) not in SUMS \
                 or len(u.args) != 2 or u.kwargs.get("alpha", 1) != 1:
             return None
         a, b = u.args
