@@ -116,6 +116,12 @@ class _Pairing:
         elif type(tt) is not type(gt):
             raise _Mismatch(f"{t.target!r} is a {type(tt).__name__}, the grown source's "
                             f"{g.target!r} a {type(gt).__name__}")
+        elif isinstance(tt, fx.GraphModule) and tt.code != gt.code:
+            # a subgraph (a higher-order op's body): the same code, literals included
+            raise _Mismatch(f"subgraph {t.target!r} differs from the grown source's "
+                            f"{g.target!r}")
+        elif not isinstance(tt, nn.Module) and _plain(tt) and not _same(tt, gt):
+            raise _Mismatch(f"{t.target!r} is {tt!r}, the grown source's {gt!r}")
         self.pairs[t] = g
 
     def compare(self, t: Any, g: Any, path: str) -> None:
@@ -314,8 +320,10 @@ def correspond(target: fx.GraphModule, grown: fx.GraphModule, skip: Set[fx.Node]
                 tm, gm = target.get_submodule(str(t.target)), grown.get_submodule(str(g.target))
                 ts, gs = _settings(tm), _settings(gm)
                 if ts != gs:
-                    diff = [f"{k}={v}" for k, v in sorted(set(ts[2]) - set(gs[2]))][:4]
-                    grown_diff = [f"{k}={v}" for k, v in sorted(set(gs[2]) - set(ts[2]))][:4]
+                    ta = ts[2] if isinstance(ts, tuple) else ()
+                    ga = gs[2] if isinstance(gs, tuple) else ()
+                    diff = [f"{k}={v}" for k, v in sorted(set(ta) - set(ga))][:4]
+                    grown_diff = [f"{k}={v}" for k, v in sorted(set(ga) - set(ta))][:4]
                     raise _Mismatch(
                         f"module {t.target!r} is a {type(tm).__name__}({tm.extra_repr()}) with "
                         f"{', '.join(diff) or 'the same attributes'}, the grown source's "
