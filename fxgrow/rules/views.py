@@ -81,8 +81,14 @@ def _can_grow(ctx, layout: Layout) -> bool:
     return any(ctx.table.status(l.space) == GROWABLE for l in leaves(ctx.norm(layout)))
 
 
-def _shape_literal(ctx, entries: List[Any], dims: List[Layout], rebuild) -> None:
+def _shape_literal(ctx, entries: List[Any], dims: List[Layout], rebuild,
+                   inputs: Sequence[Layout] = ()) -> None:
     """Recompute shape entries after growth.
+
+    The rewrite also applies when one of ``inputs`` grows though no entry
+    changes (``x.view(b, s, -1)`` of a grown ``x``): an ATen view then becomes
+    a reshape, as its input's strides may have changed (see
+    :data:`fxgrow.ops.aten.VIEWS`).
 
     An entry becomes a literal when its dim changes size, or when it is read
     from a size (``x.shape[3]``) of a dim that grows: otherwise the grown
@@ -100,7 +106,7 @@ def _shape_literal(ctx, entries: List[Any], dims: List[Layout], rebuild) -> None
     if whole:  # x.view(y.size()): all or nothing
         new = [ctx.size(lay) for lay in dims]
         args, kwargs = rebuild(new)
-        ctx.rewrite(args, kwargs, when=tuple(dims) + provenance(entries[0]))
+        ctx.rewrite(args, kwargs, when=tuple(dims) + provenance(entries[0]) + tuple(inputs))
         return
     new = []
     for raw, lay in zip(entries, dims):
@@ -111,7 +117,11 @@ def _shape_literal(ctx, entries: List[Any], dims: List[Layout], rebuild) -> None
         else:
             new.append(ctx.if_grows((lay,) + provenance(raw), ctx.size(lay), raw))
     args, kwargs = rebuild(new)
-    ctx.rewrite(args, kwargs)
+    if inputs:
+        when = tuple(dims) + tuple(l for raw in entries for l in provenance(raw)) + tuple(inputs)
+        ctx.rewrite(args, kwargs, when=when)
+    else:
+        ctx.rewrite(args, kwargs)
 
 
 def _shape_entries(ctx, first: int) -> Tuple[List[Any], Any]:
@@ -146,7 +156,10 @@ def reshape(ctx) -> TV:
     dims = _reshape_dims(ctx, x, ctx.spec(ctx.arg(0, "input")).shape, ctx.out_shape)
     entries, rebuild = _shape_entries(ctx, 1)
     if len(entries) == len(dims):
-        _shape_literal(ctx, entries, dims, rebuild)
+        # a view of a grown input is rewritten even when no entry changes: the
+        # input's strides may differ after growth, and a reshape gives the same
+        # values whatever they are
+        _shape_literal(ctx, entries, dims, rebuild, inputs=x.dims)
     else:
         raise RuleError("cannot read the target shape")
     return TV(tuple(dims))
