@@ -374,4 +374,7 @@ def repeat_interleave(ctx) -> TV:
     d = dim_index(d, x.ndim)
     dims = list(x.dims)
     dims[d] = ctx.prod([x.dims[d], ctx.free(r)])
+    if ctx.arg(3, "output_size", None) is not None:
+        # the length of the repeated dim, checked by the op: it grows with the dim
+        ctx.rewrite_arg(3, "output_size", ctx.size(dims[d]))
     return TV(tuple(dims))

@@ -187,3 +187,19 @@ def test_a_view_whose_input_grows_becomes_a_reshape():
     grown = grow_exactly(m, x, every_group(a), capture="export")
     views = [n for n in grown.graph.nodes if n.target is torch.ops.aten.view.default]
     assert views == []  # every view here has a grown input
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_repeat_interleave_output_size_grows_with_the_dim(capture):
+    class R(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = torch.tanh(self.a(x))  # (B, T, 4) -> (B, T, 8), each neuron twice
+            return self.b(h.repeat_interleave(2, dim=-1, output_size=8))
+
+    m, x = R().double(), torch.randn(2, 5, 3, dtype=torch.float64)
+    assert fxgrow.analyze(m, x, capture=capture).group("a").growable
+    grow_exactly(m, x, 1.5, capture=capture)
