@@ -18,7 +18,7 @@ from torch import fx, nn
 from ..errors import RuleError
 from ..ir.layout import Layout, leaves
 from ..ir.roles import FIXED, GROWABLE
-from ..ir.values import TV, SizeOf, iter_sizes
+from ..ir.values import TV, SizeOf, iter_sizes, iter_tensors
 from .common import dim_index
 from .registry import RuleSet
 
@@ -75,6 +75,21 @@ def _reshape_dims(ctx, x: TV, in_shape: Sequence[int], out_shape: Sequence[int])
         a += 1
         b += 1
     return result
+
+
+def _upstream(ctx, node: Any) -> Tuple[Layout, ...]:
+    """The layouts of every tensor ``node`` is computed from, its own included:
+    while none of them grows, neither its sizes nor its strides change."""
+    seen, stack, out = set(), [node], {}
+    while stack:
+        n = stack.pop()
+        if not isinstance(n, fx.Node) or n in seen:
+            continue
+        seen.add(n)
+        for tv in iter_tensors(ctx.value(n)):
+            out.update(dict.fromkeys(tv.dims))
+        stack.extend(n.all_input_nodes)
+    return tuple(out)
 
 
 def _can_grow(ctx, layout: Layout) -> bool:
@@ -156,10 +171,12 @@ def reshape(ctx) -> TV:
     dims = _reshape_dims(ctx, x, ctx.spec(ctx.arg(0, "input")).shape, ctx.out_shape)
     entries, rebuild = _shape_entries(ctx, 1)
     if len(entries) == len(dims):
-        # a view of a grown input is rewritten even when no entry changes: the
-        # input's strides may differ after growth, and a reshape gives the same
-        # values whatever they are
-        _shape_literal(ctx, entries, dims, rebuild, inputs=x.dims)
+        # a view is rewritten (an ATen view to a reshape) even when no entry
+        # changes if anything its input is computed from grows: the input's
+        # strides may then differ (attention's output is laid out like its
+        # query only while the query and value head dims agree), and a
+        # reshape gives the same values whatever they are
+        _shape_literal(ctx, entries, dims, rebuild, inputs=_upstream(ctx, ctx.arg(0, "input")))
     else:
         raise RuleError("cannot read the target shape")
     return TV(tuple(dims))

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxgrow
-from helpers import every_group, grow_exactly
+from helpers import grow_exactly
 
 
 class ChannelShuffle(nn.Module):
@@ -156,37 +156,40 @@ def test_reshape_as_and_expand_as_follow_the_other_tensor(capture):
     grow_exactly(m, x, 1.5, capture=capture)
 
 
-class _ValueHeadsAttention(nn.Module):
+class _HeadsAttention(nn.Module):
     """Attention whose output is merged back with ``.contiguous().view(b, t, -1)``.
 
     At trace time the attention output has the strides of its query (heads
     transposed from ``(b, t, h, d)``), so export drops the ``.contiguous()``;
-    once the value head dim grows past the query's, the output is laid out
-    ``(b, h, t, d)`` and an unchanged ``view`` of its transpose cannot run.
+    once the query/key and the value head dims differ, the output is laid out
+    ``(b, h, t, d)`` and an unchanged ``view`` of its transpose cannot run --
+    also when only the query/key head dim grew, which the view never sees.
     """
 
     def __init__(self):
         super().__init__()
         self.q, self.k, self.v, self.o = (nn.Linear(16, 16) for _ in range(4))
-        self.norm = nn.RMSNorm(4)
 
     def forward(self, x):
         b, t, _ = x.shape
-        q = self.norm(self.q(x).view(b, t, -1, 4)).transpose(1, 2)
-        k = self.norm(self.k(x).view(b, t, -1, 4)).transpose(1, 2)
+        q = self.q(x).view(b, t, -1, 4).transpose(1, 2)
+        k = self.k(x).view(b, t, -1, 4).transpose(1, 2)
         v = self.v(x).view(b, t, -1, 4).transpose(1, 2)
         o = F.scaled_dot_product_attention(q, k, v)
         return self.o(o.transpose(1, 2).contiguous().view(b, t, -1))
 
 
-def test_a_view_whose_input_grows_becomes_a_reshape():
-    m, x = _ValueHeadsAttention().eval(), torch.randn(2, 5, 16)
+@pytest.mark.parametrize("grow", [("v",), ("q", "k")])
+def test_a_view_of_a_grown_computation_becomes_a_reshape(grow):
+    m, x = _HeadsAttention().eval(), torch.randn(2, 5, 16)
     a = fxgrow.analyze(m, x, capture="export")
-    assert any(g.size == 4 and "v" in g.producers and "q" not in g.producers
-               for g in a.growable)  # the value head dim grows alone
-    grown = grow_exactly(m, x, every_group(a), capture="export")
-    views = [n for n in grown.graph.nodes if n.target is torch.ops.aten.view.default]
-    assert views == []  # every view here has a grown input
+    spec = {g.id: 2.0 for g in a.growable if len(g.producers) == 1 and g.producers[0] in grow}
+    assert len(spec) == len(grow)  # the head dims, which grow alone
+    grown = grow_exactly(m, x, spec, capture="export")
+    merge = [n for n in grown.graph.nodes if n.args and isinstance(n.args[0], torch.fx.Node)
+             and n.args[0].target is torch.ops.aten.transpose.int
+             and n.args[0].args[0].target is torch.ops.aten.scaled_dot_product_attention.default]
+    assert [n.target for n in merge] == [torch.ops.aten.reshape.default]
 
 
 @pytest.mark.parametrize("capture", ["fx", "export"])
