@@ -272,7 +272,7 @@ _add("expand.default", AtenForm("expand", ("input", "size")))
 _add("repeat.default", AtenForm("repeat", ("input", "repeats")))
 _add("repeat_interleave.self_int", AtenForm(torch.repeat_interleave,
                                             ("input", "repeats", "dim")))
-_add("cat.default", AtenForm(torch.cat, ("tensors", "dim"), rename=()))
+_add("cat.default concat.default concatenate.default", AtenForm(torch.cat, ("tensors", "dim"), rename=()))
 _add("stack.default", AtenForm(torch.stack, ("tensors", "dim"), rename=()))
 _SPLIT = AtenForm(torch.split, ("input", "split_size_or_sections", "dim"),
                   rename=(("self", "input"), ("split_size", "split_size_or_sections"),
