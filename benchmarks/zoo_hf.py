@@ -16,6 +16,7 @@ and widened by zoo_common.measure in its own child process.
     python benchmarks/zoo_hf.py --only llama bert    # re-run rows in place
     python benchmarks/zoo_hf.py --update             # re-run rows an older fxgrow measured
     python benchmarks/zoo_hf.py --redo timeout,crash
+    python benchmarks/zoo_hf.py --kind causal-lm encoder   # missing rows of these families first
     python benchmarks/zoo_hf.py --report             # re-render the page from the results
     python benchmarks/zoo_hf.py --one phi3           # one model in-process (a repro), JSON row
 """
@@ -116,7 +117,7 @@ def render(rows: List[Dict[str, Any]]) -> str:
 
 SWEEP = zp.Sweep(key="model_type", section="hf", results=RESULTS, names=zoo_hf_config.model_types,
                  resolve=lambda a: [a], measure_one=measure_one, timeout=lambda n: 600.0,
-                 render=render, quick=QUICK)
+                 render=render, quick=QUICK, kind=zoo_hf_config.kind)
 
 if __name__ == "__main__":
     import transformers  # noqa: F401 - imported once, before the children fork

@@ -149,6 +149,8 @@ class Sweep:
     quick: Sequence[str]
     extra: Callable[[str], Dict[str, Any]] = lambda n: {}
     mem_gb: float = 12.0
+    #: ``kind(name)``: the family of a row, for ``--kind`` (None: the sweep has no families)
+    kind: Optional[Callable[[str], str]] = None
 
 
 def cli(sweep: Sweep, doc: str, argv: Optional[Sequence[str]] = None) -> int:
@@ -170,6 +172,8 @@ def cli(sweep: Sweep, doc: str, argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--timeout", type=float, default=None, help="seconds per model (default: by size)")
     p.add_argument("--mem-gb", type=float, default=sweep.mem_gb,
                    help="address-space limit of each model's child")
+    p.add_argument("--kind", nargs="+", default=[], metavar="KIND",
+                   help="measure only the missing rows of these families, in this order")
     p.add_argument("--one", metavar="NAME", help="measure one model in this process, print its row")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -185,7 +189,13 @@ def cli(sweep: Sweep, doc: str, argv: Optional[Sequence[str]] = None) -> int:
     every = sweep.names()
     only = [n for arg in args.only for n in sweep.resolve(arg)]
     if not args.report:
-        names = to_run(only or every, results, only=only, update=args.update,
+        pool = only or every
+        if args.kind:
+            if sweep.kind is None:
+                p.error("this sweep has no --kind")
+            fam = {n: sweep.kind(n) for n in pool}
+            pool = [n for k in args.kind for n in pool if fam[n] == k]
+        names = to_run(pool, results, only=only, update=args.update,
                        redo=[o for o in args.redo.split(",") if o])
         print(f"{len(names)} to measure ({len(results.rows)} rows already in {args.results})",
               flush=True)

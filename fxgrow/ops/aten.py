@@ -272,7 +272,7 @@ _add("expand.default", AtenForm("expand", ("input", "size")))
 _add("repeat.default", AtenForm("repeat", ("input", "repeats")))
 _add("repeat_interleave.self_int", AtenForm(torch.repeat_interleave,
                                             ("input", "repeats", "dim")))
-_add("cat.default", AtenForm(torch.cat, ("tensors", "dim"), rename=()))
+_add("cat.default concat.default concatenate.default", AtenForm(torch.cat, ("tensors", "dim"), rename=()))
 _add("stack.default", AtenForm(torch.stack, ("tensors", "dim"), rename=()))
 _SPLIT = AtenForm(torch.split, ("input", "split_size_or_sections", "dim"),
                   rename=(("self", "input"), ("split_size", "split_size_or_sections"),
@@ -298,6 +298,8 @@ BACK_TARGETS = {
 _add("mean.dim mean.default", AtenForm(torch.mean, ("input", "dim", "keepdim")))
 _add("sum.dim_IntList sum.default", AtenForm(torch.sum, ("input", "dim", "keepdim")))
 _add("amax.default", AtenForm(torch.amax, ("input", "dim", "keepdim")))
+_add("logsumexp.default", AtenForm(torch.logsumexp, ("input", "dim", "keepdim")))
+_add("nansum.default", AtenForm(torch.nansum, ("input", "dim", "keepdim")))
 _add("amin.default", AtenForm(torch.amin, ("input", "dim", "keepdim")))
 _add("var.correction var.dim", AtenForm(torch.var, ("input", "dim")))
 _add("std.correction std.dim", AtenForm(torch.std, ("input", "dim")))

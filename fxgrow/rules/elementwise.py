@@ -124,6 +124,8 @@ RULES.rule("torchvision.ops.stochastic_depth.stochastic_depth",
 RULES.rule(operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
               operator.mod, operator.neg, operator.pow, operator.iadd, operator.imul,
               operator.isub, operator.itruediv, math.sqrt,
+              # export's symbolic ints: `max(0, n - seq)` of a slice bound
+              torch.sym_max, torch.sym_min,
               # comparisons and logic: elementwise on tensors (masks), plain on ints
               operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
               operator.and_, operator.or_, operator.invert, operator.not_,

@@ -18,7 +18,7 @@ from torch import fx, nn
 from ..errors import RuleError
 from ..ir.layout import Layout, leaves
 from ..ir.roles import FIXED, GROWABLE
-from ..ir.values import TV, SizeOf, iter_sizes
+from ..ir.values import TV, SizeOf, iter_sizes, iter_tensors
 from .common import dim_index
 from .registry import RuleSet
 
@@ -77,12 +77,33 @@ def _reshape_dims(ctx, x: TV, in_shape: Sequence[int], out_shape: Sequence[int])
     return result
 
 
+def _upstream(ctx, node: Any) -> Tuple[Layout, ...]:
+    """The layouts of every tensor ``node`` is computed from, its own included:
+    while none of them grows, neither its sizes nor its strides change."""
+    seen, stack, out = set(), [node], {}
+    while stack:
+        n = stack.pop()
+        if not isinstance(n, fx.Node) or n in seen:
+            continue
+        seen.add(n)
+        for tv in iter_tensors(ctx.value(n)):
+            out.update(dict.fromkeys(tv.dims))
+        stack.extend(n.all_input_nodes)
+    return tuple(out)
+
+
 def _can_grow(ctx, layout: Layout) -> bool:
     return any(ctx.table.status(l.space) == GROWABLE for l in leaves(ctx.norm(layout)))
 
 
-def _shape_literal(ctx, entries: List[Any], dims: List[Layout], rebuild) -> None:
+def _shape_literal(ctx, entries: List[Any], dims: List[Layout], rebuild,
+                   inputs: Sequence[Layout] = ()) -> None:
     """Recompute shape entries after growth.
+
+    The rewrite also applies when one of ``inputs`` grows though no entry
+    changes (``x.view(b, s, -1)`` of a grown ``x``): an ATen view then becomes
+    a reshape, as its input's strides may have changed (see
+    :data:`fxgrow.ops.aten.VIEWS`).
 
     An entry becomes a literal when its dim changes size, or when it is read
     from a size (``x.shape[3]``) of a dim that grows: otherwise the grown
@@ -100,7 +121,7 @@ def _shape_literal(ctx, entries: List[Any], dims: List[Layout], rebuild) -> None
     if whole:  # x.view(y.size()): all or nothing
         new = [ctx.size(lay) for lay in dims]
         args, kwargs = rebuild(new)
-        ctx.rewrite(args, kwargs, when=tuple(dims) + provenance(entries[0]))
+        ctx.rewrite(args, kwargs, when=tuple(dims) + provenance(entries[0]) + tuple(inputs))
         return
     new = []
     for raw, lay in zip(entries, dims):
@@ -111,7 +132,11 @@ def _shape_literal(ctx, entries: List[Any], dims: List[Layout], rebuild) -> None
         else:
             new.append(ctx.if_grows((lay,) + provenance(raw), ctx.size(lay), raw))
     args, kwargs = rebuild(new)
-    ctx.rewrite(args, kwargs)
+    if inputs:
+        when = tuple(dims) + tuple(l for raw in entries for l in provenance(raw)) + tuple(inputs)
+        ctx.rewrite(args, kwargs, when=when)
+    else:
+        ctx.rewrite(args, kwargs)
 
 
 def _shape_entries(ctx, first: int) -> Tuple[List[Any], Any]:
@@ -146,7 +171,12 @@ def reshape(ctx) -> TV:
     dims = _reshape_dims(ctx, x, ctx.spec(ctx.arg(0, "input")).shape, ctx.out_shape)
     entries, rebuild = _shape_entries(ctx, 1)
     if len(entries) == len(dims):
-        _shape_literal(ctx, entries, dims, rebuild)
+        # a view is rewritten (an ATen view to a reshape) even when no entry
+        # changes if anything its input is computed from grows: the input's
+        # strides may then differ (attention's output is laid out like its
+        # query only while the query and value head dims agree), and a
+        # reshape gives the same values whatever they are
+        _shape_literal(ctx, entries, dims, rebuild, inputs=_upstream(ctx, ctx.arg(0, "input")))
     else:
         raise RuleError("cannot read the target shape")
     return TV(tuple(dims))
@@ -361,4 +391,7 @@ def repeat_interleave(ctx) -> TV:
     d = dim_index(d, x.ndim)
     dims = list(x.dims)
     dims[d] = ctx.prod([x.dims[d], ctx.free(r)])
+    if ctx.arg(3, "output_size", None) is not None:
+        # the length of the repeated dim, checked by the op: it grows with the dim
+        ctx.rewrite_arg(3, "output_size", ctx.size(dims[d]))
     return TV(tuple(dims))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
-__all__ = ["model_types", "choose_class", "small_config_kwargs", "small_config",
+__all__ = ["model_types", "kind", "KINDS", "choose_class", "small_config_kwargs", "small_config",
            "HIDDEN", "HEADS", "KV_HEADS", "HEAD_DIM", "INTER", "LAYERS", "VOCAB", "IMAGE"]
 
 HIDDEN = 64
@@ -76,6 +76,45 @@ def model_types() -> List[str]:
     for m in TASK_MAPPINGS:
         have |= set(_mapping(m))
     return sorted(t for t in configuration_auto.CONFIG_MAPPING_NAMES if t in have)
+
+
+#: the families of :func:`kind`, in sweep order
+KINDS = ("causal-lm", "encoder", "encoder-decoder", "vision", "audio", "multimodal", "other")
+
+_KIND_MAPPINGS = (
+    ("multimodal", ("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", "MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES",
+                    "MODEL_FOR_VISION_2_SEQ_MAPPING_NAMES", "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES")),
+    ("audio", ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_CTC_MAPPING_NAMES",
+               "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES", "MODEL_FOR_TEXT_TO_WAVEFORM_MAPPING_NAMES",
+               "MODEL_FOR_TEXT_TO_SPECTROGRAM_MAPPING_NAMES", "MODEL_FOR_AUDIO_FRAME_CLASSIFICATION_MAPPING_NAMES")),
+    ("encoder-decoder", ("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",)),
+    ("causal-lm", ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",)),
+    ("encoder", ("MODEL_FOR_MASKED_LM_MAPPING_NAMES", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+                 "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES")),
+    ("vision", ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_BACKBONE_MAPPING_NAMES",
+                "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES", "MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES",
+                "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES", "MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES")),
+)
+
+
+def kind(model_type: str) -> str:
+    """The family of a model type, one of :data:`KINDS`, from the task mappings it is in.
+
+    Checked in a fixed order, so a type in several mappings gets one family:
+    multimodal, audio, encoder-decoder (a seq2seq LM head), causal-lm (a causal
+    head but no masked-LM head), encoder (masked LM or text classification),
+    vision; ``"other"`` otherwise.  Config-free, so cheap for a whole sweep.
+
+    >>> kind("llama"), kind("bert"), kind("t5")  # doctest: +SKIP
+    ('causal-lm', 'encoder', 'encoder-decoder')
+    """
+    masked = _mapping("MODEL_FOR_MASKED_LM_MAPPING_NAMES")
+    for family, mappings in _KIND_MAPPINGS:
+        if any(model_type in _mapping(m) for m in mappings):
+            if family == "causal-lm" and model_type in masked:
+                continue  # BERT-likes merely offer a causal head
+            return family
+    return "other"
 
 
 def _class_name(entry: Any) -> str:

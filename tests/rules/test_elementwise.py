@@ -29,3 +29,25 @@ def test_constants_shaped_like_a_tensor_follow_its_layout(make):
             return self.b(F.relu(h) + make(h))
 
     grow_exactly(Const().double(), torch.randn(5, 4, dtype=torch.float64), 2.0)
+
+
+class _TrailingPositions(nn.Module):
+    """A per-position, per-feature table cut to the last ``t`` positions,
+    ``max(0, 16 - t):`` (ALiBi-style): exported, the bound is a ``sym_max`` of a size."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+        self.register_buffer("table", torch.randn(16, 4))
+
+    def forward(self, x):
+        t = x.shape[1]
+        return self.b(torch.tanh(self.a(x)) + self.table[max(0, 16 - t):])
+
+
+def test_sym_max_of_sizes_is_a_size():
+    m, x = _TrailingPositions().double(), torch.randn(2, 5, 3, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture="export")
+    assert any(n.target is torch.sym_max for n in a.graph_module.graph.nodes)
+    assert a.group("a").growable
+    grow_exactly(m, x, 2.0, capture="export")

@@ -81,3 +81,20 @@ def test_max_values_pass_and_read_indices_fix(capture):
     assert a.group("a").growable
     assert a.group("c").status == "fixed" and "positions" in a.group("c").reason
     assert_same_function(m, fxgrow.widen(a, x, {"a": 11}, verify=False), x)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_logsumexp_over_positions_passes_neurons_and_over_neurons_blocks(capture):
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    class OverPositions(Reduce):
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            return self.b(h - torch.logsumexp(h, 1, keepdim=True))
+
+    over_positions = OverPositions(None).double()
+    grown = fxgrow.widen(over_positions, x, {"a": 9}, capture=capture, verify=False)
+    assert_same_function(over_positions, grown, x)
+    over_neurons = Reduce(lambda h: torch.logsumexp(h, -1, keepdim=True)).double()
+    a = fxgrow.analyze(over_neurons, x, capture=capture)
+    assert all(g.status == "blocked" for g in a.groups_of("a"))
+    assert "counts every copy" in a.group("a").reason

@@ -196,3 +196,19 @@ def test_selecting_from_a_constant_pins_no_neuron(capture):
     a = fxgrow.analyze(m, x, capture=capture)
     assert [g.size for g in a.groups_of("a")] == [8] and a.group("a").growable
     grow_exactly(m, x, 2.0, capture=capture)
+
+
+@pytest.mark.parametrize("fn", [torch.concatenate, torch.concat])
+def test_concatenate_and_concat_are_cat(fn):
+    class C(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(3, 5), nn.Linear(9, 2)
+
+        def forward(self, x):
+            return self.c(fn([self.a(x), torch.relu(self.b(x))], dim=1))
+
+    m, x = C().double(), torch.randn(2, 3, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture="export")
+    assert a.group("a").growable and a.group("b").growable
+    grow_exactly(m, x, 1.5, capture="export")

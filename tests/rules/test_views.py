@@ -154,3 +154,55 @@ def test_reshape_as_and_expand_as_follow_the_other_tensor(capture):
     m, x = As().double(), torch.randn(2, 5, 3, dtype=torch.float64)
     assert fxgrow.analyze(m, x, capture=capture).group("a").growable
     grow_exactly(m, x, 1.5, capture=capture)
+
+
+class _HeadsAttention(nn.Module):
+    """Attention whose output is merged back with ``.contiguous().view(b, t, -1)``.
+
+    At trace time the attention output has the strides of its query (heads
+    transposed from ``(b, t, h, d)``), so export drops the ``.contiguous()``;
+    once the query/key and the value head dims differ, the output is laid out
+    ``(b, h, t, d)`` and an unchanged ``view`` of its transpose cannot run --
+    also when only the query/key head dim grew, which the view never sees.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(16, 16) for _ in range(4))
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, -1, 4).transpose(1, 2)
+        k = self.k(x).view(b, t, -1, 4).transpose(1, 2)
+        v = self.v(x).view(b, t, -1, 4).transpose(1, 2)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.o(o.transpose(1, 2).contiguous().view(b, t, -1))
+
+
+@pytest.mark.parametrize("grow", [("v",), ("q", "k")])
+def test_a_view_of_a_grown_computation_becomes_a_reshape(grow):
+    m, x = _HeadsAttention().eval(), torch.randn(2, 5, 16)
+    a = fxgrow.analyze(m, x, capture="export")
+    spec = {g.id: 2.0 for g in a.growable if len(g.producers) == 1 and g.producers[0] in grow}
+    assert len(spec) == len(grow)  # the head dims, which grow alone
+    grown = grow_exactly(m, x, spec, capture="export")
+    merge = [n for n in grown.graph.nodes if n.args and isinstance(n.args[0], torch.fx.Node)
+             and n.args[0].target is torch.ops.aten.transpose.int
+             and n.args[0].args[0].target is torch.ops.aten.scaled_dot_product_attention.default]
+    assert [n.target for n in merge] == [torch.ops.aten.reshape.default]
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_repeat_interleave_output_size_grows_with_the_dim(capture):
+    class R(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = torch.tanh(self.a(x))  # (B, T, 4) -> (B, T, 8), each neuron twice
+            return self.b(h.repeat_interleave(2, dim=-1, output_size=8))
+
+    m, x = R().double(), torch.randn(2, 5, 3, dtype=torch.float64)
+    assert fxgrow.analyze(m, x, capture=capture).group("a").growable
+    grow_exactly(m, x, 1.5, capture=capture)
