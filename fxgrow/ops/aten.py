@@ -298,6 +298,7 @@ BACK_TARGETS = {
 _add("mean.dim mean.default", AtenForm(torch.mean, ("input", "dim", "keepdim")))
 _add("sum.dim_IntList sum.default", AtenForm(torch.sum, ("input", "dim", "keepdim")))
 _add("amax.default", AtenForm(torch.amax, ("input", "dim", "keepdim")))
+_add("glu.default", AtenForm(F.glu, ("input", "dim")))
 _add("logsumexp.default", AtenForm(torch.logsumexp, ("input", "dim", "keepdim")))
 _add("nansum.default", AtenForm(torch.nansum, ("input", "dim", "keepdim")))
 _add("amin.default", AtenForm(torch.amin, ("input", "dim", "keepdim")))
