@@ -407,6 +407,18 @@ _add("linalg_vector_norm.default", AtenForm(torch.linalg.vector_norm,
                                             ("input", "ord", "dim", "keepdim")))
 
 
+def _linalg_norm_adapt(ctx, b):
+    """A vector norm over one dim, or the 2-norm of entries (``ord=None``); else a matrix norm."""
+    ord_, dim = b.get("ord"), b.get("dim")
+    dims = [dim] if isinstance(dim, int) else (list(dim) if dim is not None else None)
+    if ord_ is not None and (dims is None or len(dims) != 1):
+        raise RuleError("torch.linalg.norm with an ord over several dims: a matrix norm")
+    return (b["self"], 2 if ord_ is None else ord_, dims, b.get("keepdim", False)), {}
+
+
+_add("linalg_norm.default", AtenForm(torch.linalg.vector_norm, adapt=_linalg_norm_adapt))
+
+
 # == indexing, gathers, tensors made in forward, experts (issue #16) =======================
 # ``aten.index.Tensor(x, [i, None, j])`` is ``x[i, :, j]``: its ``None`` entries are
 # dims it does not index (not new axes, as ``None`` is in Python indexing).
