@@ -323,8 +323,8 @@ class RuleContext:
                 return None
             src = node.args[0]
             spec = self.spec(src) if isinstance(src, fx.Node) else None
-            if not isinstance(spec, TensorSpec):
-                return None
+            if not isinstance(spec, TensorSpec) or not spec.shape:
+                return None  # not a tensor, or a 0-d one (a scale): nothing is transposed
             dim = _input_dim(node, dim % len(spec.shape), len(spec.shape))
             if dim is None:
                 return None

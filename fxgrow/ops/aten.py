@@ -298,6 +298,7 @@ BACK_TARGETS = {
 _add("mean.dim mean.default", AtenForm(torch.mean, ("input", "dim", "keepdim")))
 _add("sum.dim_IntList sum.default", AtenForm(torch.sum, ("input", "dim", "keepdim")))
 _add("amax.default", AtenForm(torch.amax, ("input", "dim", "keepdim")))
+_add("glu.default", AtenForm(F.glu, ("input", "dim")))
 _add("logsumexp.default", AtenForm(torch.logsumexp, ("input", "dim", "keepdim")))
 _add("nansum.default", AtenForm(torch.nansum, ("input", "dim", "keepdim")))
 _add("amin.default", AtenForm(torch.amin, ("input", "dim", "keepdim")))
@@ -404,6 +405,18 @@ _add("col2im.default", AtenForm(F.fold, ("input", "output_size", "kernel_size", 
 _add("unfold.default", AtenForm("unfold", ("input", "dimension", "size", "step")))
 _add("linalg_vector_norm.default", AtenForm(torch.linalg.vector_norm,
                                             ("input", "ord", "dim", "keepdim")))
+
+
+def _linalg_norm_adapt(ctx, b):
+    """A vector norm over one dim, or the 2-norm of entries (``ord=None``); else a matrix norm."""
+    ord_, dim = b.get("ord"), b.get("dim")
+    dims = [dim] if isinstance(dim, int) else (list(dim) if dim is not None else None)
+    if ord_ is not None and (dims is None or len(dims) != 1):
+        raise RuleError("torch.linalg.norm with an ord over several dims: a matrix norm")
+    return (b["self"], 2 if ord_ is None else ord_, dims, b.get("keepdim", False)), {}
+
+
+_add("linalg_norm.default", AtenForm(torch.linalg.vector_norm, adapt=_linalg_norm_adapt))
 
 
 # == indexing, gathers, tensors made in forward, experts (issue #16) =======================

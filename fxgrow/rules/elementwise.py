@@ -21,10 +21,10 @@ from torch import fx, nn
 from ..errors import RuleError
 from ..ir.roles import PASS
 from ..ir.values import TV, SizeOf, iter_sizes
-from .common import broadcast
+from .common import broadcast, dim_index
 from .registry import RuleSet
 
-__all__ = ["RULES", "elementwise", "same_as_input", "arithmetic"]
+__all__ = ["RULES", "elementwise", "same_as_input", "arithmetic", "glu"]
 
 RULES = RuleSet()
 
@@ -177,3 +177,23 @@ def prelu(ctx) -> TV:
         ctx.unify(ctx.param("weight", 0, PASS), out.dims[1])
         ctx.module_attr("num_parameters", ctx.size(out.dims[1]))
     return out
+
+
+@RULES.rule(F.glu, nn.GLU)
+def glu(ctx) -> TV:
+    """``glu(x, dim)``: ``a * sigmoid(b)`` of the two halves of ``dim``.
+
+    The halves are multiplied neuron by neuron, so they are one space (like
+    ``chunk(2)`` then a product): grown alike, they stay halves of the grown
+    dim, and each output neuron's copies are products of copies.
+    """
+    x = ctx.tensor(ctx.arg(0, "input"))
+    d = dim_index(ctx.module.dim if ctx.module is not None else ctx.arg(1, "dim", -1), x.ndim)
+    n = ctx.spec(ctx.arg(0, "input")).shape[d]
+    if n % 2:
+        raise RuleError("glu of an odd-sized dimension")
+    a, b = ctx.split_at(x.dims[d], [n // 2])
+    ctx.unify(a, b)
+    dims = list(x.dims)
+    dims[d] = a
+    return TV(tuple(dims))

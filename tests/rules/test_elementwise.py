@@ -51,3 +51,23 @@ def test_sym_max_of_sizes_is_a_size():
     assert any(n.target is torch.sym_max for n in a.graph_module.graph.nodes)
     assert a.group("a").growable
     grow_exactly(m, x, 2.0, capture="export")
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("how", ["function", "module"])
+def test_glu_halves_grow_alike(how, capture):
+    class G(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 8), nn.Linear(4, 2)
+            self.glu = nn.GLU(dim=-1)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(F.glu(h, -1) if how == "function" else self.glu(h))
+
+    m, x = G().double(), torch.randn(2, 5, 3, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert [g.size for g in a.groups_of("a") if g.growable] == [4]  # a half, both halves
+    grow_exactly(m, x, 1.5, capture=capture)
+    grow_exactly(m, x, {"a": 7}, capture=capture)

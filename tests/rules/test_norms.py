@@ -230,3 +230,28 @@ def test_standardised_conv_weights_block_both_sides(conv):
     for g in [a.group("0")] + [g for g in a.groups_of("2") if g.size == 8]:
         assert "computed in the graph" in g.reason and "(node `" in g.reason
     assert exact_or_refused(m, x, 2.0) is not None
+
+
+@pytest.mark.parametrize("ord_", [None, 2, float("inf")])
+def test_linalg_norm_over_positions_passes_neurons_and_over_neurons_mixes(ord_):
+    class N(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.dim = dim
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))  # (B, T, 4)
+            return self.b(h / (1 + torch.linalg.norm(h, ord_, dim=self.dim, keepdim=True)))
+
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    over_positions = N(1).double()
+    a = fxgrow.analyze(over_positions, x, capture="export")
+    assert any(n.target is torch.ops.aten.linalg_norm.default for n in a.graph_module.graph.nodes)
+    assert a.group("a").growable
+    grow_exactly(over_positions, x, 2.0, capture="export")
+    over_neurons = N(-1).double()
+    if ord_ == float("inf"):  # a maximum over copies is unchanged
+        grow_exactly(over_neurons, x, 2.0, capture="export")
+    else:
+        assert "counts every copy" in blocked(over_neurons, x, "a", capture="export")
