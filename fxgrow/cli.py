@@ -39,7 +39,7 @@ import torch
 
 from fxgrow import checks, meta
 from fxgrow.errors import FxGrowError, SpecError
-from fxgrow.widen.apply import INITS
+from fxgrow.widen.apply import EXACT, INITS
 
 __all__ = ["main", "build_parser", "load_model", "ModelSpecError"]
 
@@ -306,16 +306,20 @@ def _widen(args: argparse.Namespace) -> int:
     if report is not None:
         print(report)
     if args.output:
-        try:
-            torch.save(grown, args.output)
-        except (OSError, RuntimeError) as e:  # torch.save wraps some OSErrors
-            raise OSError(f"cannot write {args.output!r}: {e}") from e
+        _save(grown, args.output)
         print(f"saved the grown model to {args.output} (load it with torch.load(path, "
               "weights_only=False))")
     if args.draw:
         analysis.draw(args.draw, plan=plan)
         print(f"wrote {args.draw}")
     return 0 if report is None or report.ok else 1
+
+
+def _save(obj: Any, path: str) -> None:
+    try:
+        torch.save(obj, path)
+    except (OSError, RuntimeError) as e:  # torch.save wraps some OSErrors
+        raise OSError(f"cannot write {path!r}: {e}") from e
 
 
 def _grow_into(args: argparse.Namespace) -> int:
@@ -339,15 +343,11 @@ def _grow_into(args: argparse.Namespace) -> int:
     before = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in target.parameters())
     print(f"grew {args.model} ({before:,} parameters) into {args.target} ({after:,})")
-    report = fxgrow.verify(model, target.eval(), x) if args.init in ("net2net", "split",
-                                                                      "zero_out") else None
+    report = fxgrow.verify(model, target.eval(), x) if args.init in EXACT else None
     if report is not None:
         print(report)
     if args.output:
-        try:
-            torch.save(target.state_dict(), args.output)
-        except (OSError, RuntimeError) as e:
-            raise OSError(f"cannot write {args.output!r}: {e}") from e
+        _save(target.state_dict(), args.output)
         print(f"saved the target's state_dict to {args.output}")
     return 0 if report is None or report.ok else 1
 

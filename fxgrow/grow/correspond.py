@@ -34,6 +34,7 @@ import torch
 from torch import fx, nn
 
 from .. import meta
+from ..ops.access import attr_by_name
 from ..errors import TargetMismatchError
 
 __all__ = ["correspond"]
@@ -101,7 +102,7 @@ class _Pairing:
         self.tensors: Dict[str, str] = {}
 
     def attr(self, t: fx.Node, g: fx.Node) -> None:
-        tt, gt = _tensor(self.target, str(t.target)), _tensor(self.grown, str(g.target))
+        tt, gt = attr_by_name(self.target, str(t.target)), attr_by_name(self.grown, str(g.target))
         if isinstance(tt, torch.Tensor) and isinstance(gt, torch.Tensor):
             if tt.shape != gt.shape:
                 raise _Mismatch(f"tensor {t.target!r} has shape {tuple(tt.shape)}, the grown "
@@ -188,13 +189,6 @@ def _split_form(node: fx.Node, shapes: bool) -> Optional[Tuple[Any, List[int], i
     if not isinstance(size, (list, tuple)):
         return None
     return x, list(size), dim
-
-
-def _tensor(root: nn.Module, name: str) -> Any:
-    obj: Any = root
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _slice_form(node: fx.Node, length: int) -> Optional[Tuple[Any, int, int, int, int]]:

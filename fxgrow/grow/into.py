@@ -19,7 +19,7 @@ The steps, each a pass of its own:
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ from torch import nn
 from .. import checks, meta
 from ..capture import ExampleInput
 from ..capture.runner import preserved
+from ..ops.access import attr_by_name
 from ..errors import TargetMismatchError, VerificationError
 from ..optim import register_growth
 from ..verify import Report, verify as _verify
@@ -136,13 +137,6 @@ def _check(source, target, example_input, trials, rtol, seed) -> Report:
         return _verify(source, target, example_input, trials=trials, rtol=rtol, seed=seed)
 
 
-def _lookup(root: nn.Module, name: str) -> Any:
-    obj: Any = root
-    for part in name.split("."):
-        obj = getattr(obj, part, None)
-    return obj
-
-
 @torch.no_grad()
 def _write(source: nn.Module, target: nn.Module, prep: Prepared) -> None:
     """Every target tensor gets its grown tensor; new blocks keep their own init, with
@@ -156,7 +150,7 @@ def _write(source: nn.Module, target: nn.Module, prep: Prepared) -> None:
         if kind == "keep":
             continue
         value = (torch.zeros_like(t) if kind == "zero" else
-                 src[other] if kind == "source" else _lookup(prep.grown, other))
+                 src[other] if kind == "source" else attr_by_name(prep.grown, other))
         if not isinstance(value, torch.Tensor) or value.shape != t.shape:
             raise TargetMismatchError(
                 f"target tensor {name!r} has shape {tuple(t.shape)}, its grown tensor "

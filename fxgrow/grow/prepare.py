@@ -22,6 +22,7 @@ from ..analysis.result import Analysis
 from ..api import analyze
 from ..capture import ExampleInput
 from ..capture.runner import preserved
+from ..ops.access import attr_by_name
 from ..errors import (ExampleInputError, GrowthWarning, SpecError, TargetMismatchError,
                       UnknownInitError)
 from ..widen import INITS, GrowthPlan, apply_plan, plan_widening
@@ -82,7 +83,7 @@ def assignments(prep: Prepared, target: Mapping[str, torch.Tensor],
         if read:
             grown = {prep.pairs[a] for a in read}
             # several names of one grown tensor (tied in the source too) are one source
-            if len({id(_get(prep.grown, g)) for g in grown}) > 1:
+            if len({id(attr_by_name(prep.grown, g)) for g in grown}) > 1:
                 raise TargetMismatchError(
                     f"target tensors {sorted(read)} are one tensor (tied) but the graph reads "
                     f"them as different source tensors {sorted(grown)}: tie them in the source "
@@ -103,13 +104,6 @@ def assignments(prep: Prepared, target: Mapping[str, torch.Tensor],
                     + ("" if src is not None else " (it lies in no new block proved the identity)"))
             out[name] = ("source", src)
     return out
-
-
-def _get(root: nn.Module, name: str):
-    obj = root
-    for part in name.split("."):
-        obj = getattr(obj, part, None)
-    return obj
 
 
 def tensors(model: nn.Module) -> Dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import RuleError
 
-__all__ = ["MISSING", "node_arg", "with_arg", "tensor_by_name", "owner_of"]
+__all__ = ["MISSING", "node_arg", "with_arg", "tensor_by_name", "attr_by_name", "owner_of"]
 
 #: ``node_arg``'s default: the argument is required
 MISSING = object()
@@ -60,6 +60,11 @@ def owner_of(root: nn.Module, qualname: str) -> Tuple[nn.Module, str]:
         return (root.get_submodule(path) if path else root), name
     except AttributeError as e:
         raise RuleError(f"no module `{path}` holds `{qualname}`") from e
+
+
+def attr_by_name(root: nn.Module, qualname: str) -> Any:
+    """Whatever ``qualname`` (a ``get_attr`` target) names: a tensor, a subgraph, a constant."""
+    return getattr(*owner_of(root, qualname))
 
 
 def tensor_by_name(root: nn.Module, qualname: str) -> torch.Tensor:
