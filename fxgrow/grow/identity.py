@@ -192,7 +192,9 @@ class _Prover:
             bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
             return self._all(weight, bias)
         if name in NORMS:
-            w, b = NORMS[name]
+            # F.batch_norm(input, running_mean, running_var, weight, bias) puts the affine
+            # after the statistics; aten's batch_norm (and the NORMS table) puts it first
+            w, b = (3, 4) if node.target is F.batch_norm else NORMS[name]
             weight = node.args[w] if len(node.args) > w else node.kwargs.get("weight")
             bias = node.args[b] if len(node.args) > b else node.kwargs.get("bias")
             if weight is None:  # no gain to zero: the normalised value is not 0
@@ -221,13 +223,19 @@ class _Prover:
             d = node.args[1]
             ok = isinstance(d, (int, float)) and not isinstance(d, bool) and d != 0
             return self.zero(node.args[0]) if ok else None
-        if name in SUMS | DIFFS | {"cat", "stack"}:
-            flat = []
-            for a in node.args:
-                flat.extend(a if isinstance(a, (list, tuple)) else [a])
-            return self._all(*[a for a in flat if isinstance(a, fx.Node)])
+        if name in SUMS | DIFFS:
+            # every term must be zero, constants included: ``1 + w`` (a zero-centred norm
+            # gain, as in Gemma's and Qwen3-Next's RMSNorm) is 1, not 0, when w is zeroed
+            return self._all(*node.args[:2])
+        if name in ("cat", "stack"):
+            parts = node.args[0] if node.args else node.kwargs.get("tensors", ())
+            return self._all(*parts) if isinstance(parts, (list, tuple)) else None
         if name in KEEP_ZERO and node.args:
-            return self.zero(node.args[0])
+            src = node.args[0]
+            if name == "getitem" and isinstance(src, fx.Node) and src.op != "call_module" \
+                    and op_name(src.target) in NORMS and node.args[1] != 0:
+                return None  # a native norm's other outputs are its statistics, not 0
+            return self.zero(src)
         return None
 
     def _activation(self, node: fx.Node) -> Optional[Tuple[str, str]]:

@@ -220,3 +220,64 @@ def test_a_block_writing_into_its_input_is_refused():
     gm = fxgrow.analyze(net, torch.randn(2, 3)).graph_module
     with pytest.raises(NotIdentityError, match="in place"):
         prove_identity(gm, "1", lambda t: t.startswith("1."))
+
+
+class ZeroCentredNorm(nn.Module):
+    """RMSNorm whose gain is ``1 + w`` (Gemma, Qwen3-Next): w = 0 is the unit gain."""
+
+    def __init__(self, n, shift=1.0, sign=1):
+        super().__init__()
+        self.weight, self.shift, self.sign = nn.Parameter(torch.randn(n)), shift, sign
+
+    def forward(self, x):
+        normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+        gain = self.shift + self.weight if self.sign > 0 else self.shift - self.weight
+        return normed * gain
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_a_zero_centred_gain_is_not_zeroed_by_zeroing_its_weight(sign):
+    # x + norm(x) * (1 ± w): with w = 0 the branch is norm(x), not 0
+    with pytest.raises(NotIdentityError, match="sum"):
+        _prove(Residual(ZeroCentredNorm(4, sign=sign)))
+
+
+def test_a_layer_after_a_zero_centred_norm_is_what_gets_zeroed():
+    proof = _prove(Residual(nn.Sequential(ZeroCentredNorm(4), nn.Linear(4, 4))))
+    assert proof.zeroed == {"1.branch.1.weight", "1.branch.1.bias"}
+
+
+def test_a_gain_shifted_by_zero_is_still_zeroed_with_its_weight():
+    proof = _prove(Residual(ZeroCentredNorm(4, shift=0.0)))
+    assert proof.zeroed == {"1.branch.weight"}
+
+
+def test_functional_batch_norm_is_zeroed_through_its_affine_not_its_statistics():
+    import torch.nn.functional as F
+
+    class FunctionalBN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.randn(4))
+            self.register_buffer("var", torch.rand(4) + 0.5)
+            self.weight, self.bias = nn.Parameter(torch.randn(4)), nn.Parameter(torch.randn(4))
+
+        def forward(self, x):
+            return F.batch_norm(x, self.mean, self.var, self.weight, self.bias)
+    proof = _prove(Residual(FunctionalBN()))
+    assert proof.zeroed == {"1.branch.weight", "1.branch.bias"}
+
+
+def test_functional_batch_norm_without_affine_is_refused():
+    import torch.nn.functional as F
+
+    class Stats(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.randn(4))
+            self.register_buffer("var", torch.rand(4) + 0.5)
+
+        def forward(self, x):
+            return F.batch_norm(x, self.mean, self.var)
+    with pytest.raises(NotIdentityError):
+        _prove(Residual(Stats()))
