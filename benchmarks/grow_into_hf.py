@@ -13,7 +13,7 @@ non-fxgrow exception: a bug), ``skip`` (the small or big config does not build o
     python benchmarks/grow_into_hf.py llama gpt2      # some types
     python benchmarks/grow_into_hf.py --md out.md
 
-Each type runs in a child process (a crash or a hang stays there; 300 s limit).
+Each type runs in a child process (a crash or a hang stays there; ``--timeout``, 300 s).
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def main() -> None:
     p.add_argument("types", nargs="*")
     p.add_argument("--md", help="write the markdown table here")
     p.add_argument("--json", help="write the rows here (JSON lines)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds per type (default 300)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -110,12 +111,12 @@ def main() -> None:
     for t in args.types or causal_lm_types():
         try:
             out = subprocess.run([sys.executable, __file__, "--child", t], capture_output=True,
-                                 text=True, timeout=300)
+                                 text=True, timeout=args.timeout)
             line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
             row = json.loads(line) if line.startswith("{") else {
                 "type": t, "outcome": "crash", "why": (out.stderr.strip().splitlines() or ["?"])[-1][:300]}
         except subprocess.TimeoutExpired:
-            row = {"type": t, "outcome": "crash", "why": "timeout (300 s)"}
+            row = {"type": t, "outcome": "crash", "why": f"timeout ({args.timeout:.0f} s)"}
         rows.append(row)
         print(f"{row['type']}: {row['outcome']} {row.get('err', '')} {row.get('why', '')[:160]}",
               flush=True)

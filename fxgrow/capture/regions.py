@@ -44,18 +44,21 @@ def recording(tracer: fx.Tracer) -> Iterator[None]:
     patched: List[Any] = []
     stack: List[Any] = []
 
+    def node(target, args):  # (the tracer tags it with the module stack it is in)
+        return tracer.create_node("call_function", target, args, {})
+
     def patch(cls, mode_of):
         enter, exit_ = cls.__enter__, cls.__exit__
 
         def __enter__(self):
-            prev = tracer.create_node("call_function", torch.is_grad_enabled, (), {})
-            tracer.create_node("call_function", _SET_GRAD, (mode_of(self),), {})
+            prev = node(torch.is_grad_enabled, ())
+            node(_SET_GRAD, (mode_of(self),))
             stack.append(prev)
             return enter(self)
 
         def __exit__(self, *exc):
             if stack:
-                tracer.create_node("call_function", _SET_GRAD, (stack.pop(),), {})
+                node(_SET_GRAD, (stack.pop(),))
             return exit_(self, *exc)
         patched.append((cls, enter, exit_))
         cls.__enter__, cls.__exit__ = __enter__, __exit__
@@ -67,14 +70,13 @@ def recording(tracer: fx.Tracer) -> Iterator[None]:
     contexts: List[Any] = []
 
     def ac_enter(self):
-        contexts.append(tracer.create_node(
-            "call_function", autocast_mode._enter_autocast,
-            (self.device, self.fast_dtype, self._enabled, self._cache_enabled), {}))
+        contexts.append(node(autocast_mode._enter_autocast,
+                             (self.device, self.fast_dtype, self._enabled, self._cache_enabled)))
         return a_enter(self)
 
     def ac_exit(self, *exc):
         if contexts:
-            tracer.create_node("call_function", autocast_mode._exit_autocast, (contexts.pop(),), {})
+            node(autocast_mode._exit_autocast, (contexts.pop(),))
         return a_exit(self, *exc)
     autocast_mode.autocast.__enter__, autocast_mode.autocast.__exit__ = ac_enter, ac_exit
     try:
@@ -102,12 +104,19 @@ def inline_regions(gm: fx.GraphModule) -> int:
         body_at = 1 if node.target is grad_hop else 4
         body = gm.get_submodule(node.args[body_at].target)
         graph = gm.graph
+        stack = node.meta.get("nn_module_stack")
+
+        def call(target, args):  # enter/exit belong to the module the region is in
+            n = graph.call_function(target, args)
+            if stack:
+                n.meta["nn_module_stack"] = dict(stack)
+            return n
         with graph.inserting_before(node):
             if node.target is grad_hop:
-                prev = graph.call_function(torch.is_grad_enabled, ())
-                graph.call_function(_SET_GRAD, (node.args[0],))
+                prev = call(torch.is_grad_enabled, ())
+                call(_SET_GRAD, (node.args[0],))
             else:
-                ctx = graph.call_function(autocast_mode._enter_autocast, tuple(node.args[:4]))
+                ctx = call(autocast_mode._enter_autocast, tuple(node.args[:4]))
             env: Dict[fx.Node, Any] = {}
             args = iter(node.args[body_at + 1:])
             outputs: Any = None
@@ -123,9 +132,9 @@ def inline_regions(gm: fx.GraphModule) -> int:
                 else:
                     env[n] = graph.node_copy(n, lambda a: env[a])
             if node.target is grad_hop:
-                graph.call_function(_SET_GRAD, (prev,))
+                call(_SET_GRAD, (prev,))
             else:
-                graph.call_function(autocast_mode._exit_autocast, (ctx,))
+                call(autocast_mode._exit_autocast, (ctx,))
         outs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
         for user in list(node.users):
             if user.op == "call_function" and user.target is operator.getitem:

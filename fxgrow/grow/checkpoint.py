@@ -162,7 +162,8 @@ def grow_checkpoint(
     -------
     dict
         For each written tensor, where it came from: ``("grown", source tensor)``,
-        ``("source", source tensor)``, ``("zero", None)`` or ``("keep", None)``
+        ``("source", source tensor)``, ``("zero", None)``, ``("one", None)`` or
+        ``("keep", None)``
         (a new block's tensor as the target's code initialises it).
 
     Examples
@@ -231,6 +232,8 @@ def grow_checkpoint(
             shape, dtype = layout[name]
             if kind == "zero":
                 value = torch.zeros(shape, dtype=dtype)
+            elif kind == "one":
+                value = torch.ones(shape, dtype=dtype)
             elif kind == "keep":
                 value = fresh[name]
                 if value.is_floating_point() and torch.isnan(value).any():

@@ -11,6 +11,8 @@ graph: the proof walks back from each of the block's outputs through
 
 * residual sums ``a + b`` / ``a - b`` (one side the identity, the other zero),
 * value-preserving steps (``clone``, ``contiguous``, a cast to the same dtype),
+* gains the block owns on the path passed through (``s * x``, ``x *= s``), which are
+  set to 1 (``1 · x = x``),
 
 and proves a branch zero through
 
@@ -58,6 +60,7 @@ import torch.nn.functional as F
 
 from .. import meta
 from ..errors import NotIdentityError
+from ..ops.access import attr_by_name
 from ..ops.kinds import IDEMPOTENT_ACTIVATIONS
 from .vocabulary import (CASTS, DIFFS, IDEMPOTENT, KEEP_VALUE, KEEP_ZERO, LINEAR, NORMS,
                          PRODUCTS, QUOTIENTS, RESHAPES, SUMS, WRITES, ZEROS, describe,
@@ -77,6 +80,8 @@ class IdentityProof:
     nodes: FrozenSet[str]  # the block's nodes
     #: sums outside the block that add its (zero) output to their other operand
     sums: FrozenSet[str] = frozenset()
+    #: the block's gains on the path passed through (``s * x``), set to 1
+    ones: FrozenSet[str] = frozenset()
 
 
 def _paths(node: fx.Node) -> List[str]:
@@ -250,21 +255,42 @@ class _Prover:
             return op_name(node.target), repr(extra)
         return None
 
+    def _gain(self, node: fx.Node) -> Optional[Tuple[fx.Node, str]]:
+        """``(x, s)`` for ``x * s`` (or ``s * x``, in place too) where ``s`` is one of the
+        block's own floating tensors and broadcasting does not widen ``x``: with s = 1
+        it is ``x`` exactly (Doge's ``input_residual * residual``, Gemma-4's
+        ``hidden *= layer_scalar``)."""
+        if op_name(node.target) not in ("mul", "imul") or len(node.args) != 2 or node.kwargs:
+            return None
+        for x, s in (node.args, node.args[::-1]):
+            if isinstance(x, fx.Node) and isinstance(s, fx.Node) and s.op == "get_attr" \
+                    and x.op != "get_attr" and shape_of(x) is not None \
+                    and shape_of(x) == shape_of(node) and dtype_of(x) == dtype_of(node):
+                t = attr_by_name(self.gm, str(s.target))
+                if isinstance(t, torch.Tensor) and t.is_floating_point() \
+                        and self.zeroable(str(s.target)):
+                    return x, str(s.target)
+        return None
+
     # -- a value equal to one the block received -------------------------------------------
-    def identity(self, node) -> Optional[Tuple[fx.Node, FrozenSet[str]]]:
-        """``(x, zeroed)``: ``node``'s value is the block's input ``x``, reshaped to
+    def identity(self, node, through: Optional[fx.Node] = None
+                 ) -> Optional[Tuple[fx.Node, FrozenSet[str], FrozenSet[str]]]:
+        """``(x, zeroed, ones)``: ``node``'s value is the block's input ``x``, reshaped to
         ``node``'s shape (the caller checks the shapes agree where it matters), once the
-        tensors ``zeroed`` are 0; None (and a reason in ``why``) if not provable."""
+        tensors ``zeroed`` are 0 and the gains ``ones`` are 1; None (and a reason in
+        ``why``) if not provable.  ``through``: an in-place ``x *= s`` reached from, whose
+        write into ``x`` is the step being proved (a no-op once s = 1)."""
         if not isinstance(node, fx.Node):
             self.why.append(f"{node!r} is a constant")
             return None
-        mutated = next((u for u in writes_into(node) if u in self.nodes), None)
+        mutated = next((u for u in writes_into(node) if u in self.nodes and u is not through),
+                       None)
         if mutated is not None:
             self.why.append(f"{describe(mutated, self.gm)} writes in place into `{node.name}`, "
                             "which the block passes through")
             return None
         if node not in self.nodes:
-            return node, frozenset()
+            return node, frozenset(), frozenset()
         if node.op == "call_module" and module_kind(self.gm, node) == "keep_value":
             return self.identity(node.args[0])
         act = self._activation(node)
@@ -291,7 +317,7 @@ class _Prover:
                         continue  # (a zero broadcast wider would copy the input)
                     inner = self.identity(keep)
                     if inner is not None:
-                        return inner[0], inner[1] | z
+                        return inner[0], inner[1] | z, inner[2]
                 stop = next((n for n in self.not_zero if n in (a, b) or n in self.nodes), None)
                 self.why.append(
                     f"the sum {describe(node)} has no side that can be zeroed while the "
@@ -305,6 +331,13 @@ class _Prover:
                 and dtype_of(node) == dtype_of(node.args[0]) is not None)
             if same and node.args:
                 return self.identity(node.args[0])
+            gain = self._gain(node)
+            if gain is not None:
+                x, s = gain
+                inner = self.identity(x, through=node if mutates(node, x) else None)
+                if inner is not None:
+                    return inner[0], inner[1], inner[2] | {s}
+                return None
         self.why.append(f"its output passes through {describe(node, self.gm)}, which is not a residual "
                         "sum x + f(x) with a branch that can be zeroed")
         return None
@@ -332,6 +365,7 @@ def prove_identity(gm: fx.GraphModule, root: str, zeroable: Callable[[str], bool
     nodes = region(gm, root)
     prover = _Prover(gm, nodes, zeroable)
     zeroed: FrozenSet[str] = frozenset()
+    ones: FrozenSet[str] = frozenset()
     passes: Dict[str, str] = {}
     sums: Set[str] = set()
     for node in gm.graph.nodes:
@@ -357,12 +391,17 @@ def prove_identity(gm: fx.GraphModule, root: str, zeroable: Callable[[str], bool
                 sums.add(total.name)
             zeroed |= z
             continue
-        source, z = proof
+        source, z, o = proof
         _same_kind(root, node, source)
         passes[node.name] = source.name
-        zeroed |= z
+        zeroed, ones = zeroed | z, ones | o
+    both = sorted(zeroed & ones)
+    if both:  # one tensor cannot be 0 for one path and 1 for another
+        raise NotIdentityError(
+            f"new module {root!r} cannot start as the identity: {both[0]!r} would have to be "
+            "0 (to zero a branch) and 1 (as the gain on the path passed through)")
     return IdentityProof(root, zeroed, passes, frozenset(n.name for n in nodes),
-                         frozenset(sums))
+                         frozenset(sums), ones)
 
 
 def _same_kind(root: str, node: fx.Node, source: fx.Node) -> None:

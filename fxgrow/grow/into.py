@@ -149,8 +149,8 @@ def _write(source: nn.Module, target: nn.Module, prep: Prepared) -> None:
         t = tgt[name]
         if kind == "keep":
             continue
-        value = (torch.zeros_like(t) if kind == "zero" else
-                 src[other] if kind == "source" else attr_by_name(prep.grown, other))
+        value = (torch.zeros_like(t) if kind == "zero" else torch.ones_like(t) if kind == "one"
+                 else src[other] if kind == "source" else attr_by_name(prep.grown, other))
         if not isinstance(value, torch.Tensor) or value.shape != t.shape:
             raise TargetMismatchError(
                 f"target tensor {name!r} has shape {tuple(t.shape)}, its grown tensor "

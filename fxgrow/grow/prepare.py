@@ -51,6 +51,10 @@ class Prepared:
         return frozenset().union(*(p.zeroed for p in self.proofs))
 
     @property
+    def ones(self) -> FrozenSet[str]:
+        return frozenset().union(*(p.ones for p in self.proofs))
+
+    @property
     def new_roots(self) -> List[str]:
         return [p.module for p in self.proofs]
 
@@ -62,7 +66,8 @@ def assignments(prep: Prepared, target: Mapping[str, torch.Tensor],
                 source: Mapping[str, Tuple[int, ...]]) -> Dict[str, Tuple[str, Optional[str]]]:
     """What each target tensor receives, as data: ``("grown", name)`` the grown graph's
     tensor, ``("source", name)`` a source tensor the graph does not read (unchanged),
-    ``("zero", None)`` a new block's zeroed tensor, ``("keep", None)`` a new block's
+    ``("zero", None)`` a new block's zeroed tensor, ``("one", None)`` a gain of a new
+    block on the path it passes through, set to 1, ``("keep", None)`` a new block's
     other tensors (the target's own initialisation).
 
     ``target``: the target's tensors by every name; ``source``: the source's shapes.
@@ -77,7 +82,7 @@ def assignments(prep: Prepared, target: Mapping[str, torch.Tensor],
     for name, t in target.items():
         aliases.setdefault(id(t), []).append(name)
     out: Dict[str, Tuple[str, Optional[str]]] = {}
-    zeroed = prep.zeroed
+    zeroed, ones = prep.zeroed, prep.ones
     for name, t in target.items():
         read = [a for a in aliases[id(t)] if a in prep.pairs]
         if read:
@@ -91,6 +96,8 @@ def assignments(prep: Prepared, target: Mapping[str, torch.Tensor],
             out[name] = ("grown", prep.pairs[read[0]])
         elif name in zeroed:
             out[name] = ("zero", None)
+        elif name in ones:
+            out[name] = ("one", None)
         elif prep.in_new_block(name):
             out[name] = ("keep", None)
         else:

@@ -35,3 +35,27 @@ def test_no_grad_regions_are_kept(capture):
             grown(x)
         assert not torch.is_grad_enabled()  # the caller's mode is restored after
     assert torch.is_grad_enabled()
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        with torch.autocast("cpu", enabled=False):
+            return x + self.fc(x)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_region_nodes_belong_to_the_module_that_opens_them(capture):
+    import fxgrow
+    from torch.amp import autocast_mode
+    m = nn.Sequential(nn.Linear(3, 4), Block(), nn.Linear(4, 2))
+    gm = fxgrow.analyze(m, torch.randn(2, 3), capture=capture).graph_module
+    marks = [n for n in gm.graph.nodes if n.target in (
+        autocast_mode._enter_autocast, autocast_mode._exit_autocast)]
+    assert len(marks) == 2
+    for n in marks:  # so a pass that takes module "1" apart (grow_into's new blocks) takes them
+        paths = [v[0] if isinstance(v, tuple) else v for v in n.meta["nn_module_stack"].values()]
+        assert "1" in paths

@@ -281,3 +281,54 @@ def test_functional_batch_norm_without_affine_is_refused():
             return F.batch_norm(x, self.mean, self.var)
     with pytest.raises(NotIdentityError):
         _prove(Residual(Stats()))
+
+
+class GatedResidual(nn.Module):
+    """``s * x + f(x)`` (Doge) and ``h *= scalar`` (Gemma-4): gains the block owns."""
+
+    def __init__(self, inplace=False, shape=(4,)):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.gain = nn.Parameter(torch.randn(shape))
+        self.inplace = inplace
+
+    def forward(self, x):
+        if self.inplace:
+            h = x + self.fc(x)
+            h *= self.gain
+            return h
+        return self.gain * x + self.fc(x)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_gain_on_the_passed_through_path_is_set_to_one(inplace, capture):
+    block = GatedResidual(inplace)
+    net = nn.Sequential(nn.Linear(3, 4), block, nn.Linear(4, 2))
+    gm = fxgrow.analyze(net, torch.randn(2, 3), capture=capture).graph_module
+    proof = prove_identity(gm, "1", lambda t: t.startswith("1."))
+    assert proof.ones == {"1.gain"} and proof.zeroed == {"1.fc.weight", "1.fc.bias"}
+    with torch.no_grad():  # the claim, checked on values
+        net[1].gain.fill_(1.0)
+        net[1].fc.weight.zero_()
+        net[1].fc.bias.zero_()
+        h = torch.randn(5, 4)
+        assert torch.equal(block(h), h)
+
+
+def test_a_gain_that_widens_the_value_is_refused():
+    # x of shape (.., 4) times a (3, 4) gain is a (3, .., 4) tensor, not x
+    with pytest.raises(NotIdentityError):
+        _prove(GatedResidual(shape=(5, 1, 4)), torch.randn(2, 3))
+
+
+def test_a_tensor_needed_both_zero_and_one_is_refused():
+    class Both(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.s = nn.Parameter(torch.randn(4))
+
+        def forward(self, x):
+            return self.s * x + self.s * torch.tanh(x)
+    with pytest.raises(NotIdentityError, match="0 .* and 1"):
+        _prove(Both())

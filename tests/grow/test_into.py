@@ -77,6 +77,48 @@ def test_deeper_and_wider_new_blocks_start_as_the_identity():
     assert_same_function(src, tgt.eval(), torch.randn(7, 5))
 
 
+class CastBlock(Block):
+    """The block's branch in a no-autocast region (as HF rotary embeddings and norms are)."""
+
+    def forward(self, x):
+        with torch.autocast("cpu", enabled=False):
+            return super().forward(x)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_new_blocks_holding_autocast_regions_start_as_the_identity(capture):
+    def net(depth):
+        m = Net(depth=depth)
+        m.blocks = nn.Sequential(*[CastBlock(8, 16) for _ in range(depth)])
+        return m
+    src, x = _trained(net(2)), torch.randn(4, 5)
+    tgt = _grow(src, net(3), x, capture=capture)
+    assert_same_function(src, tgt.eval(), torch.randn(6, 5))
+
+
+class GatedBlock(Block):
+    """``s * x + f(x)``: a learned gain on the residual path (Doge, Gemma-4)."""
+
+    def __init__(self, width, hidden):
+        super().__init__(width, hidden)
+        self.skip_gain = nn.Parameter(torch.ones(width))
+
+    def forward(self, x):
+        return self.skip_gain * x + self.fc2(torch.relu(self.fc1(self.norm(x))))
+
+
+def test_new_blocks_with_a_gain_on_the_residual_path_get_it_set_to_one():
+    def net(depth, width=8):
+        m = Net(width=width, depth=depth)
+        m.blocks = nn.Sequential(*[GatedBlock(width, 16) for _ in range(depth)])
+        return m
+    src, x = _trained(net(2)), torch.randn(4, 5)
+    tgt = _trained(net(3, width=16))  # its new block's gain is not 1 before growth
+    _grow(src, tgt, x)
+    assert torch.equal(tgt.blocks[2].skip_gain, torch.ones(16))
+    assert_same_function(src, tgt.eval(), torch.randn(6, 5))
+
+
 def test_layers_maps_a_source_block_past_a_new_one():
     src, x = _trained(Net()), torch.randn(4, 5)
     tgt = Net(width=8, hidden=16, depth=3)
