@@ -33,8 +33,8 @@ RULES = RuleSet()
 def cat(ctx) -> TV:
     """``cat``: the output layout is the concatenation of the input layouts."""
     tensors = ctx.arg(0, "tensors")
-    values = [ctx.tensor(t) for t in tensors]
-    if any(v.ndim > 1 for v in values):
+    values = _sequence(ctx, tensors)
+    if any(v.ndim > 1 for v in values) and isinstance(tensors, (list, tuple)):
         # torch.cat skips 1-D empty tensors (an empty KV cache) whatever the other ranks
         values = [v for v, t in zip(values, tensors)
                   if not (v.ndim == 1 and tuple(ctx.spec(t).shape) == (0,))]
@@ -48,10 +48,23 @@ def cat(ctx) -> TV:
     return TV(tuple(dims))
 
 
+def _sequence(ctx, tensors: Any) -> List[TV]:
+    """The tensors of a list argument, or of one value that is a sequence of tensors
+    (``torch.cat(h.chunk(2)[::-1])`` passes the reversed tuple as one node)."""
+    if isinstance(tensors, (list, tuple)):
+        return [ctx.tensor(t) for t in tensors]
+    seq = ctx.value(tensors)
+    if not isinstance(seq, (list, tuple)) or not seq or not all(isinstance(v, TV) for v in seq):
+        raise RuleError("the tensors to join are not a sequence of tensors fxgrow reads")
+    if len({v.ndim for v in seq}) != 1:  # (the empty 1-D tensors torch skips)
+        raise RuleError("tensors of different ranks joined")
+    return list(seq)
+
+
 @RULES.rule(torch.stack)
 def stack(ctx) -> TV:
     tensors = ctx.arg(0, "tensors")
-    values = [ctx.tensor(t) for t in tensors]
+    values = _sequence(ctx, tensors)
     d = dim_index(ctx.arg(1, "dim", 0), values[0].ndim + 1)
     dims = list(values[0].dims)
     for v in values[1:]:

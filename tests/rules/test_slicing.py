@@ -45,6 +45,22 @@ def test_cat_of_branches_and_stack():
     grow_exactly(C(), torch.randn(2, 3), 1.5)
 
 
+@pytest.mark.parametrize("join", [torch.cat, torch.stack])
+def test_a_sequence_passed_as_one_value_is_joined(join):
+    # `h.chunk(2)[::-1]` is one node holding the reversed tuple, not a list of nodes
+    class Swap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = join(torch.tanh(self.a(x)).chunk(2, -1)[::-1], -1)
+            return self.b(h.flatten(1))
+    m = Swap().double()
+    grown = grow_exactly(m, torch.randn(4, 3, dtype=torch.float64))
+    assert grown.get_parameter("a.weight").shape[0] > 8
+
+
 def test_literal_bounds_covering_the_dim_follow_its_growth():
     class Crop(nn.Module):  # GhostNet: cat two branches, crop to the output width
         def __init__(self):
