@@ -11,7 +11,9 @@ them (:func:`evaluate`) with the plan's sizes, so it runs no rule code.
 
 Templates are plain nested Python values (tuples, lists, dicts, slices) whose
 leaves may be :class:`Size` and :class:`IfGrows`; anything else (ints, graph
-nodes, dtypes) is kept as it is.
+nodes, dtypes, :class:`Item`) is kept as it is.  An :class:`Item` asks the
+rewrite pass for an element of a graph value (one entry of ``x.shape``), so a
+size that does not grow stays read from the graph rather than baked in.
 
 Examples
 --------
@@ -33,7 +35,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Tuple
 
 from .layout import Layout, new_size
 
-__all__ = ["Size", "IfGrows", "Rewrite", "AttrRewrite", "evaluate", "rename", "layouts_in",
+__all__ = ["Size", "IfGrows", "Item", "Rewrite", "AttrRewrite", "evaluate", "rename", "layouts_in",
            "grows"]
 
 
@@ -56,6 +58,15 @@ class IfGrows:
     layouts: Tuple[Layout, ...]
     then: Any
     otherwise: Any
+
+
+@dataclass(frozen=True)
+class Item:
+    """``node[index]`` read in the grown graph (an entry of a size tuple the graph
+    computes): the rewrite pass inserts the ``getitem``."""
+
+    node: Any  # an fx.Node of the analysed graph
+    index: int
 
 
 @dataclass(frozen=True)

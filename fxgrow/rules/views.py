@@ -17,6 +17,7 @@ from torch import fx, nn
 
 from ..errors import RuleError
 from ..ir.layout import Layout, leaves
+from ..ir.rewrites import Item
 from ..ir.roles import FIXED, GROWABLE
 from ..ir.values import TV, SizeOf, iter_sizes, iter_tensors
 from .common import dim_index
@@ -119,7 +120,22 @@ def _shape_literal(ctx, entries: List[Any], dims: List[Layout], rebuild,
         return tuple(l for sz in iter_sizes(v) for l in sz.layouts)
 
     if whole:  # x.view(y.size()): all or nothing
-        new = [ctx.size(lay) for lay in dims]
+        sizes = ctx.value(entries[0])
+        if len(sizes) == len(dims) and all(
+                isinstance(sz, SizeOf) and len(sz.layouts) == 1
+                and ctx.norm(sz.layouts[0]) == ctx.norm(lay) for sz, lay in zip(sizes, dims)):
+            # each entry is the size of the very dim it shapes (`h.flatten(1).view(h.shape)`):
+            # the grown graph reads the grown sizes itself, and dims that do not grow (the
+            # batch) stay dynamic
+            args, kwargs = tuple(ctx.node.args), dict(ctx.node.kwargs)
+            ctx.rewrite(args, kwargs, when=tuple(dims) + tuple(inputs))
+            return
+        # otherwise entry by entry: the new size where this dim or the one it is read from
+        # grows, else the graph's own entry (so the batch and spatial sizes stay dynamic)
+        new = [ctx.if_grows((lay,) + (sz.layouts if isinstance(sz, SizeOf) else ()),
+                            ctx.size(lay), Item(entries[0], i))
+               if isinstance(sz, SizeOf) else ctx.size(lay)
+               for i, (sz, lay) in enumerate(zip(sizes, dims))]
         args, kwargs = rebuild(new)
         ctx.rewrite(args, kwargs, when=tuple(dims) + provenance(entries[0]) + tuple(inputs))
         return

@@ -33,6 +33,7 @@ Initialisers
 from __future__ import annotations
 
 import copy
+import operator
 from typing import Any, Dict, List
 
 import torch
@@ -43,7 +44,7 @@ from ..capture import modes
 from ..capture.modules import deepcopy_memo
 from ..errors import SpecError, UnknownInitError
 from ..ir.groups import Member
-from ..ir.rewrites import evaluate, grows
+from ..ir.rewrites import Item, evaluate, grows
 from ..ir.roles import PRODUCER
 from ..ops.access import owner_of
 from . import inits
@@ -233,12 +234,27 @@ def _reinit_all(root: nn.Module) -> None:
 def _rewrite_nodes(new: fx.GraphModule, rewrites, sizes: Dict[int, int]) -> None:
     """Give every node whose literal arguments count growing neurons its new call."""
     nodes = {n.name: n for n in new.graph.nodes}
-    remap = lambda n: nodes[n.name]  # noqa: E731  analysed graph's nodes -> new graph's
+    # analysed graph's nodes -> new graph's (the getitems inserted below are the new graph's)
+    remap = lambda n: n if n.graph is new.graph else nodes[n.name]  # noqa: E731
     for r in rewrites:
         if not grows(r.when, sizes):
             continue
         node = nodes[r.node]
-        node.args = fx.map_arg(tuple(evaluate(r.args, sizes)), remap)
-        node.kwargs = fx.map_arg(dict(evaluate(r.kwargs, sizes)), remap)
+        items: Dict[Item, fx.Node] = {}
+
+        def read(t):  # an Item: the entry, read in the grown graph just before the node
+            if isinstance(t, Item):
+                if t not in items:
+                    with new.graph.inserting_before(node):
+                        items[t] = new.graph.call_function(operator.getitem,
+                                                           (remap(t.node), t.index))
+                return items[t]
+            if isinstance(t, (tuple, list)):
+                return type(t)(read(v) for v in t)
+            if isinstance(t, dict):
+                return {k: read(v) for k, v in t.items()}
+            return t
+        node.args = fx.map_arg(tuple(read(evaluate(r.args, sizes))), remap)
+        node.kwargs = fx.map_arg(dict(read(evaluate(r.kwargs, sizes))), remap)
         if r.target is not None:
             node.target = r.target

@@ -29,7 +29,7 @@ from .. import meta
 from ..capture.modules import deepcopy_memo
 from ..errors import SpecError
 from ..ir.layout import leaves
-from ..ir.rewrites import evaluate, grows
+from ..ir.rewrites import Item, evaluate, grows
 from ..ir.values import SizeOf
 from ..ops.access import owner_of
 from .growth import GrowthPlan
@@ -63,6 +63,10 @@ def _differences(old: Any, new: Any, path: str, out: List[str]) -> None:
 
 
 def _show(v: Any) -> str:
+    if isinstance(v, Item):
+        return f"`{v.node.name}[{v.index}]`"
+    if isinstance(v, (tuple, list)):
+        return "(" + ", ".join(map(_show, v)) + ("," if len(v) == 1 else "") + ")"
     return f"`{v.name}`" if isinstance(v, fx.Node) else repr(v)
 
 

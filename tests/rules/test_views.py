@@ -1,5 +1,6 @@
 """Rules for views, flatten, permute and friends (fxgrow.rules.views)."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -206,3 +207,33 @@ def test_repeat_interleave_output_size_grows_with_the_dim(capture):
     m, x = R().double(), torch.randn(2, 5, 3, dtype=torch.float64)
     assert fxgrow.analyze(m, x, capture=capture).group("a").growable
     grow_exactly(m, x, 1.5, capture=capture)
+
+
+class ShapeBack(nn.Module):
+    """``y.reshape(h.shape)``: a whole size tuple read from the graph."""
+
+    def __init__(self, mix):
+        super().__init__()
+        self.c, self.d = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+        self.lin, self.mix = nn.Linear(8, 8), mix
+
+    def forward(self, x):
+        h = torch.tanh(self.c(x))
+        if self.mix == "same":  # each entry is the size of the dim it shapes
+            y = h.reshape(h.shape[0], -1).reshape(h.shape)
+        elif self.mix == "linear":  # channels through another group: entries differ
+            y = self.lin(h.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(h.shape)
+        else:  # a channel shuffle: the shape's channel entry counts other neurons
+            b, _, hh, ww = h.shape
+            return self.d(h.view(b, 2, 4, hh, ww).transpose(1, 2).reshape(h.shape))
+        return self.d(h + y)
+
+
+@pytest.mark.parametrize("mix", ["same", "linear", "shuffle"])
+def test_a_whole_shape_read_from_the_graph_keeps_batch_and_spatial_dynamic(mix):
+    m, x = ShapeBack(mix).double(), torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    grown = grow_exactly(m, x)
+    assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in m.parameters())
+    for shape in [(5, 3, 8, 8), (1, 3, 6, 10)]:  # another batch, other spatial sizes
+        z = torch.randn(shape, dtype=torch.float64)
+        torch.testing.assert_close(grown(z), m(z), rtol=1e-9, atol=1e-9)
