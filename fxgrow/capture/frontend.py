@@ -231,9 +231,11 @@ def _traced(model, args, kwargs, options, how, faithful, is_leaf) -> fx.GraphMod
                 checks.leaf_names(model, options.leaf_modules)
                 checks.concrete_args(model, options.concrete_args)
                 concrete = _defaults_as_concrete(model, args, kwargs, options.concrete_args or {})
-                gm = trace(model, options.leaf_modules, concrete, is_leaf)
+                watch = modes.TrainingWatch(model)
+                gm = trace(model, options.leaf_modules, concrete, is_leaf, watch)
                 how["modes"] = modes.fx_dependence(
-                    model, gm, lambda: trace(model, options.leaf_modules, concrete, is_leaf))
+                    model, gm, lambda: trace(model, options.leaf_modules, concrete, is_leaf),
+                    watch)
             else:
                 gm = export_module(model, args, kwargs, options.dynamic, how)
                 nn.Module.train(gm, model.training)  # ep.module() says True whatever it traced
