@@ -147,8 +147,9 @@ def capture(model: nn.Module, example_input: ExampleInput,
     faithful : callable, optional
         ``faithful(gm, run_graph)`` says how a captured graph differs from the
         model (None: it does not); ``run_graph(seed)`` runs the graph on the
-        example input (recording its shapes) and returns its output.  A tracer whose graph differs is not used: with
-        ``"auto"`` the next one is tried, otherwise a TraceError says why.
+        example input (recording its shapes) and returns its output.  A
+        tracer whose graph differs is not used: with ``"auto"`` the next one
+        is tried, otherwise a TraceError says why.
     is_leaf : callable, optional
         Modules to keep whole while tracing with torch.fx (e.g. those the rule
         table has a rule for), besides ``options.leaf_modules``.

@@ -108,8 +108,8 @@ def propagate(gm: fx.GraphModule, placeholder_values: Tuple[Any, ...]) -> None:
 
 def run_recording(gm: fx.GraphModule, placeholder_values: Tuple[Any, ...],
                   seed: Optional[int] = None) -> Any:
-    """Run ``gm`` once on real private copies of its state, recording ``fxgrow.shape``
-    on every node as :func:`propagate` does; returns the graph's output.
+    """Run ``gm`` once on real tensors, changing nothing (:func:`call_pure`), and record
+    ``fxgrow.shape`` on every node as :func:`propagate` does; returns the graph's output.
 
     A caller that runs the graph on the example input anyway (the faithfulness
     check of capture) gets the shapes from that run instead of a second one;
