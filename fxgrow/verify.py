@@ -13,7 +13,7 @@ too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from .capture.runner import call_pure, full_precision
 from .errors import ExampleInputError
 from .ops.kinds import stochastic_nodes
 
-__all__ = ["OutputError", "Report", "verify", "default_rtol", "random_like_input",
+__all__ = ["OutputError", "Report", "verify", "verify_run", "default_rtol", "random_like_input",
            "compare_values", "train_mode_hint"]
 
 _RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2,
@@ -236,6 +236,48 @@ def verify(original: nn.Module, grown: nn.Module, example_input: Any, *, trials:
     checks.real_tensors(grown, (), "verify")
     with full_precision():
         report = _verify(original, grown, example_input, trials, rtol, seed)
+    if not report.ok:
+        hint = train_mode_hint(original)
+        if hint:
+            report.problems.append(hint)
+    return report
+
+
+def verify_run(original: nn.Module, run: Callable[[int], Any], example_input: Any, *,
+               rtol: Optional[float] = None, seed: int = 0) -> Report:
+    """:func:`verify` on the example input alone, the other side's output given by ``run(seed)``.
+
+    For a caller that runs the other side itself (capture's faithfulness check runs the
+    graph while recording its shapes).  ``run`` runs first: when it fails and ``original``
+    fails too, the error is ``run``'s (which names the failing node); when only ``run``
+    fails, the report says so.  ``run`` must run seeded with ``seed`` and change nothing
+    (:func:`fxgrow.capture.runner.call_pure`).
+
+    Examples
+    --------
+    >>> m = torch.nn.Linear(3, 2)
+    >>> verify_run(m, lambda seed: m(torch.ones(1, 3)), torch.ones(1, 3)).ok
+    True
+    """
+    args, kwargs = normalize_input(example_input)
+    checks.real_tensors(original, example_input, "verify")
+    report = Report()
+    with full_precision():
+        try:
+            got, failure = run(seed), None
+        except Exception as e:  # noqa: BLE001 - is it the input, or the other side?
+            got, failure = None, e
+        try:
+            ref = call_pure(original, args, kwargs, seed=seed)
+        except Exception as e:
+            if failure is not None:
+                raise failure
+            raise ExampleInputError(f"the original model fails on the input: {e}") from e
+    if failure is not None:
+        report.problems.append(f"trial 0: the grown model fails: "
+                               f"{type(failure).__name__}: {failure}")
+    else:
+        _compare(0, ref, got, report, rtol)
     if not report.ok:
         hint = train_mode_hint(original)
         if hint:

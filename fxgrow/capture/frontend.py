@@ -28,7 +28,7 @@ from .inputs import ExampleInput, bind_inputs, normalize_input
 from . import modes, signature
 from .modules import complete_state
 from .regions import inline_regions
-from .shapes import propagate
+from .shapes import propagate, run_recording
 from .trace import trace
 
 __all__ = ["CAPTURES", "CaptureOptions", "Captured", "capture"]
@@ -131,7 +131,7 @@ def _defaults_as_concrete(model: nn.Module, args: tuple, kwargs: dict,
 
 def capture(model: nn.Module, example_input: ExampleInput,
             options: CaptureOptions = CaptureOptions(),
-            faithful: Optional[Callable[[fx.GraphModule], Optional[str]]] = None,
+            faithful: Optional[Callable[..., Optional[str]]] = None,
             is_leaf: Optional[Callable[[nn.Module], bool]] = None) -> Captured:
     """Trace ``model`` and record every node's output shape.
 
@@ -145,9 +145,11 @@ def capture(model: nn.Module, example_input: ExampleInput,
     options : CaptureOptions
         Which tracer, and its options.
     faithful : callable, optional
-        ``faithful(gm)`` says how a captured graph differs from the model
-        (None: it does not).  A tracer whose graph differs is not used: with
-        ``"auto"`` the next one is tried, otherwise a TraceError says why.
+        ``faithful(gm, run_graph)`` says how a captured graph differs from the
+        model (None: it does not); ``run_graph(seed)`` runs the graph on the
+        example input (recording its shapes) and returns its output.  A
+        tracer whose graph differs is not used: with ``"auto"`` the next one
+        is tried, otherwise a TraceError says why.
     is_leaf : callable, optional
         Modules to keep whole while tracing with torch.fx (e.g. those the rule
         table has a rule for), besides ``options.leaf_modules``.
@@ -197,6 +199,27 @@ def _given_graph(model: fx.GraphModule, how: Dict[str, Any]) -> fx.GraphModule:
     return gm
 
 
+def _check_and_record(gm: fx.GraphModule, values: Tuple[Any, ...],
+                      faithful: Optional[Callable[..., Optional[str]]]) -> Optional[str]:
+    """Record every node's shape, and say how ``gm`` differs from the model (None: it does not).
+
+    The faithfulness check runs the graph on the example input anyway; the shapes are
+    recorded during that run (:func:`run_recording`), so the graph is run once, on real
+    tensors.  Only when the check does not run the graph (no check, or a model on the
+    ``meta`` device) are the shapes propagated on fake tensors.
+    """
+    ran = []
+
+    def run_graph(seed: Optional[int] = None) -> Any:
+        ran.append(True)
+        return run_recording(gm, values, seed)
+
+    problem = faithful(gm, run_graph) if faithful is not None else None
+    if not ran:
+        propagate(gm, values)
+    return problem
+
+
 def _traced(model, args, kwargs, options, how, faithful, is_leaf) -> fx.GraphModule:
     """The first tracer's graph that runs and computes what the model computes."""
     if options.method == "export" and (options.leaf_modules or options.concrete_args):
@@ -209,17 +232,18 @@ def _traced(model, args, kwargs, options, how, faithful, is_leaf) -> fx.GraphMod
                 checks.leaf_names(model, options.leaf_modules)
                 checks.concrete_args(model, options.concrete_args)
                 concrete = _defaults_as_concrete(model, args, kwargs, options.concrete_args or {})
-                gm = trace(model, options.leaf_modules, concrete, is_leaf)
+                watch = modes.TrainingWatch(model)
+                gm = trace(model, options.leaf_modules, concrete, is_leaf, watch)
                 how["modes"] = modes.fx_dependence(
-                    model, gm, lambda: trace(model, options.leaf_modules, concrete, is_leaf))
+                    model, gm, lambda: trace(model, options.leaf_modules, concrete, is_leaf),
+                    watch)
             else:
                 gm = export_module(model, args, kwargs, options.dynamic, how)
                 nn.Module.train(gm, model.training)  # ep.module() says True whatever it traced
                 how["modes"] = modes.export_dependence(gm)
             how["training"] = model.training
             complete_state(gm, model)
-            propagate(gm, bind_inputs(gm, args, kwargs))
-            problem = faithful(gm) if faithful is not None else None
+            problem = _check_and_record(gm, bind_inputs(gm, args, kwargs), faithful)
             if problem:
                 raise TraceError(f"the graph torch.{method} captured of {type(model).__name__} "
                                  f"does not compute what the model computes: {problem}")

@@ -18,7 +18,8 @@ with every model grown from the graph.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+import threading
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import fx, nn
@@ -28,16 +29,89 @@ from ..errors import ModeError
 from . import signature
 from .runner import preserved
 
-__all__ = ["ModeError", "fx_dependence", "export_dependence", "guard", "inherit"]
+__all__ = ["ModeError", "TrainingWatch", "fx_dependence", "export_dependence", "guard", "inherit"]
 
 #: ATen ops whose result depends on the mode export ran in
 _MODE_OPS = ("dropout", "native_dropout", "feature_dropout", "alpha_dropout", "batch_norm",
              "native_batch_norm", "_native_batch_norm_legit", "instance_norm")
 
 
-def fx_dependence(model: nn.Module, gm: fx.GraphModule, retrace: Callable[[], fx.GraphModule]
-                  ) -> str:
-    """``"same"`` if tracing ``model`` in the other mode gives ``gm``'s code, else ``"differs"``."""
+class _TrainingFlag:
+    """``nn.Module.training`` while a trace is watched: the instance's own flag, read
+    through here so that each read is noted by every active :class:`TrainingWatch`."""
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is None:
+            return self
+        for watch in _WATCHES:
+            watch.read = True
+        try:
+            return obj.__dict__["training"]
+        except KeyError:
+            raise AttributeError("training") from None
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__["training"] = value
+
+
+_FLAG = _TrainingFlag()
+_WATCHES: List["TrainingWatch"] = []
+_LOCK = threading.Lock()
+
+
+class TrainingWatch:
+    """Notes whether any module's ``training`` flag is read inside the block.
+
+    ``watchable`` is False when a read on ``model`` could escape the watch (see the
+    module docstring); ``read`` is then meaningless.
+
+    >>> m = nn.Linear(2, 2)
+    >>> with TrainingWatch(m) as w:
+    ...     _ = m.training
+    >>> w.watchable, w.read
+    (True, True)
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.read = False
+        self.watchable = nn.Module.__dict__.get("training", _FLAG) is _FLAG and all(
+            _plain_flag(m) for m in model.modules())
+
+    def __enter__(self) -> "TrainingWatch":
+        if self.watchable:
+            with _LOCK:
+                if not _WATCHES:
+                    nn.Module.training = _FLAG  # type: ignore[assignment]
+                _WATCHES.append(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.watchable:
+            with _LOCK:
+                _WATCHES.remove(self)
+                if not _WATCHES:
+                    del nn.Module.training
+
+
+def _plain_flag(m: nn.Module) -> bool:
+    """Every read of ``m.training`` goes through ``nn.Module``'s attribute, and flipping
+    the mode changes nothing but the flags."""
+    cls = type(m)
+    owner = next((k for k in cls.__mro__ if "training" in vars(k)), nn.Module)
+    return (owner is nn.Module and "training" in vars(m) and cls.train is nn.Module.train
+            and cls.__setattr__ is nn.Module.__setattr__
+            and cls.__getattribute__ is nn.Module.__getattribute__)
+
+
+def fx_dependence(model: nn.Module, gm: fx.GraphModule, retrace: Callable[[], fx.GraphModule],
+                  watch: Optional[TrainingWatch] = None) -> str:
+    """``"same"`` if tracing ``model`` in the other mode gives ``gm``'s code, else ``"differs"``.
+
+    With ``watch`` (the watch ``gm``'s trace ran under), a trace that read no mode
+    flag is ``"same"`` without tracing again.
+    """
+    if watch is not None and watch.watchable and not watch.read:
+        return "same"
     with preserved(model):  # flips every submodule's flag, and puts them back
         model.train(not model.training)
         try:

@@ -10,7 +10,7 @@ keeping tensors, and without touching the module's buffers (see
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import torch
 from torch import fx
@@ -21,7 +21,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from .runner import call_pure, preserved
 
-__all__ = ["TensorSpec", "Opaque", "describe", "propagate"]
+__all__ = ["TensorSpec", "Opaque", "describe", "propagate", "run_recording"]
 
 
 class TensorSpec(NamedTuple):
@@ -103,4 +103,18 @@ def propagate(gm: fx.GraphModule, placeholder_values: Tuple[Any, ...]) -> None:
         return
     except Exception:  # noqa: BLE001 - the real run below says what is wrong, if anything
         pass
-    call_pure(gm, placeholder_values, fn=lambda module, args, kwargs: _Recorder(module).run(*args))
+    run_recording(gm, placeholder_values)
+
+
+def run_recording(gm: fx.GraphModule, placeholder_values: Tuple[Any, ...],
+                  seed: Optional[int] = None) -> Any:
+    """Run ``gm`` once on real tensors, changing nothing (:func:`call_pure`), and record
+    ``fxgrow.shape`` on every node as :func:`propagate` does; returns the graph's output.
+
+    A caller that runs the graph on the example input anyway (the faithfulness
+    check of capture) gets the shapes from that run instead of a second one;
+    ``seed`` is passed to :func:`call_pure`.  A node that fails raises
+    :class:`ExampleInputError` naming it.
+    """
+    return call_pure(gm, placeholder_values, seed=seed,
+                     fn=lambda module, args, kwargs: _Recorder(module).run(*args))

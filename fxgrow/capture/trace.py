@@ -12,9 +12,10 @@ traced is undone (:func:`fxgrow.capture.runner.preserved`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import traceback
-from typing import Any, Callable, Dict, Iterable, Optional, Type, Union
+from typing import Any, Callable, ContextManager, Dict, Iterable, Optional, Type, Union
 
 import torch
 from torch import fx, nn
@@ -75,9 +76,11 @@ _WAYS_OUT = (
 
 def trace(model: nn.Module, leaf_modules: Iterable[Union[str, Type[nn.Module]]] = (),
           concrete_args: Optional[Dict[str, Any]] = None,
-          is_leaf: Optional[Callable[[nn.Module], bool]] = None) -> fx.GraphModule:
+          is_leaf: Optional[Callable[[nn.Module], bool]] = None,
+          watch: Optional[ContextManager[Any]] = None) -> fx.GraphModule:
     """``torch.fx`` symbolic tracing of ``model``, keeping ``leaf_modules`` whole
-    (and the modules ``is_leaf`` accepts)."""
+    (and the modules ``is_leaf`` accepts); ``watch`` is entered around the tracing
+    alone (a :class:`~fxgrow.capture.modes.TrainingWatch`)."""
     problem = root_problem(model)
     if problem:
         raise TraceError(f"cannot capture {type(model).__name__}: {problem}")
@@ -89,7 +92,7 @@ def trace(model: nn.Module, leaf_modules: Iterable[Union[str, Type[nn.Module]]] 
     try:
         # tracing runs the model's Python: what forward assigns (a buffer, now a Proxy,
         # or a call counter) must not stay on the user's modules
-        with preserved(model), recording(tracer):
+        with preserved(model), recording(tracer), watch or contextlib.nullcontext():
             graph = tracer.trace(model, concrete_args=concrete_args or None)
             # the constants fx itself stores on the root (`_tensor_constant0`, ...)
             constants = {n.target: getattr(model, n.target) for n in graph.nodes
