@@ -56,11 +56,12 @@ from torch import fx
 from .. import meta
 from ..ir.groups import Pairing
 from ..ir.layout import Axis, leaves
-from ..ir.roles import ATTR, BLOCKED, CONSUMER, GROWABLE, PRODUCER
+from ..ir.roles import ATTR, BLOCKED, CONSUMER, GROWABLE, PASS, PRODUCER
 from ..ir.spaces import Contraction
 from ..ir.values import iter_sizes, iter_tensors
-from ..ops.kinds import kind, node_inputs, reads_values
+from ..ops.kinds import CASTS, is_op, kind, node_inputs, reads_values
 from .state import TensorDim, WalkState
+from .ties import Gain, gain_of
 
 __all__ = ["path_problem", "resolve"]
 
@@ -93,7 +94,8 @@ def _owned(state: WalkState, node: fx.Node) -> Set[str]:
 
 
 def path_problem(state: WalkState, root: int, alpha: float, contractions: List[Contraction],
-                 index: Optional[_Index] = None) -> Optional[str]:
+                 index: Optional[_Index] = None,
+                 gains: Optional[List[Gain]] = None) -> Optional[str]:
     """Why dividing space ``root``'s producer rows by ``count**alpha`` (and its
     consumer columns by ``count**(1 - alpha)``) would not preserve the function
     (None if it would).
@@ -103,12 +105,24 @@ def path_problem(state: WalkState, root: int, alpha: float, contractions: List[C
     keep it; products add the powers of their factors; sums need equal powers.
     A consumer must read power ``alpha``; each of ``contractions`` must sum its two
     sides to power 1, which makes the copies add up to the old sum.
+
+    With ``gains`` (a list to fill), the division is made later instead: producing
+    layers copy their rows unscaled (power 0), and a per-neuron gain applied last
+    (:func:`~fxgrow.analysis.ties.gain_of`: a norm's weight, ``x * w``) over these
+    neurons, reading undivided values, divides its tensors by ``count**alpha``
+    (power ``alpha``); the gains found are appended.  That is how a query/key norm
+    (an RMSNorm over the head dim, which a division before it would not survive)
+    still grows exactly: ``n(x)`` is unchanged by copies (its mean is, under
+    uniform replication), and ``γ/count**alpha · n(x)`` is divided.
     """
     index = index or _Index(state)
     touching = index.touching(root)
+    deferred = []
     for key in touching:
         extra = state.roles[key] - {PRODUCER, CONSUMER, ATTR}
-        if extra:
+        if extra and gains is not None:
+            deferred.append((key, extra))  # fine if it turns out to be one of the gains
+        elif extra:
             return f"`{key[0]}` dim {key[1]} reads these neurons as {sorted(extra)[0]}"
     gm = state.gm
     producers = {key[0] for key in touching if PRODUCER in state.roles[key]}
@@ -116,6 +130,7 @@ def path_problem(state: WalkState, root: int, alpha: float, contractions: List[C
     sites = {c.node: c for c in contractions}
     power: Dict[fx.Node, float] = {}  # nodes carrying the neurons -> power of the counts
     reached: Set[str] = set()
+    made: Set[fx.Node] = set()  # nodes computed from what the producers make
     for node in gm.graph.nodes:
         ins = [n for n in node_inputs(node) if n in power]
         out = root in index.nodes[node]
@@ -125,6 +140,16 @@ def path_problem(state: WalkState, root: int, alpha: float, contractions: List[C
         if not out and not any(True for _ in iter_tensors(value)) and any(True for _ in iter_sizes(value)):
             continue  # `x.shape`, `x.size(-1)`: sizes, which the rules recompute, not values
         where = f"node `{node.name}` ({meta.op(node) or node.target})"
+        # a gain applied to values computed from the producers' rows, not to a table of
+        # tensor attributes (a rotary table's frequencies)
+        gain = _gain_here(state, node, root) if gains is not None and \
+            any(n in made for n in ins) else None
+        if gain is not None:
+            if any(power[n] for n in ins):
+                return f"{where} applies its gain to values already divided"
+            gains.append(gain)
+            power[node] = alpha
+            continue
         if node.name in sites:
             c = sites[node.name]
             reached.add(node.name)
@@ -150,6 +175,8 @@ def path_problem(state: WalkState, root: int, alpha: float, contractions: List[C
             what = "scale"
         read = [n for n in ins if n.op != "get_attr"
                 or state.name(n.target) not in owned]
+        if what == "move" and is_op(node, CASTS) and node.args and node.args[0] in power:
+            read = [node.args[0]]  # `type_as(x, other)` reads only the dtype of `other`
         powers = [power[n] for n in read]
         if what == "attr":
             result = 0.0  # gathered, never divided: a multiplier like a rotary table
@@ -158,7 +185,7 @@ def path_problem(state: WalkState, root: int, alpha: float, contractions: List[C
                 return f"{where} reads them divided by count**{max(powers):g}"
             if out and not owned & producers:
                 return f"{where} passes them through a layer that does not make them"
-            result = alpha
+            result = alpha if gains is None else 0.0  # (gain mode: the gain divides)
         elif what == "move" or (what in ("scale", "divide", "add") and not any(powers)):
             if len(set(powers)) > 1:
                 return f"{where} joins values divided by different powers of the counts"
@@ -184,10 +211,83 @@ def path_problem(state: WalkState, root: int, alpha: float, contractions: List[C
             result = 0.0
         if out:
             power[node] = result
+            if (what == "layer" and owned & producers) or any(n in made for n in ins):
+                made.add(node)
     missing = [c.node for c in contractions if c.node not in reached and not c.vouched]
     if missing:
         return f"they do not reach node `{missing[0]}`"
+    for key, extra in deferred:
+        if not any(key in g.tensors for g in gains):
+            return f"`{key[0]}` dim {key[1]} reads these neurons as {sorted(extra)[0]}"
+    if gains is not None and not gains:
+        return "no gain divides them"
     return None
+
+
+def _gain_here(state: WalkState, node: fx.Node, root: int) -> Optional[Gain]:
+    """The per-neuron gain ``node`` applies last, if its tensor dims hold space ``root``
+    (other spaces they hold are divided only if proven so themselves; None otherwise)."""
+    if node.op not in ("call_function", "call_method", "call_module"):
+        return None
+    gain = gain_of(state, node)
+    if gain is None:
+        return None
+    table = state.table
+    for key in gain.tensors:
+        if key not in state.params or root not in {
+                table.find(l.space) for l in leaves(table.norm(state.params[key]))}:
+            return None
+    return gain
+
+
+def _prove(state: WalkState, root: int, alpha: float, cs: List[Contraction],
+           index: _Index, flips: List[Tuple[int, List[Gain]]]) -> Optional[str]:
+    """:func:`path_problem` as it is, else with the division moved onto gains; a
+    proof by gains is recorded in ``flips`` (:func:`_move_onto_gains` applies it)."""
+    why = path_problem(state, root, alpha, cs, index)
+    if why is None:
+        return None
+    found: List[Gain] = []
+    if path_problem(state, root, alpha, cs, index, found) is None:
+        flips.append((root, found))
+        return None
+    return why
+
+
+def _flipped(state: WalkState, root: int, gains: List[Gain], index: _Index) -> List[TensorDim]:
+    """The tensor dims whose roles a proof by gains changes: ``root``'s producers
+    (their rows become plain copies) and the gains (they become the divided producers)."""
+    return [key for key in index.touching(root) if PRODUCER in state.roles[key]] + \
+        [key for gain in gains for key in gain.tensors]
+
+
+def _move_onto_gains(state: WalkState, flips: List[Tuple[int, List[Gain]]], divided: Set[int],
+                     index: _Index) -> Dict[int, str]:
+    """Apply the proofs by gains whose role changes touch no space divided the plain way
+    (``divided``: a producer dim that holds one must stay a divided producer, a gain must
+    not become one); returns ``{space: why}`` for the proofs that cannot be applied."""
+    table = state.table
+    moved = {root for root, _ in flips}
+    refused: Dict[int, str] = {}
+    for root, gains in flips:
+        for key in _flipped(state, root, gains, index):
+            spaces = {table.find(l.space) for l in leaves(table.norm(state.params[key]))}
+            clash = (spaces & divided) - moved
+            if clash:
+                refused[root] = (f"`{key[0]}` dim {key[1]} also holds neurons divided "
+                                 "before their norm")
+    for root, gains in flips:
+        if root in refused:
+            continue
+        for key in index.touching(root):
+            if PRODUCER in state.roles[key]:
+                state.roles[key] = (state.roles[key] - {PRODUCER}) | {PASS}
+        for gain in gains:
+            for key in gain.tensors:
+                # a gain used as ``c + w`` keeps its offset: ``(c + w)/s - c``, as for ties
+                state.roles[key] = {PRODUCER}
+            state.offsets.update(gain.offsets)
+    return refused
 
 
 def resolve(state: WalkState) -> Tuple[List[Pairing], Dict[int, str]]:
@@ -208,6 +308,7 @@ def resolve(state: WalkState) -> Tuple[List[Pairing], Dict[int, str]]:
     primaries: Set[int] = set()
     selfish: Dict[int, List[Contraction]] = {}
     blocked: List[Tuple[Contraction, str]] = []
+    flips: List[Tuple[int, List[Gain]]] = []
     for c in table.contractions:
         na, nb = table.norm(c.a), table.norm(c.b)
         if not isinstance(na, Axis) or not isinstance(nb, Axis):
@@ -223,7 +324,7 @@ def resolve(state: WalkState) -> Tuple[List[Pairing], Dict[int, str]]:
             for s, p in ([(rb, ra)] if c.vouched else [(rb, ra), (ra, rb)]):
                 why = ("the other side is divided for another product" if p in rescaled
                        else "it is the undivided side of another product" if s in primaries
-                       else path_problem(state, s, 1.0, [c], index))
+                       else _prove(state, s, 1.0, [c], index, flips))
                 if why is None:
                     pairings.append(Pairing(p, s, c.node, c.sqrt_scale))
                     rescaled.add(s)
@@ -236,13 +337,22 @@ def resolve(state: WalkState) -> Tuple[List[Pairing], Dict[int, str]]:
     halved: Dict[int, str] = {}
     for root, cs in selfish.items():
         why = ("it is also one side of another product" if root in rescaled | primaries
-               else path_problem(state, root, 0.5, cs, index))
+               else _prove(state, root, 0.5, cs, index, flips))
         if why is None:
             halved[root] = cs[0].node
         else:
             for c in cs:
                 blocked.append((c, "both sides read the same neurons, and dividing them by "
                                    f"sqrt(count) is not proven exact: {why}"))
+    refused = _move_onto_gains(state, flips, rescaled | set(halved), index)
+    if refused:  # (rare) block what those proofs would have grown
+        for root in refused:
+            halved.pop(root, None)
+        pairings = [p for p in pairings if p.rescaled not in refused]
+        for c in table.contractions:
+            ends = {table.find(l.space) for side in (c.a, c.b) for l in leaves(table.norm(side))}
+            for root in ends & set(refused):
+                blocked.append((c, refused[root]))
     for c, problem in blocked:
         msg = f"{c.why}: {problem} (node `{c.node}`)"
         table.mark(c.a, BLOCKED, msg)

@@ -270,3 +270,67 @@ def test_export_dtype_asserts_are_no_use_of_the_key():
     q, k = _pair(a)
     assert q.growable and k.growable
     assert_same_function(m, fxgrow.widen(a, x, {"q": 9}, verify=False), x)
+
+
+class QKNorm(nn.Module):
+    """Attention with a norm over each head's query/key features (Qwen3, OLMo2, Gemma3):
+    ``nn.RMSNorm`` modules, or the norm written out with a ``1 + w`` gain and a
+    ``type_as`` cast, as HuggingFace's Gemma writes it."""
+
+    def __init__(self, written=False, heads=2, d=4):
+        super().__init__()
+        self.h, self.d, self.written = heads, d, written
+        self.q, self.k, self.v = (nn.Linear(8, heads * d) for _ in range(3))
+        self.o = nn.Linear(heads * d, 3)
+        if written:
+            self.qw, self.kw = nn.Parameter(torch.randn(d)), nn.Parameter(torch.randn(d))
+        else:
+            self.qn, self.kn = nn.RMSNorm(d, eps=1e-3), nn.RMSNorm(d, eps=1e-3)
+            for n in (self.qn, self.kn):
+                nn.init.normal_(n.weight)
+
+    def _norm(self, t, w):
+        f = t.float()
+        y = f * torch.rsqrt(f.pow(2).mean(-1, keepdim=True) + 1e-3)
+        return (y * (1.0 + w.float())).type_as(t)
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        q, k, v = (f(x).view(b, s, self.h, self.d).transpose(1, 2) for f in (self.q, self.k, self.v))
+        if self.written:
+            q, k = self._norm(q, self.qw), self._norm(k, self.kw)
+        else:
+            q, k = self.qn(q), self.kn(k)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.o(y.transpose(1, 2).reshape(b, s, -1))
+
+
+@pytest.mark.parametrize("written,capture", [(False, "fx"), (True, "fx"), (True, "export")])
+def test_a_norm_over_the_head_dim_takes_the_division_on_its_gain(written, capture):
+    # dividing the producer rows would not survive the norm, but its per-neuron gain
+    # applies last: the rows are copied, the key norm's gain divided by the counts
+    m, x = QKNorm(written).eval(), _x()
+    snap = snapshot(m)
+    a = fxgrow.analyze(m, x, capture=capture)
+    heads = [g for g in a.growable if g.id in a.head_dims and g.uniform]
+    assert heads, [str(g) for g in a.groups]
+    spec = {g.id: 2.0 for g in heads}
+    for grown in (fxgrow.widen(a, x, spec, verify=False),
+                  fxgrow.widen(a, x, {**spec, **{g.id: 3.0 for g in a.growable
+                                                 if g.id not in a.head_dims}}, verify=False)):
+        assert_same_function(m, grown, x)
+    assert_unchanged(m, snap)
+
+
+def test_a_gain_read_elsewhere_keeps_the_head_dim_blocked():
+    class Shared(QKNorm):  # one norm for queries and keys *and* the output: no gain to divide
+        def forward(self, x):
+            b, s, _ = x.shape
+            q, k, v = (f(x).view(b, s, self.h, self.d).transpose(1, 2)
+                       for f in (self.q, self.k, self.v))
+            y = F.scaled_dot_product_attention(self.qn(q), self.qn(k), v)
+            return self.o(y.transpose(1, 2).reshape(b, s, -1)), self.qn(v).sum()
+
+    a = fxgrow.analyze(Shared().eval(), _x())
+    (g,) = [g for g in a.groups if "scaled_dot_product_attention" in g.reason]
+    assert g.status == "blocked" and "not proven exact" in g.reason
