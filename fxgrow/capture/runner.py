@@ -70,8 +70,9 @@ def full_precision():
 def preserved(module: nn.Module) -> Iterator[None]:
     """Restore every submodule's attributes as they were when the block ends.
 
-    Saves a shallow copy of each submodule's ``__dict__`` and of its parameter,
-    buffer, submodule and hook dicts, and puts them back: a ``self.n += 1``, a
+    Saves a shallow copy of each submodule's ``__dict__`` and of every dict, list
+    and set in it (parameters, buffers, submodules, hooks, caches), and puts them
+    back: a ``self.n += 1``, a
     buffer reassigned (to a ``Proxy`` while tracing), a lazily built cache or a
     flipped ``training`` flag does not outlive the block.  Tensors changed in
     place are not covered here (:func:`call_pure` hands out copies).
@@ -88,23 +89,35 @@ def preserved(module: nn.Module) -> Iterator[None]:
     >>> hasattr(m, "calls")
     False
     """
-    saved: List[Tuple[nn.Module, Dict[str, Any], Dict[str, Dict[Any, Any]]]] = []
+    saved: List[Tuple[nn.Module, Dict[str, Any], Dict[str, Any]]] = []
     for m in module.modules():
-        dicts = {k: dict(v) for k, v in vars(m).items() if isinstance(v, dict)
-                 and (k.startswith("_") and (k.endswith("hooks") or k in (
-                     "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")))}
-        saved.append((m, dict(vars(m)), dicts))
+        # every container attribute's contents too, not only the parameter, buffer and hook
+        # dicts: a cache filled in place (timm's `attention_bias_cache[device] = ...`) would
+        # otherwise keep a tracer's Proxy or fake tensor in the user's model
+        contents = {k: _contents(v) for k, v in vars(m).items()
+                    if isinstance(v, (dict, list, set))}
+        saved.append((m, dict(vars(m)), contents))
     try:
         yield
     finally:
-        for m, attrs, dicts in saved:
+        for m, attrs, contents in saved:
             state = vars(m)
             state.clear()
             state.update(attrs)
-            for k, d in dicts.items():  # the dicts themselves were shared: refill them
-                target = state[k]
-                target.clear()
-                target.update(d)
+            for k, c in contents.items():  # the containers themselves were shared: refill
+                _refill(state[k], c)
+
+
+def _contents(v: Any) -> Any:
+    return dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else set(v)
+
+
+def _refill(target: Any, c: Any) -> None:
+    if isinstance(target, list):
+        target[:] = c
+    else:
+        target.clear()
+        target.update(c)
 
 
 class _Forward(nn.Module):

@@ -205,3 +205,22 @@ def test_a_stopped_call_leaves_the_rng_as_one_call_would(monkeypatch):
     assert torch.equal(out, torch.ones(3) * 2 + torch.randn(3))
     assert torch.equal(torch.get_rng_state(), after)
     assert torch.equal(m.w, torch.ones(3))
+
+
+def test_a_cache_filled_in_place_does_not_outlive_the_block():
+    from fxgrow.capture.runner import preserved
+
+    class Cached(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cache, self.seen = {}, []
+
+        def forward(self, x):
+            self.cache.setdefault("k", x * 2)  # timm's attention_bias_cache, filled in place
+            self.seen.append(1)
+            return self.cache["k"]
+    m = Cached()
+    cache, seen = m.cache, m.seen
+    with preserved(m):
+        m(torch.ones(2))
+    assert m.cache is cache and m.cache == {} and m.seen is seen and m.seen == []
