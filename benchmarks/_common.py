@@ -123,3 +123,29 @@ def run_jobs(jobs, workers, desc):
         return [_run(j) for j in progress(jobs, total=len(jobs), desc=desc)]
     with get_context("fork").Pool(workers, initializer=_init_worker) as pool:
         return list(progress(pool.imap(_run, jobs, chunksize=1), total=len(jobs), desc=desc))
+
+
+def sweep_children(script: str, names, key: str, timeout: float, json_path=None, show=None):
+    """Run ``python script --child NAME`` for each name (a crash or a hang stays in the
+    child), read the JSON row it prints last, print a line per row (``show(row)``) and
+    append the rows to ``json_path``; return the rows.  A child that prints no row is a
+    ``crash`` with its last stderr line; one past ``timeout`` seconds a ``crash`` too."""
+    import json
+    import subprocess
+    rows = []
+    for name in names:
+        try:
+            out = subprocess.run([sys.executable, script, "--child", name], capture_output=True,
+                                 text=True, timeout=timeout)
+            line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+            row = json.loads(line) if line.startswith("{") else {
+                key: name, "outcome": "crash",
+                "why": (out.stderr.strip().splitlines() or ["?"])[-1][:300]}
+        except subprocess.TimeoutExpired:
+            row = {key: name, "outcome": "crash", "why": f"timeout ({timeout:.0f} s)"}
+        rows.append(row)
+        print(show(row) if show else f"{name}: {row['outcome']}", flush=True)
+        if json_path:
+            with open(json_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    return rows

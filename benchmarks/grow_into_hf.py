@@ -22,9 +22,11 @@ import argparse
 import copy
 import json
 import os
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import sweep_children  # noqa: E402
 
 WIDTH_KEYS = ("hidden_size", "n_embd", "d_model", "intermediate_size", "ffn_dim", "n_inner",
               "d_ff", "num_attention_heads", "n_head", "n_heads", "num_heads",
@@ -107,22 +109,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(one(args.child)))
         return
-    rows = []
-    for t in args.types or causal_lm_types():
-        try:
-            out = subprocess.run([sys.executable, __file__, "--child", t], capture_output=True,
-                                 text=True, timeout=args.timeout)
-            line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
-            row = json.loads(line) if line.startswith("{") else {
-                "type": t, "outcome": "crash", "why": (out.stderr.strip().splitlines() or ["?"])[-1][:300]}
-        except subprocess.TimeoutExpired:
-            row = {"type": t, "outcome": "crash", "why": f"timeout ({args.timeout:.0f} s)"}
-        rows.append(row)
-        print(f"{row['type']}: {row['outcome']} {row.get('err', '')} {row.get('why', '')[:160]}",
-              flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
+    rows = sweep_children(__file__, args.types or causal_lm_types(), "type", args.timeout,
+                          args.json, lambda row: f"{row['type']}: {row['outcome']} "
+                          f"{row.get('err', '')} {row.get('why', '')[:160]}")
     counts = {}
     for r in rows:
         counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1

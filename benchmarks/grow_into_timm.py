@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import sweep_children  # noqa: E402
 
 #: a larger sibling of up to this many times the source's parameters
 MAX_RATIO = 16
@@ -110,23 +110,11 @@ def main() -> None:
         print(json.dumps(one(args.child)))
         return
     from fxgrow.testing import zoo_timm
-    rows = []
-    for fam in args.families or list(zoo_timm.families()):
-        try:
-            out = subprocess.run([sys.executable, __file__, "--child", fam], capture_output=True,
-                                 text=True, timeout=args.timeout)
-            line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
-            row = json.loads(line) if line.startswith("{") else {
-                "family": fam, "outcome": "crash",
-                "why": (out.stderr.strip().splitlines() or ["?"])[-1][:300]}
-        except subprocess.TimeoutExpired:
-            row = {"family": fam, "outcome": "crash", "why": f"timeout ({args.timeout:.0f} s)"}
-        rows.append(row)
-        print(f"{fam}: {row['outcome']} {row.get('source', '')}->{row.get('target', '')} "
-              f"{row.get('err', '')} {row.get('why', '')[:160]}", flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
+    rows = sweep_children(__file__, args.families or list(zoo_timm.families()), "family",
+                          args.timeout, args.json, lambda row: (
+                              f"{row['family']}: {row['outcome']} {row.get('source', '')}->"
+                              f"{row.get('target', '')} {row.get('err', '')} "
+                              f"{row.get('why', '')[:160]}"))
     counts = {}
     for r in rows:
         counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
