@@ -25,9 +25,9 @@ from .deepen import deepen
 from .grow import grow_checkpoint, grow_into
 from .errors import (AnalysisError, ConstraintError, ExampleInputError, FxGrowError,
                      GroupNotGrowableError, GrowthWarning, ModeError, NarrowingError,
-                     NotIdentityError, OptimizerError, OutputPathError, TargetMismatchError,
-                     SpecError, TraceError, UnknownInitError, UnknownTargetError,
-                     VerificationError)
+                     NotIdentityError, OptimizerError, OutputPathError, ShapeGuardError,
+                     SpecialisedInputError, SpecError, TargetMismatchError, TraceError,
+                     UnknownInitError, UnknownTargetError, VerificationError)
 from .optim import grow_optimizer
 from .rules import register_rule
 from .verify import Report, verify
@@ -43,5 +43,6 @@ __all__ = [
     "FxGrowError", "TraceError", "ExampleInputError", "SpecError", "NarrowingError",
     "UnknownTargetError", "GroupNotGrowableError", "ConstraintError", "UnknownInitError",
     "VerificationError", "AnalysisError", "ModeError", "OutputPathError", "GrowthWarning",
-    "OptimizerError", "TargetMismatchError", "NotIdentityError",
+    "OptimizerError", "TargetMismatchError", "NotIdentityError", "ShapeGuardError",
+    "SpecialisedInputError",
 ]

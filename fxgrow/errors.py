@@ -22,6 +22,7 @@ __all__ = [
     "AnalysisError",
     "ModeError",
     "SpecialisedInputError",
+    "ShapeGuardError",
     "TargetMismatchError",
     "NotIdentityError",
 ]
@@ -106,6 +107,12 @@ class NotIdentityError(TargetMismatchError):
 class SpecialisedInputError(ExampleInputError, TypeError):
     """A grown graph was called with a keyword argument its capture specialised (the
     example did not give it), at another value than the captured one."""
+
+
+class ShapeGuardError(ExampleInputError, AssertionError):
+    """A graph captured by ``torch.export`` was called with inputs outside the
+    conditions its capture took for granted (its shape guards): the model's Python
+    depends on the inputs there and the graph holds only the example's path."""
 
 
 class OptimizerError(FxGrowError):

@@ -31,6 +31,7 @@ from torch import fx, nn
 from torch.utils import _pytree as pytree
 
 from ..errors import TraceError
+from .guards import explain_guards
 from .modules import root_problem
 from .regions import inline_regions
 from .runner import preserved
@@ -51,7 +52,7 @@ def is_exported(gm: Any) -> bool:
 def as_module(model: Any) -> Any:
     """``ep.module()`` for an ``ExportedProgram``, the model itself otherwise."""
     if isinstance(model, torch.export.ExportedProgram):
-        return model.module()
+        return explain_guards(model.module(), model)
     return model
 
 
@@ -145,7 +146,7 @@ def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any
             + "\nWays around it: fix the construct torch.export names, export the model yourself with "
               "the options it needs (dynamic_shapes=..., strict=...) and pass the "
               "ExportedProgram, or use capture='fx'.") from e
-    gm = ep.module()
+    gm = explain_guards(ep.module(), ep)
     inline_regions(gm)  # no_grad/autocast bodies become ordinary nodes the rules read
     return gm
 

@@ -290,11 +290,14 @@ def assert_tensor_metadata(ctx) -> Any:
 
 
 def _register_guards() -> None:
+    from ..capture.guards import GuardCheck  # export's guards, failing with a reason
+    targets: Tuple[Any, ...] = (GuardCheck,)
     try:
         from torch.export._unlift import GuardsFn
+        targets += (GuardsFn,)
     except ImportError:  # older torch: no guard module in ep.module()
-        return
-    RULES.rule(GuardsFn, accepts_sizes=True, name="export_guards")(no_tensor)
+        pass
+    RULES.rule(*targets, accepts_sizes=True, name="export_guards")(no_tensor)
 
 
 _register_guards()

@@ -15,6 +15,11 @@ written-out RMSNorm's ``eps``).  :func:`eager_problems` lists those rewrites;
 :func:`into_module` refuses when there is one, naming the node and the
 literal, and points to :func:`fxgrow.grow_into`, which rebuilds the model from
 the user's own code at the new sizes.
+
+A model captured by ``torch.export`` under conditions on its inputs (a loop count
+read from the batch size) keeps them as a forward pre-hook
+(:func:`~fxgrow.capture.guards.guard_module`): outside them its ``forward`` would take
+a path the growth was not planned for, so it stops with the reason instead.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 from torch import fx, nn
 
 from .. import meta
+from ..capture.guards import guard_module
 from ..capture.modules import deepcopy_memo
 from ..errors import SpecError
 from ..ir.layout import leaves
@@ -178,4 +184,6 @@ def into_module(model: nn.Module, plan: GrowthPlan, grown: fx.GraphModule) -> nn
         for site in gg.norms:  # the padded norms' eps, as the rewrite set them
             if site.module is not None:
                 new.get_submodule(site.module).eps = grown.get_submodule(site.module).eps
-    return new
+    # the growth is proven on the path the capture took: outside torch.export's guards
+    # the forward may route neurons through other layers, so the module checks them too
+    return guard_module(new, analysis.graph_module)

@@ -1,0 +1,147 @@
+"""Shape guards of an exported graph, failing with a reason instead of a bare assert.
+
+``torch.export`` records the conditions the model's Python took for granted on the
+example (``1 + x.size(0) % 3 == 3`` when a loop runs ``x.size(0) % 3 + 1`` times),
+and ``ExportedProgram.module()`` checks them in a ``_guards_fn`` submodule called
+first in ``forward``.  A graph holds one path through the model's Python: the
+branch the example took.  Called with inputs outside those conditions it would
+compute something else, so the check is right to stop it, but torch's bare
+``AssertionError: Guard failed: ...`` tells the user neither why nor what to do.
+
+:func:`explain_guards` wraps that submodule so the failure is a
+:class:`~fxgrow.errors.ShapeGuardError` (an ``AssertionError`` too, so code that
+caught torch's keeps working) that names the condition and the ways around it.
+The wrapper is an ordinary submodule: it survives copies, growth and pickling of
+the graph.
+
+The user's own module grown in place (``widen(..., output="module")``) runs its own
+``forward``, which may take another path outside those conditions (another loop
+count routes the neurons through other layers than the growth was planned for).
+:func:`guard_module` gives it the same check, as a forward pre-hook, so it too is
+exact or stops with the reason.  The hook checks calls whose inputs have the
+example's structure (the same arguments given); the paths of other call structures
+were not captured, as for any model grown from one example.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Optional, Sequence, Tuple
+
+from torch import fx, nn
+from torch.fx._pytree import tree_flatten_spec
+
+from ..errors import ShapeGuardError
+
+__all__ = ["explain_guards", "GuardCheck", "guard_module", "InputGuard"]
+
+_NAME = "_guards_fn"
+
+
+class GuardCheck(nn.Module):
+    """Runs ``torch.export``'s guard function; a failed guard raises
+    :class:`~fxgrow.errors.ShapeGuardError` naming the condition.
+
+    Examples
+    --------
+    >>> import torch, fxgrow
+    >>> class Loop(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.a, self.b = torch.nn.Linear(4, 8), torch.nn.Linear(8, 2)
+    ...     def forward(self, x):
+    ...         h = self.a(x)
+    ...         for _ in range(x.shape[0] % 3):  # the loop count depends on the batch
+    ...             h = torch.tanh(h)
+    ...         return self.b(h)
+    >>> g = fxgrow.widen(Loop(), torch.randn(2, 4), 2.0, capture="export")
+    >>> try:
+    ...     g(torch.randn(3, 4))
+    ... except fxgrow.ShapeGuardError as e:
+    ...     print(str(e).splitlines()[0])
+    fxgrow grew this model from a capture that holds for inputs where `x.size()[0] % 3 == 2`, and these inputs break it
+    """
+
+    # export marks its guard call impure, so dead-code elimination keeps it
+    _is_impure = True
+
+    def __init__(self, guards: nn.Module, conditions: Optional[Sequence[str]] = None):
+        super().__init__()
+        self.guards = guards
+        #: the conditions as torch.export wrote them (None: not known)
+        self.conditions = None if conditions is None else tuple(conditions)
+
+    def forward(self, *args: Any) -> None:
+        try:
+            self.guards(*args)
+        except AssertionError as e:
+            if isinstance(e, ShapeGuardError):
+                raise
+            cond = str(e).split("Guard failed:", 1)[-1].strip() or str(e)
+            raise ShapeGuardError(
+                f"fxgrow grew this model from a capture that holds for inputs where `{cond}`, "
+                "and these inputs break it\n"
+                "  The model's Python depends on the inputs there (a branch, a loop count, a size "
+                "read as a number) and the growth was proven on the path the example took. Call it "
+                "with inputs that keep the condition, or grow it from an example like these "
+                "inputs.") from e
+
+
+def explain_guards(gm: Any, ep: Any = None) -> Any:
+    """Wrap ``gm._guards_fn`` (if any) in a :class:`GuardCheck`, in place; returns ``gm``.
+
+    Only for a module fxgrow itself just made from ``ep``, an ``ExportedProgram``
+    (never the user's module).
+    """
+    if not isinstance(gm, fx.GraphModule):
+        return gm
+    guards = getattr(gm, _NAME, None)
+    if isinstance(guards, nn.Module) and not isinstance(guards, GuardCheck):
+        code = getattr(ep, "_guards_code", None)  # private: absent in other torch versions
+        conditions = [str(c) for c in code] if isinstance(code, (list, tuple)) else None
+        setattr(gm, _NAME, GuardCheck(guards, conditions))
+    return gm
+
+
+class InputGuard:
+    """Forward pre-hook (``with_kwargs=True``): the capture's guards on a call's inputs.
+
+    A call is bound to ``forward``'s signature and laid out as the example was (the
+    same arguments positional, the same by keyword), so ``m(x)`` and ``m(x=x)`` are
+    checked alike.  Holds the guard module and the example's layout; picklable and
+    copyable with the module it is registered on.
+    """
+
+    def __init__(self, guards: GuardCheck, in_spec: Any, positional: Tuple[str, ...]):
+        self.guards, self.in_spec, self.positional = guards, in_spec, positional
+
+    def __call__(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        try:
+            bound = inspect.signature(module.forward).bind(*args, **kwargs).arguments
+            keys = self.in_spec.children_specs[1].context
+            if set(bound) != set(self.positional) | set(keys):
+                return None  # other arguments given: another call, not the captured one
+            laid = (tuple(bound[n] for n in self.positional), {k: bound[k] for k in keys})
+            flat = tree_flatten_spec(laid, self.in_spec)
+        except Exception:  # noqa: BLE001 - another call structure: not what was captured
+            return None
+        self.guards(*flat)
+        return None
+
+
+def guard_module(module: nn.Module, gm: Any) -> nn.Module:
+    """Register :class:`InputGuard` on ``module`` (fxgrow's own copy of the user's
+    model, grown) when ``gm``, the graph it was grown from, checks guards."""
+    guards = getattr(gm, _NAME, None)
+    info = getattr(getattr(getattr(gm, "graph", None), "_codegen", None), "pytree_info", None)
+    if not isinstance(guards, GuardCheck) or guards.conditions == () or info is None \
+            or info.in_spec is None:
+        return module
+    try:
+        n = info.in_spec.children_specs[0].num_children
+        positional = tuple(inspect.signature(module.forward).parameters)[:n]
+    except (TypeError, ValueError, AttributeError, IndexError):
+        return module
+    module.register_forward_pre_hook(InputGuard(guards, info.in_spec, positional),
+                                     with_kwargs=True)
+    return module
