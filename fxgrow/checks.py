@@ -188,11 +188,11 @@ def rule_targets(targets: Tuple[Any, ...]) -> None:
             raise SpecError(f"cannot register a rule for a module instance; register its class "
                             f"{type(t).__name__}")
         good = (isinstance(t, str) and t.strip() == t and t != "") or \
-            (isinstance(t, type) and issubclass(t, nn.Module)) or \
+            (isinstance(t, type) and issubclass(t, (nn.Module, torch.autograd.Function))) or \
             (callable(t) and not isinstance(t, type))
         if not good:
             raise SpecError(f"cannot register a rule for {_what(t)}: a target is an nn.Module "
-                            "class, a function, a Tensor method name (\"my_method\") or a "
+                            "class, a torch.autograd.Function class, a function, a Tensor method name (\"my_method\") or a "
                             "qualified function name (\"pkg.module.fn\")")
 
 

@@ -30,7 +30,8 @@ import torch
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
-from ..errors import TraceError
+from ..errors import GrowthWarning, TraceError
+from .functions import watching_functions
 from .guards import explain_guards
 from .modules import root_problem
 from .regions import inline_regions
@@ -123,9 +124,11 @@ def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any
     if problem:
         raise TraceError(f"cannot capture {type(model).__name__}: {problem}")
     spec = auto_dynamic_shapes(model, args, kwargs) if dynamic else None
+    inlined: list = []
     try:
         try:
-            ep = _export(model, args, kwargs, spec)
+            with watching_functions(inlined):
+                ep = _export(model, args, kwargs, spec)
         except Exception as e:  # noqa: BLE001 - retried with static shapes below
             if spec is None:
                 raise
@@ -135,7 +138,9 @@ def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any
                           "the grown model, accept only the example's sizes", stacklevel=4)
             if how is not None:
                 how["dynamic_fallback_reason"] = reason
-            ep = _export(model, args, kwargs, None)
+            inlined.clear()
+            with watching_functions(inlined):
+                ep = _export(model, args, kwargs, None)
     except Exception as e:  # export raises many kinds: UserError, Unsupported, ...
         msg = str(e).strip().splitlines()
         head = msg[0] if msg else ""
@@ -146,6 +151,17 @@ def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any
             + "\nWays around it: fix the construct torch.export names, export the model yourself with "
               "the options it needs (dynamic_shapes=..., strict=...) and pass the "
               "ExportedProgram, or use capture='fx'.") from e
+    if inlined:
+        # export records a Function's forward ops; autograd then differentiates those
+        warnings.warn(
+            f"torch.export inlined the forward of the custom autograd Function(s) "
+            f"{', '.join(inlined)} in {type(model).__name__}: the captured and grown graphs "
+            "compute the same outputs, but their gradients through them are autograd's of the "
+            "forward, not the Function's own backward. To train the grown model, grow with "
+            "output='module' (the model's own forward) or capture='fx' (which keeps the calls)",
+            GrowthWarning, stacklevel=4)
+        if how is not None:
+            how["inlined_functions"] = list(inlined)
     gm = explain_guards(ep.module(), ep)
     inline_regions(gm)  # no_grad/autocast bodies become ordinary nodes the rules read
     return gm

@@ -21,6 +21,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import TraceError
+from .functions import keeping_functions
 from .modules import call_override, hidden_computation, root_problem
 from .regions import recording
 from .runner import preserved
@@ -92,7 +93,8 @@ def trace(model: nn.Module, leaf_modules: Iterable[Union[str, Type[nn.Module]]] 
     try:
         # tracing runs the model's Python: what forward assigns (a buffer, now a Proxy,
         # or a call counter) must not stay on the user's modules
-        with preserved(model), recording(tracer), watch or contextlib.nullcontext():
+        with preserved(model), recording(tracer), keeping_functions(tracer), \
+                watch or contextlib.nullcontext():
             graph = tracer.trace(model, concrete_args=concrete_args or None)
             # the constants fx itself stores on the root (`_tensor_constant0`, ...)
             constants = {n.target: getattr(model, n.target) for n in graph.nodes

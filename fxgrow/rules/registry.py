@@ -99,7 +99,8 @@ def register_rule(*targets: Key, accepts_sizes: bool = False, name: Optional[str
     Parameters
     ----------
     *targets : module class, function, method name (str) or qualified function name
-        The ops the rule describes.  A string with a dot names a function by
+        The ops the rule describes.  A ``torch.autograd.Function`` subclass describes its
+        calls (``MyFn.apply(x)``, kept as calls by torch.fx capture).  A string with a dot names a function by
         ``"module.qualname"`` (``"torchvision.ops.stochastic_depth.stochastic_depth"``),
         without importing it; a string without one is a ``Tensor`` method.
     accepts_sizes : bool
@@ -144,6 +145,8 @@ def lookup(target: Key) -> Optional[Rule]:
     such as ``_conv_forward`` computes something else).
     """
     rule = RULES.get(target) if not isinstance(target, str) or "." not in target else None
+    if rule is None and getattr(target, "autograd_function", None) is not None:
+        rule = RULES.get(target.autograd_function)  # a kept custom Function's call, by class
     if rule is None and callable(target):  # functions and classes by qualified name
         name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
         rule = RULES_BY_NAME.get(name)
