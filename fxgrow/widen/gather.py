@@ -11,10 +11,11 @@ rebuilt with one vectorised gather:
 * the divided side of a contraction (a key head dim) has its producer rows
   divided too: ``Σ_j q_g(j) k_g(j)/c = Σ_i q_i k_i``.
 
-Large tensors are built in place (:func:`gather_scaled`): the old block is
-written once, scaled, to where the old neurons stay, and every new position is
-then read from the old neuron it copies, so each grown element is written once
-and the work is a few contiguous copies, not a gather of every element.  The
+Large tensors are built by :func:`gather_scaled`: the old tensor is scaled once,
+then gathered one dim at a time by ``index_select`` calls that each write a
+contiguous result (the outermost dim's old positions are written in place and
+its new positions copied from them), so each grown element is written once and
+the work is a few contiguous copies, not a broadcast gather of every element.  The
 values are exactly those of the plain gather followed by the scaling
 (``tests/widen/test_gather.py`` checks it bit for bit).  On the ``meta``
 device only the shape is made.
@@ -120,8 +121,6 @@ def _gather_reference(t: torch.Tensor, index: Dict[int, torch.Tensor]) -> torch.
 
 #: a dim whose old neurons sit in more runs than this is gathered the plain way
 _MAX_HOMES = 256
-#: nor a tensor whose old block falls into more pieces than this
-_MAX_BLOCKS = 1024
 
 
 class Homes(NamedTuple):
@@ -186,32 +185,41 @@ def homes(index: torch.Tensor, old: int) -> Optional[Homes]:
     return Homes(tuple(runs), fills, home, (lo, hi - lo), idx)
 
 
-def _narrow(t: torch.Tensor, spans) -> torch.Tensor:
-    for d, (start, length) in spans:
-        t = t.narrow(d, start, length)
-    return t
-
-
 class Scratch:
-    """One reusable buffer for the copies that cannot be written in place.
+    """Reusable buffers for intermediates: the scaled old tensor, partial gathers, and
+    the copies that cannot be written in place.
 
-    ``index_select`` writes a contiguous result fast and a strided one (the new
-    columns of a weight) slowly: those go through this buffer, kept between
-    tensors so its pages are touched once.
+    Kept between tensors so their pages are touched once (a fresh large allocation
+    costs a page fault per page).  ``index_select`` writes a contiguous result fast and
+    a strided one (the new columns of a weight) slowly: those go through a buffer too.
     """
 
     def __init__(self) -> None:
-        self._buf: Optional[torch.Tensor] = None
+        self._bufs: Dict[int, torch.Tensor] = {}
 
-    def like(self, t: torch.Tensor) -> torch.Tensor:
-        """A contiguous tensor of ``t``'s shape, dtype and device, to be overwritten."""
-        buf = self._buf
-        if buf is None or buf.numel() < t.numel() or buf.dtype != t.dtype \
+    def like(self, t: torch.Tensor, slot: int = 3) -> torch.Tensor:
+        """A contiguous tensor of ``t``'s shape, dtype and device, to be overwritten;
+        tensors from different slots never share memory."""
+        return self.shaped(t.shape, t, slot)
+
+    def sized(self, t: torch.Tensor, dim: int, n: int, slot: int) -> torch.Tensor:
+        """Like :meth:`like`, with ``n`` positions along ``dim``."""
+        shape = list(t.shape)
+        shape[dim] = n
+        return self.shaped(shape, t, slot)
+
+    def shaped(self, shape, t: torch.Tensor, slot: int) -> torch.Tensor:
+        numel = 1
+        for n in shape:
+            numel *= n
+        buf = self._bufs.get(slot)
+        if buf is None or buf.numel() < numel or buf.dtype != t.dtype \
                 or buf.device != t.device:
-            self._buf = buf = torch.empty(max(t.numel(), buf.numel() if buf is not None
-                                              and buf.dtype == t.dtype else 0),
-                                          dtype=t.dtype, device=t.device)
-        return buf[:t.numel()].view(t.shape)
+            keep = buf.numel() if buf is not None and buf.dtype == t.dtype \
+                and buf.device == t.device else 0
+            self._bufs[slot] = buf = torch.empty(max(numel, keep), dtype=t.dtype,
+                                                 device=t.device)
+        return buf[:numel].view(shape)
 
 
 def _select_into(view: torch.Tensor, dim: int, positions: torch.Tensor, start: int,
@@ -232,68 +240,78 @@ def _select_into(view: torch.Tensor, dim: int, positions: torch.Tensor, start: i
     dst.copy_(tmp)
 
 
+def _select(src: torch.Tensor, dim: int, index: torch.Tensor,
+            out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    if out is None:
+        return torch.index_select(src, dim, index)
+    return torch.index_select(src, dim, index, out=out)
+
+
 def gather_scaled(t: torch.Tensor, index: Dict[int, torch.Tensor],
                   layouts: Dict[int, Homes], scales: List[Tuple[int, torch.Tensor]],
                   offset: Optional[float], scratch: Optional[Scratch] = None
                   ) -> Optional[torch.Tensor]:
     """``t`` gathered along the dims of ``index``, multiplied by ``scales`` (and ``offset``
-    kept, see :func:`grow_tensor`), writing each grown element once.
+    kept, see :func:`grow_tensor`), with every grown element written once.
 
-    The old block is copied (scaled) to its runs, then each dim, innermost first,
-    fills its new positions by reading the grown tensor at its runs: a new neuron
-    is a copy of an old one, so it is read from where that old one (already scaled)
-    now sits.  Exactly the values of gathering and then scaling, when every scale
-    is a function of the old position (``scale[j] == scale[home[index[j]]]``);
-    ``None`` otherwise, or for a non-contiguous ``t`` (the plain path keeps its layout).
+    A scale that is a function of the old position (``scale[j] == scale[home[index[j]]]``)
+    can be applied before the gather: the old tensor is scaled once (into ``scratch``),
+    then gathered one dim at a time, innermost first, each ``index_select`` writing a
+    contiguous result.  The outermost dim, when its slices of the grown tensor are
+    contiguous, is not gathered as a whole: the inner gathers write straight into the
+    runs of the grown tensor that keep the old positions, and the new positions are then
+    read from their old neuron there.  Exactly the values of gathering and then scaling
+    (each element is multiplied by the same factors in the same order); ``None`` when a
+    scale is not a function of the old position (``split``'s shares: scaled after the
+    gather instead), or for a non-contiguous ``t`` (the plain path keeps its layout).
     """
     if not t.is_contiguous():
         return None
-    blocks = [[]]
-    for d in sorted(index):
-        blocks = [b + [(d, r)] for b in blocks for r in layouts[d].runs]
-        if len(blocks) > _MAX_BLOCKS:
-            return None
     scratch = scratch if scratch is not None else Scratch()
+    nd = t.dim()
     factors = []
     for d, scale in scales:  # on the host, float64
         h = layouts[d]
         if not torch.equal(scale[h.home][h.index], scale):
             return None  # a share per copy (split): scaled after the gather instead
-        factors.append((d, scale.to(t.device, t.dtype)))
+        # the factor of each old position: that of its home in the grown dim
+        factors.append(_bcast(scale[h.home].to(t.device, t.dtype), d, nd))
     dims = sorted(index)
     shape = list(t.shape)
     for d in dims:
         shape[d] = index[d].numel()
     out = torch.empty(shape, dtype=t.dtype, device=t.device)
-    nd = t.dim()
-    # 1. the old block, into the product of every dim's runs (scaled on the way)
-    for block in blocks:
-        dst = _narrow(out, [(d, (a, n)) for d, (a, _, n) in block])
-        src = _narrow(t, [(d, (v, n)) for d, (_, v, n) in block])
-        if not factors:
-            dst.copy_(src)
-            continue
-        total = None
-        for i, (d, scale) in enumerate(factors):
-            a, _, n = dict(block)[d]
-            f = _bcast(scale[a:a + n], d, nd)
-            if i == 0:
-                torch.mul(src, f, out=dst)
-            else:
-                dst.mul_(f)
-            total = f if total is None else total * f
+    src = t
+    if factors:  # 1. the old tensor, scaled as gather-then-scale would scale each element
+        src = scratch.like(t, 0)
+        torch.mul(t, factors[0], out=src)
+        total = factors[0]
+        for f in factors[1:]:
+            src.mul_(f)
+            total = total * f
         if offset:
-            dst.add_(offset * (total - 1))
-    # 2. each dim's new positions, innermost first, over what is already filled
-    for k in range(len(dims) - 1, -1, -1):
-        d = dims[k]
-        regions = [[]]
-        for e in dims[:k]:  # outer dims: only their runs are filled so far
-            regions = [r + [(e, (a, n))] for r in regions for a, _, n in layouts[e].runs]
-        for region in regions:
-            view = _narrow(out, region)
-            for a, _, positions in layouts[d].fills:
-                _select_into(view, d, positions.to(t.device), a, layouts[d].span, scratch)
+            src.add_(offset * (total - 1))
+    d0, inner = dims[0], dims[:0:-1]  # the outermost dim; the others, innermost first
+
+    def gather_inner(piece: torch.Tensor, dst: Optional[torch.Tensor]) -> torch.Tensor:
+        for k, d in enumerate(inner):  # intermediates in scratch (their pages reused)
+            last = k == len(inner) - 1
+            target = dst if last else scratch.sized(piece, d, index[d].numel(), 1 + k % 2)
+            piece = _select(piece, d, index[d].to(t.device), target)
+        if dst is not None and not inner:
+            dst.copy_(piece)
+        return piece
+
+    h0 = layouts[d0]
+    if all(n == 1 for n in shape[:d0]):  # the grown tensor's slices along d0 are contiguous
+        # 2. each run of old positions along d0, gathered along the inner dims, in place
+        for a, v, n in h0.runs:
+            gather_inner(src.narrow(d0, v, n), out.narrow(d0, a, n))
+        # 3. d0's new positions, read from their old neuron's home
+        for a, _, positions in h0.fills:
+            _select_into(out, d0, positions.to(t.device), a, h0.span, scratch)
+    else:
+        _select(gather_inner(src, None), d0, index[d0].to(t.device), out)
     return out
 
 
@@ -302,12 +320,9 @@ _SMALL = 1 << 15
 
 
 def _worth_it(t: torch.Tensor, index: Dict[int, torch.Tensor]) -> bool:
-    """Whether :func:`gather_scaled` beats one gather and a scaling pass: for large
-    tensors growing along more than one dim, or along an outer one (one ``index_select``
-    over the last dim writes its result contiguously, which the in-place form cannot)."""
-    if not index or t.numel() < _SMALL:
-        return False
-    return len(index) > 1 or max(index) < t.dim() - 1
+    """Whether :func:`gather_scaled` beats one gather and a scaling pass: for tensors
+    large enough that a few more calls cost less than a pass over the grown tensor."""
+    return bool(index) and t.numel() >= _SMALL
 
 
 def grow_tensor(t: torch.Tensor, members: List[Member], ex: Expander,
