@@ -89,23 +89,26 @@ def preserved(module: nn.Module) -> Iterator[None]:
     >>> hasattr(m, "calls")
     False
     """
-    saved: List[Tuple[nn.Module, Dict[str, Any], Dict[str, Any]]] = []
+    saved: List[Tuple[Dict[str, Any], Dict[str, Any], List[Tuple[Any, Any]]]] = []
     for m in module.modules():
         # every container attribute's contents too, not only the parameter, buffer and hook
         # dicts: a cache filled in place (timm's `attention_bias_cache[device] = ...`) would
         # otherwise keep a tracer's Proxy or fake tensor in the user's model
-        contents = {k: _contents(v) for k, v in vars(m).items()
-                    if isinstance(v, (dict, list, set))}
-        saved.append((m, dict(vars(m)), contents))
+        state = vars(m)
+        saved.append((state, dict(state), [(v, _contents(v)) for v in state.values()
+                                            if isinstance(v, _CONTAINERS)]))
     try:
         yield
     finally:
-        for m, attrs, contents in saved:
-            state = vars(m)
+        for state, attrs, contents in saved:
             state.clear()
             state.update(attrs)
-            for k, c in contents.items():  # the containers themselves were shared: refill
-                _refill(state[k], c)
+            for target, c in contents:  # the containers themselves were shared: refill
+                if c or target:  # (most are empty hook dicts that stayed empty)
+                    _refill(target, c)
+
+
+_CONTAINERS = (dict, list, set)
 
 
 def _contents(v: Any) -> Any:

@@ -140,13 +140,16 @@ class SpaceTable:
                 return self.norm(sp.definition)
             return layout if layout.space == root else Axis(root, sp.size)
         if isinstance(layout, Cat):
-            return self.make_cat(self.norm(p) for p in layout.parts)
-        return self.make_prod(self.norm(f) for f in layout.factors)
+            return self.make_cat((self.norm(p) for p in layout.parts), normed=True)
+        return self.make_prod((self.norm(f) for f in layout.factors), normed=True)
 
-    def make_cat(self, parts: Iterable[Layout]) -> Layout:
+    def make_cat(self, parts: Iterable[Layout], normed: bool = False) -> Layout:
+        """The concatenation of ``parts``, in normal form (``normed``: the parts are
+        already, and normalising them again would give them back unchanged)."""
         flat: List[Layout] = []
         for p in parts:
-            p = self.norm(p)
+            if not normed:
+                p = self.norm(p)
             if p.size == 0:
                 continue
             flat.extend(p.parts if isinstance(p, Cat) else (p,))
@@ -154,10 +157,13 @@ class SpaceTable:
             return flat[0]
         return Cat(tuple(flat))
 
-    def make_prod(self, factors: Iterable[Layout]) -> Layout:
+    def make_prod(self, factors: Iterable[Layout], normed: bool = False) -> Layout:
+        """The row-major product of ``factors``, in normal form (``normed`` as for
+        :meth:`make_cat`)."""
         flat: List[Layout] = []
         for f in factors:
-            f = self.norm(f)
+            if not normed:
+                f = self.norm(f)
             if f.size == 1:
                 # A size-1 factor vanishes from the product's index, so it
                 # must never grow: growing it would change the product's size
@@ -173,7 +179,8 @@ class SpaceTable:
             return flat[0]
         if isinstance(flat[0], Cat):  # Prod(A ⊕ B, R) == Prod(A, R) ⊕ Prod(B, R)
             rest = tuple(flat[1:])
-            return self.make_cat(self.make_prod((p,) + rest) for p in flat[0].parts)
+            return self.make_cat((self.make_prod((p,) + rest, normed=True)
+                                  for p in flat[0].parts), normed=True)
         return Prod(tuple(flat))
 
     # -- status --------------------------------------------------------------
