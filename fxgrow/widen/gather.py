@@ -23,6 +23,7 @@ device only the shape is made.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -47,9 +48,7 @@ class Expander:
 
     def __init__(self, plan: GrowthPlan) -> None:
         self.maps = plan.maps()
-        old_flags = {g: (gg.index, (torch.arange(gg.new) < gg.old).to(torch.float64))
-                     for g, gg in plan.growth.items() if g in self.maps}
-        self.old_flags = old_flags
+        self._plan = plan
         # producers are copied unscaled, except the divided side of a contraction
         rescaled = plan.rescaled()
         self.producer_maps = {g: rescaled.get(g, (idx, torch.ones(idx.numel(), dtype=torch.float64)))
@@ -59,6 +58,21 @@ class Expander:
         self.offsets = dict(getattr(plan.analysis, "offsets", {}))
         self._cache: Dict[Tuple[Layout, str], Any] = {}
         self.scratch = Scratch()
+
+    @functools.cached_property
+    def old_flags(self) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
+        """``{group: (index, 1 at old positions, 0 at new)}``, made when first asked for
+        (only masks of new positions need it)."""
+        return {g: (gg.index, (torch.arange(gg.new) < gg.old).to(torch.float64))
+                for g, gg in self._plan.growth.items() if g in self.maps}
+
+    def shares(self, layout: Layout, shares: Dict[int, tuple]) -> torch.Tensor:
+        """``expand(layout, shares)``'s scale, cached per layout (``shares`` is one
+        plan's :func:`~fxgrow.widen.record.share_maps`, the same for every call)."""
+        key = (layout, "shares", id(shares))
+        if key not in self._cache:
+            self._cache[key] = (shares, expand(layout, shares)[1])  # keeps `shares` alive
+        return self._cache[key][1]
 
     def grows(self, layout: Layout) -> bool:
         return any(leaf.space in self.maps for leaf in leaves(layout))

@@ -35,7 +35,6 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..ir.groups import Member
-from ..ir.layout import expand
 from ..ir.roles import PRODUCER, SCALED
 from .gather import Expander
 from .growth import GrowthPlan
@@ -111,7 +110,7 @@ def tensor_growth(members: Sequence[Member], ex: Expander, mp: Optional[Padder],
         if not scaled or m.role not in SCALED:
             rows = ex.producer_scale(m.layout, None) if scaled and m.role == PRODUCER else None
             value = rows if rows is not None else torch.ones_like(value)
-        share = expand(m.layout, shares)[1]
+        share = ex.shares(m.layout, shares)
         ratio = torch.where(value == 0, torch.zeros_like(share), share / value)
         dims.append((m.dim, index, ratio))
     return TensorGrowth(tuple(dims))
