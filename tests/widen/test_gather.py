@@ -1,9 +1,10 @@
 """fxgrow.widen.gather: growing one tensor.
 
 The fast form (:func:`gather_scaled`: the old tensor scaled once, gathered one
-dim at a time, the outermost dim's new positions read back from their old neuron) must give exactly, bit for bit, what the plain
-gather followed by the scaling passes gives; whole models grown either way must
-be equal tensor for tensor.
+dim at a time, the outermost dim's new positions read back from their old
+neuron) must give exactly, bit for bit, what the plain gather followed by the
+scaling passes gives; whole models grown either way must be equal tensor for
+tensor.
 """
 
 import pytest
