@@ -98,7 +98,9 @@ def explain_guards(gm: Any, ep: Any = None) -> Any:
     guards = getattr(gm, _NAME, None)
     if isinstance(guards, nn.Module) and not isinstance(guards, GuardCheck):
         code = getattr(ep, "_guards_code", None)  # private: absent in other torch versions
-        conditions = [str(c) for c in code] if isinstance(code, (list, tuple)) else None
+        # (deduplicated: a model grown before checks them in a hook export traces again)
+        conditions = list(dict.fromkeys(str(c) for c in code)) \
+            if isinstance(code, (list, tuple)) else None
         setattr(gm, _NAME, GuardCheck(guards, conditions))
     return gm
 
@@ -111,6 +113,9 @@ class InputGuard:
     checked alike.  Holds the guard module and the example's layout; picklable and
     copyable with the module it is registered on.
     """
+
+    #: it raises or returns None, never changes an input: capture may look through it
+    checks_only = True
 
     def __init__(self, guards: GuardCheck, in_spec: Any, positional: Tuple[str, ...]):
         self.guards, self.in_spec, self.positional = guards, in_spec, positional
@@ -131,7 +136,8 @@ class InputGuard:
 
 def guard_module(module: nn.Module, gm: Any) -> nn.Module:
     """Register :class:`InputGuard` on ``module`` (fxgrow's own copy of the user's
-    model, grown) when ``gm``, the graph it was grown from, checks guards."""
+    model, grown, or the target :func:`fxgrow.grow_into` filled) when ``gm``, the graph
+    it was grown from, checks guards; an earlier :class:`InputGuard` is replaced."""
     guards = getattr(gm, _NAME, None)
     info = getattr(getattr(getattr(gm, "graph", None), "_codegen", None), "pytree_info", None)
     if not isinstance(guards, GuardCheck) or guards.conditions == () or info is None \
@@ -142,6 +148,10 @@ def guard_module(module: nn.Module, gm: Any) -> nn.Module:
         positional = tuple(inspect.signature(module.forward).parameters)[:n]
     except (TypeError, ValueError, AttributeError, IndexError):
         return module
+    for key, hook in list(module._forward_pre_hooks.items()):
+        if isinstance(hook, InputGuard):  # grown again: the new capture's guards replace it
+            del module._forward_pre_hooks[key]
+            module._forward_pre_hooks_with_kwargs.pop(key, None)
     module.register_forward_pre_hook(InputGuard(guards, info.in_spec, positional),
                                      with_kwargs=True)
     return module

@@ -102,7 +102,9 @@ def call_override(model: nn.Module) -> Optional[str]:
 
 def hidden_computation(m: nn.Module) -> Optional[str]:
     """Why calling ``m`` computes more than its ``forward`` shows, or None."""
-    if getattr(m, "_forward_pre_hooks", None):
+    pre = [h for h in (getattr(m, "_forward_pre_hooks", None) or {}).values()
+           if not getattr(h, "checks_only", False)]  # fxgrow's own input checks compute nothing
+    if pre:
         return "it has forward pre-hooks (spectral_norm, weight_norm and pruning use them)"
     if getattr(m, "_forward_hooks", None):
         return "it has forward hooks"

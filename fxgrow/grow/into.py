@@ -26,6 +26,7 @@ from torch import nn
 
 from .. import checks, meta
 from ..capture import ExampleInput
+from ..capture.guards import guard_module
 from ..capture.runner import preserved
 from ..ops.access import attr_by_name
 from ..errors import TargetMismatchError, VerificationError
@@ -85,7 +86,11 @@ def grow_into(
     Returns
     -------
     nn.Module
-        ``target``, filled in place (its own class, parameters and flags).
+        ``target``, filled in place (its own class, parameters and flags).  Captured by
+        ``torch.export`` under conditions on the inputs (a loop count read from the
+        batch size), it checks them in a forward pre-hook and raises
+        :class:`~fxgrow.errors.ShapeGuardError` outside them, where its forward would
+        take a path the growth was not planned for.
 
     Raises
     ------
@@ -116,6 +121,9 @@ def grow_into(
     # grow_optimizer(opt, source, target) finds the gradient map and the names here
     register_growth(target, prep.grown.meta.get(meta.GROWTH),
                     {k: v for k, v in prep.pairs.items()})
+    # the growth was planned on the captured path: outside torch.export's guards the
+    # target's forward may route neurons through other layers, so it checks them
+    guard_module(target, prep.grown)
 
     exact = init in EXACT and not noise
     if verify is None:

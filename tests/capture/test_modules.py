@@ -52,6 +52,18 @@ def test_hooks_on_the_root_are_refused_not_lost():
         fxgrow.widen(m, X, 2.0)
 
 
+def test_fxgrows_own_input_checks_are_no_hidden_computation():
+    # the guard hook a grown module or a grow_into target carries only raises or passes
+    from fxgrow.capture.guards import InputGuard
+    from fxgrow.capture.modules import hidden_computation
+
+    m = _mlp()
+    m.register_forward_pre_hook(InputGuard(None, None, ()), with_kwargs=True)
+    assert hidden_computation(m) is None
+    m.register_forward_pre_hook(lambda mod, args: (args[0] * 2,))
+    assert "forward pre-hooks" in hidden_computation(m)
+
+
 def test_lazy_modules_must_run_once_first():
     m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.LazyLinear(3)).double()
     snap_type = type(m[2])
