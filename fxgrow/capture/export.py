@@ -20,17 +20,19 @@ choose other options (dynamic shapes, strict mode, ...).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import itertools
 import warnings
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
 from ..errors import GrowthWarning, TraceError
+from .deadline import OutOfTime, dynamic_export_seconds, time_limit
 from .functions import watching_functions
 from .guards import explain_guards
 from .modules import root_problem
@@ -98,10 +100,36 @@ def _register_output_types(model: nn.Module) -> None:
     register_cache_pytrees_for_model(model)
 
 
+@contextlib.contextmanager
+def _unmarked(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Iterator[None]:
+    """Take off the dim markings torch.export leaves on the example's tensors.
+
+    Exporting with ``dynamic_shapes`` marks each input tensor (``_dynamo_weak_dynamic_indices``
+    and friends, attributes of the tensor object).  Left there they change the user's
+    tensors, and a retry with static shapes on the same tensors still treats their dims
+    as dynamic: it meets the very failure it retries after.
+    """
+    tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    before = [dict(vars(t)) for t in tensors]
+    try:
+        yield
+    finally:
+        for t, attrs in zip(tensors, before):
+            for k in [k for k in vars(t) if k.startswith(_MARKS) and k not in attrs]:
+                delattr(t, k)
+            for k, v in attrs.items():
+                if k.startswith(_MARKS):
+                    setattr(t, k, v)
+
+
+_MARKS = ("_dynamo_", "_has_dynamo_dim_marking")
+
+
 def _export(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any],
             dynamic_shapes: Any) -> Any:
     _register_output_types(model)
-    with preserved(model):  # export runs the model's Python on fake tensors
+    # export runs the model's Python on fake tensors
+    with preserved(model), _unmarked(args, kwargs):
         return torch.export.export(model, tuple(args), dict(kwargs), strict=False,
                                    dynamic_shapes=dynamic_shapes)
 
@@ -111,8 +139,9 @@ def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any
     """``torch.export.export(model, args, kwargs, strict=False).module()``.
 
     With ``dynamic`` (the default) input dims are exported as
-    :func:`auto_dynamic_shapes`; if that fails the model is exported with the
-    example's static shapes, with a warning, and ``how["dynamic_fallback_reason"]``
+    :func:`auto_dynamic_shapes`; if that fails, or takes longer than
+    :func:`~fxgrow.capture.deadline.dynamic_export_seconds`, the model is exported with
+    the example's static shapes, with a warning, and ``how["dynamic_fallback_reason"]``
     (when ``how`` is given) says why.
 
     Raises
@@ -127,12 +156,17 @@ def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any
     inlined: list = []
     try:
         try:
-            with watching_functions(inlined):
+            # symbolic sizes can make export's shape reasoning blow up: bounded in time
+            with watching_functions(inlined), \
+                    time_limit(dynamic_export_seconds() if spec is not None else None):
                 ep = _export(model, args, kwargs, spec)
-        except Exception as e:  # noqa: BLE001 - retried with static shapes below
+        except (Exception, OutOfTime) as e:  # noqa: BLE001 - retried with static shapes below
             if spec is None:
                 raise
             reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
+            if isinstance(e, OutOfTime):
+                reason = (f"reasoning about symbolic sizes took {e}; "
+                          "FXGROW_DYNAMIC_EXPORT_SECONDS sets the limit")
             warnings.warn(f"torch.export could not keep the input sizes of "
                           f"{type(model).__name__} dynamic ({reason}); the captured graph, and "
                           "the grown model, accept only the example's sizes", stacklevel=4)

@@ -432,3 +432,28 @@ def test_a_constant_like_a_tensor_is_not_a_move_of_it():
         assert a.group("k").id not in a.partners, capture
         grown = exact_or_refused(m, x, every_group(a), capture=capture)
         assert not isinstance(grown, Exception) and grown.meta["fxgrow.plan"], capture
+
+
+def test_export_leaves_no_markings_on_the_example_tensors():
+    # torch.export marks the tensors it exports with dynamic dims, and a failed attempt
+    # leaves the marks: they changed the user's tensors, and made the retry with static
+    # shapes on the same tensors dynamic again, so it failed the same way
+    class OnlyStatic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x, y):
+            if isinstance(x.shape[0], torch.SymInt):  # what a blow-up in sympy looks like
+                raise NotImplementedError("no symbolic sizes here")
+            return self.b(torch.tanh(self.a(x))) + y
+
+    torch.manual_seed(0)
+    model = OnlyStatic().double()
+    x, y = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    y.my_tag = "kept"
+    with pytest.warns(UserWarning, match="could not keep the input sizes.*no symbolic sizes"):
+        grown = fxgrow.widen(model, (x, y), 2.0, verify=False, capture="export")
+    assert vars(x) == {} and vars(y) == {"my_tag": "kept"}
+    assert grown.get_submodule("a").weight.shape[0] == 16
+    assert_same_function(model, grown, (x, y))
