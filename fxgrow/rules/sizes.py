@@ -85,8 +85,8 @@ def _operand(ctx, raw: Any, value: Any) -> Tuple[Any, Tuple[Any, ...]]:
             return raw, ()
         if len(neurons) < len(found):
             for leaf in neurons:
-                ctx.block(leaf, f"a neuron count times a size that depends on the input "
-                                f"(batch, space) is compared by {ctx.node.target.__name__}: "
+                ctx.block(leaf, f"{ctx.node.target.__name__} compares a size made of a neuron "
+                                "count and a size that depends on the input (batch, space): "
                                 "the result could change with the width")
             return raw, ()
         # neurons only: a constant of the model (weights fix it, inputs do not), so the
@@ -116,8 +116,8 @@ def compare(ctx) -> Any:
     model.  Growth must not change it: where a count it reads grows, the grown
     graph compares the original count instead (a literal); elsewhere it
     compares what the graph reads, so batch and spatial sizes stay dynamic.  A
-    count multiplied with an input-dependent size (``x.numel()``) cannot be
-    kept apart, so its neurons are blocked.
+    count combined with an input-dependent size (``x.numel()``, ``1 + H * W``
+    tokens) cannot be kept apart, so its neurons are blocked.
 
     Examples
     --------
