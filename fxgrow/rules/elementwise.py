@@ -23,6 +23,7 @@ from ..ir.roles import PASS
 from ..ir.values import TV, SizeOf, iter_sizes
 from .common import broadcast, dim_index
 from .registry import RuleSet
+from .sizes import COMPARISONS, compare
 
 __all__ = ["RULES", "elementwise", "same_as_input", "arithmetic", "glu"]
 
@@ -68,7 +69,9 @@ def arithmetic(ctx):
     out = ctx.out_spec
     if sizes and isinstance(out, int) and not isinstance(out, bool):
         return SizeOf(sizes, out)
-    if sizes:  # a float or bool computed from neuron counts
+    if sizes and ctx.node.target in COMPARISONS:  # a model checking its own widths
+        return compare(ctx)
+    if sizes:  # a float computed from neuron counts
         for lay in sizes:
             ctx.block(lay, f"a neuron count read by `size` flows into {ctx.node.target.__name__}")
     return out

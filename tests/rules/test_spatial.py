@@ -91,6 +91,10 @@ def test_window_padding_by_amounts_read_from_sizes_grows_channels(capture):
         pad = next(n for n in grown.graph.nodes if n.target is F.pad)
         assert all(isinstance(v, (int, torch.fx.Node)) for v in pad.args[1]) and any(
             isinstance(v, torch.fx.Node) for v in pad.args[1])
+        # ... so the grown model pads other sizes by their own amounts (here none, and 3)
+        for shape in [(3, 8, 8, 3), (1, 5, 9, 3)]:
+            y = torch.randn(shape, dtype=torch.float64)
+            torch.testing.assert_close(grown(y), m(y), rtol=1e-9, atol=1e-9)
 
 
 class _Pads(nn.Module):
