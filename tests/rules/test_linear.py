@@ -1,11 +1,12 @@
 """Rules for Linear, convolutions and embeddings (fxgrow.rules.linear)."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import fxgrow
-from helpers import grow_exactly
+from helpers import assert_unchanged, grow_exactly, snapshot
 
 
 def test_functional_linear_and_conv_with_parameters():
@@ -51,6 +52,34 @@ def test_conv_transpose():
     m = nn.Sequential(nn.Conv2d(2, 6, 3), nn.ReLU(), nn.ConvTranspose2d(6, 5, 3), nn.ReLU(),
                       nn.Conv2d(5, 2, 1))
     grow_exactly(m, torch.randn(2, 2, 6, 6))
+
+
+class _Transposed(nn.Module):
+    """A conv, a (grouped, depthwise) transposed conv, a conv: both channel groups grow."""
+
+    def __init__(self, groups: int, cout: int):
+        super().__init__()
+        self.a = nn.Conv1d(4, 8, 1)
+        self.t = nn.ConvTranspose1d(8, cout, 4, stride=2, padding=1, groups=groups)
+        self.b = nn.Conv1d(cout, 4, 1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.t(torch.relu(self.a(x)))))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("groups, cout", [(1, 6), (2, 6), (8, 8), (8, 16)])
+def test_conv_transpose_grouped_and_under_export(capture, groups, cout):
+    # export records aten.conv_transpose1d; grouped ones read the weight
+    # [C_in, C_out / groups, k] with each group's outputs sharing its columns
+    m, x = _Transposed(groups, cout).eval(), torch.randn(2, 4, 10)
+    snap = snapshot(m)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert a.growable and not [g for g in a.groups if g.status == "blocked"]
+    grown = grow_exactly(m, x, capture=capture)
+    assert_unchanged(m, snap)
+    t = [n for n in grown.graph.nodes if "conv_transpose" in str(n.target) or n.target == "t"]
+    assert t, "the transposed conv is still in the grown graph"
 
 
 def test_embedding_produces_and_vocab_is_fixed():
