@@ -9,11 +9,12 @@ replication count, so the sum over copies equals the old sum.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from ..errors import RuleError
 from ..ir.layout import Layout
@@ -21,6 +22,7 @@ from ..ir.roles import CONSUMER, FIXED, PASS, PRODUCER
 from ..ir.values import TV, SizeOf, iter_sizes
 from ..ops.access import with_arg
 from ..ops.aten import overload
+from ..ops.kinds import is_op, rearranges
 from .registry import RuleSet
 from .reparam import reparametrized_weight
 
@@ -71,8 +73,42 @@ def functional_weight(ctx, positions) -> WeightFn:
                 ctx.uniform(lay, f"a bias computed in the graph (`{a.name}`) is added here, "
                                  "so these neurons grow by uniform replication")
             return lay
-        raise RuleError(f"`{kw}` is computed in the graph, so it cannot be rescaled")
+        raise RuleError(_computed(ctx, a, kw))
     return get
+
+
+#: norms whose statistics, taken over a weight, a rescaled copy would change
+_STANDARDISING = {F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm}
+
+
+def _computed(ctx, a: Any, kw: str) -> str:
+    """Why a weight computed in the graph cannot be rescaled, in the user's terms: a
+    weight standardised by a norm over a parameter (weight-standardised convs, NF-Nets)
+    is named as such, anything else by the node that computes it."""
+    if not isinstance(a, fx.Node):
+        return f"`{kw}` is computed in the graph, so it cannot be rescaled"
+    gm = ctx.node.graph.owning_module
+    n = a
+    for _ in range(8):  # back through views and casts, and a tuple norm's first output
+        if n.op == "call_function" and n.target is operator.getitem and n.args \
+                and isinstance(n.args[0], fx.Node) and n.args[1] == 0:
+            n = n.args[0]
+        elif rearranges(gm, n) and n.args and isinstance(n.args[0], fx.Node) \
+                and not is_op(n, _STANDARDISING):
+            n = n.args[0]
+        else:
+            break
+    if is_op(n, _STANDARDISING) and n.args and isinstance(n.args[0], fx.Node):
+        src = n.args[0]
+        while src.op != "get_attr" and rearranges(gm, src) and src.args \
+                and isinstance(src.args[0], fx.Node):
+            src = src.args[0]
+        if src.op == "get_attr":
+            layer = src.target.rpartition(".")[0] or src.target
+            return (f"the {kw} of `{layer}` is standardised over its input channels "
+                    f"(node `{n.name}`): copies divided by their count change that "
+                    "standardisation, so its channels cannot grow exactly")
+    return f"`{kw}` is computed in the graph (node `{a.name}`), so it cannot be rescaled"
 
 
 # -- Linear ---------------------------------------------------------------------

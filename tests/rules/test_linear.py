@@ -325,3 +325,38 @@ def test_a_computed_bias_keeps_its_layer_from_being_mean_padded():
     with pytest.raises(fxgrow.ConstraintError, match="bias computed in the graph"):
         fxgrow.widen(a, x, {"norm": 12})
     grow_exactly(m, x, {"norm": 16})
+
+
+class _StdConv(nn.Conv2d):
+    """A weight-standardised conv (BiT, NF-Nets): each output channel's weights are
+    normalised over its input channels and kernel in forward."""
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                         training=True, momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_standardised_weight_blocks_saying_why(capture):
+    m = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), _StdConv(8, 8, 3, padding=1), nn.ReLU(),
+                      nn.Conv2d(8, 2, 1)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    a = fxgrow.analyze(m, x, capture=capture)
+    why = a.group("0").reason
+    assert "the weight of `2` is standardised over its input channels (node `batch_norm" in why
+    assert "copies divided by their count change that standardisation" in why
+
+
+def test_another_computed_weight_names_the_node_computing_it():
+    class Squared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 4)
+            self.w = nn.Parameter(torch.randn(2, 4))
+
+        def forward(self, x):
+            return F.linear(torch.relu(self.a(x)), self.w * self.w)
+
+    a = fxgrow.analyze(Squared(), torch.randn(2, 3))
+    assert "`weight` is computed in the graph (node `mul`)" in a.group("a").reason
