@@ -13,6 +13,8 @@ Per node (written by capture and analysis):
 ``fxgrow.op``             the op's display name (``nn.Linear``, ``aten.view.default``)
 ``fxgrow.rule``           the name of the rule that read the node (None: no rule)
 ``fxgrow.blocked``        why the node blocked what it touched
+``fxgrow.reparam``        a weight computed from parameters that growth re-derives
+                          (:class:`~fxgrow.ir.reparam.WeightNorm`: ``g * v / ||v||``)
 ========================  ==============================================================
 
 Per grown module (``gm.meta``, written by the entry points, documented for users):
@@ -34,13 +36,15 @@ from typing import Any, Optional, Tuple
 __all__ = ["PREFIX", "SHAPE", "VALUE", "OP", "RULE", "BLOCKED", "CAPTURE", "PLAN", "INIT",
            "REPORT", "GROWTH", "DEEPEN", "DEEPEN_SKIPPED", "WARNINGS", "shape", "set_shape",
            "value", "set_value",
-           "op", "set_op", "rule", "set_rule", "blocked", "set_blocked", "clear"]
+           "op", "set_op", "rule", "set_rule", "blocked", "set_blocked", "REPARAM", "reparam",
+           "set_reparam", "clear"]
 
 PREFIX = "fxgrow."
 SHAPE, VALUE, OP, RULE, BLOCKED = (PREFIX + k for k in ("shape", "value", "op", "rule", "blocked"))
 CAPTURE, PLAN, INIT, REPORT = (PREFIX + k for k in ("capture", "plan", "init", "report"))
 DEEPEN, DEEPEN_SKIPPED = PREFIX + "deepen", PREFIX + "deepen_skipped"
 WARNINGS = PREFIX + "warnings"
+REPARAM = PREFIX + "reparam"
 GROWTH = PREFIX + "growth"
 
 _MISSING = object()
@@ -89,6 +93,15 @@ def blocked(node: Any) -> Tuple[str, ...]:
 
 def set_blocked(node: Any, why: Tuple[str, ...]) -> None:
     node.meta[BLOCKED] = tuple(why)
+
+
+def reparam(node: Any) -> Any:
+    """How growth re-derives the parameters this node computes a weight from (or None)."""
+    return node.meta.get(REPARAM)
+
+
+def set_reparam(node: Any, site: Any) -> None:
+    node.meta[REPARAM] = site
 
 
 def clear(node: Any) -> None:

@@ -14,6 +14,7 @@ state directly, and import nothing from :mod:`fxgrow.analysis`.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
@@ -29,11 +30,31 @@ from ..ir.roles import BLOCKED, FIXED
 from ..ir.spaces import Contraction, Unalignable
 from ..ir.values import TV, SizeOf
 from ..ops.access import MISSING, node_arg, with_arg
-from ..ops.kinds import reads_metadata, rearranges
+from ..ops.kinds import is_op, reads_metadata, rearranges
 from ..ops.aten import canonical_target
 from .state import WalkState
 
 __all__ = ["RuleContext"]
+
+#: ops that cut a tensor into a tuple of pieces, and the op that picks one (or a part)
+_SPLITS = {torch.split, "split", "split_with_sizes", torch.chunk, "chunk", torch.unbind,
+           "unbind"}
+_GETITEM = {operator.getitem}
+
+
+def _holds_node(v: Any) -> bool:
+    found: List[fx.Node] = []
+    fx.node.map_arg(v, found.append)
+    return bool(found)
+
+
+def _position(node: fx.Node, a: fx.Node) -> Optional[Tuple[Any, ...]]:
+    """Where ``node`` takes ``a``: ``("arg", i)`` or ``("kwarg", name)`` (None: nowhere
+    directly, or in several places)."""
+    where = [("arg", i) for i, v in enumerate(node.args) if v is a] + \
+        [("kwarg", k) for k, v in node.kwargs.items() if v is a]
+    return where[0] if len(where) == 1 else None
+
 
 #: ops that only transpose a tensor's dims (so a transposed parameter is the parameter)
 _TRANSPOSES = {"transpose", "permute", "t", torch.transpose, torch.permute, torch.t}
@@ -264,7 +285,10 @@ class RuleContext:
             src, first, d = moved
             self._claim(first, src)
             return self._s.param(src.target, d, role, self.node)
-        moved = self._moved_parameter(a)
+        moved, piece = self._moved_parameter(a), False
+        if moved is None:
+            moved = self._parameter_piece(a)
+            piece = moved is not None
         if moved is None:
             return None
         src, first = moved
@@ -279,12 +303,17 @@ class RuleContext:
         for d in range(len(self.spec(src).shape)):
             mine = roots(self._s.param(src.target, d, None))
             if mine & here:
-                if not mine <= here or mine & elsewhere:
+                # a piece (split, select) holds part of a parameter dim: every piece is
+                # read the same way (_parameter_piece), so the role is the whole dim's
+                if not (mine <= here or (piece and here <= mine)) or mine & elsewhere:
                     # the role would reach neurons of the parameter dim that this one
                     # does not hold (a view that cuts the dim in pieces)
                     raise RuleError(f"`{a.name}` spreads dim {d} of `{src.target}` over "
                                     "several dims of the weight")
                 taken.append(d)
+        if piece and not here <= set().union(
+                *(roots(self._s.param(src.target, d, None)) for d in taken)):
+            return None  # the piece holds values that are no part of the parameter's dims
         self._claim(first, src)
         for d in taken:
             self._s.param(src.target, d, role, self.node)
@@ -311,6 +340,43 @@ class RuleContext:
         if not isinstance(node, fx.Node) or node is a or not isinstance(self.value(node), TV):
             return None
         return node, user
+
+    def _parameter_piece(self, a: Any) -> Optional[Tuple[fx.Node, fx.Node]]:
+        """``(get_attr node, its user)`` if ``a`` is one piece of a parameter cut by
+        ``split``/``chunk``/``unbind`` (and ``getitem``) or ``select``/slicing (the q, k, v
+        weights of ``nn.MultiheadAttention`` under export, ``self.weight[i]`` per expert),
+        and *every* piece of it is read by an op like this node, at the same argument, as
+        this node reads ``a`` (so each piece takes the same role, and the role can be the
+        whole parameter dim's); else None."""
+        if not isinstance(a, fx.Node) or len(a.users) != 1 or self.node not in a.users:
+            return None
+        cut = a.args[0] if a.args and isinstance(a.args[0], fx.Node) else None
+        if cut is None or _holds_node(a.args[1:]) or _holds_node(a.kwargs):
+            return None  # indexed by a tensor: positions by value, no piece
+        src = cut.args[0] if is_op(a, _GETITEM) and is_op(cut, _SPLITS) and cut.args \
+            else cut
+        if not isinstance(src, fx.Node) or src.op != "get_attr" \
+                or not isinstance(self.value(src), TV):
+            return None
+        where = _position(self.node, a)
+        pieces = []
+        for u in src.users:
+            if reads_metadata(u):
+                continue
+            if u is cut and cut is not src and is_op(cut, _SPLITS):
+                pieces += list(cut.users)
+            elif is_op(u, _GETITEM) and u.args[0] is src:
+                pieces.append(u)
+            else:
+                return None
+        for p in pieces:
+            if not is_op(p, _GETITEM) or len(p.users) != 1:
+                return None
+            (reader,) = p.users
+            if reader.op != self.node.op or reader.target != self.node.target \
+                    or _position(reader, p) != where:
+                return None
+        return src, (cut if cut is not src else a)
 
     def _transposed_parameter(self, a: Any, dim: int
                               ) -> Optional[Tuple[fx.Node, fx.Node, int]]:

@@ -33,6 +33,7 @@ from ..errors import SpecError, TargetMismatchError
 from ..widen import inits
 from ..widen.gather import Expander, grow_tensor
 from ..widen.pad import Padder
+from ..widen.reparam import weight_norms
 from .prepare import Prepared, assignments, prepare, tensors
 from .safetensors_io import Entry, ShardedWriter, open_checkpoint, read_tensor
 
@@ -72,6 +73,7 @@ class _Grower:
         self.members: Dict[str, list] = {}
         for m in plan.analysis.members.values():
             self.members.setdefault(m.tensor, []).append(m)
+        self.weight_norms = weight_norms(plan.analysis.graph_module)
 
     def _growing(self, names: Iterable[str]) -> list:
         members = next((self.members[n] for n in names if n in self.members), None) or []
@@ -85,6 +87,13 @@ class _Grower:
         members = self._growing(list(names))
         if not members:
             return t
+        site = next((self.weight_norms[n] for n in names if n in self.weight_norms), None)
+        if site is not None:
+            # v and g are re-derived together from the grown effective weight, which one
+            # tensor at a time cannot do (fxgrow.widen.reparam)
+            raise SpecError(f"`{site.weight}` is weight-normed (g * v / ||v||) and grows: "
+                            "grow_checkpoint grows one tensor at a time and cannot re-derive "
+                            "v and g; use fxgrow.grow_into on the loaded model instead")
         grown, _ = grow_tensor(t, members, self.ex, scale_consumers=True, mp=self.mp)
         return grown
 

@@ -6,6 +6,7 @@ in one module per op family and are installed here, explicitly:
 ========================  ==================================================================
 :mod:`.elementwise`       activations, arithmetic, comparisons, casts, dropout
 :mod:`.linear`            Linear, convolutions, embeddings (weights: producers, consumers)
+:mod:`.reparam`           weights growth re-derives: the weight norm ``g * v / ||v||``
 :mod:`.norms`             BatchNorm, InstanceNorm, LayerNorm, RMSNorm, GroupNorm
 :mod:`.views`             view/reshape/flatten, permute/transpose, (un)squeeze, expand, repeat
 :mod:`.slicing`           cat/stack, split/chunk/unbind, slicing and indexing
@@ -36,8 +37,8 @@ modules with :func:`register_rule`:
 """
 
 from . import (aten, attention, control, einsum, elementwise as _elementwise, factories,
-               gathers, linear, moe, norms, recurrent, reductions, sizes, slicing, spatial,
-               torchvision_ops, views)
+               gathers, linear, moe, norms, recurrent, reductions, reparam, sizes, slicing,
+               spatial, torchvision_ops, views)
 from .elementwise import elementwise, same_as_input
 from .registry import RULES, RULES_BY_NAME, Rule, RuleSet, add_fallback, has_module_rule, \
     install, lookup, register_rule
@@ -47,7 +48,7 @@ __all__ = ["Rule", "RuleSet", "register_rule", "lookup", "has_module_rule", "ele
            "RULES", "RULES_BY_NAME", "BUILTIN"]
 
 #: the built-in rule sets, in the order they are installed
-BUILTIN = (_elementwise.RULES, linear.RULES, norms.RULES, views.RULES, slicing.RULES,
+BUILTIN = (_elementwise.RULES, linear.RULES, reparam.RULES, norms.RULES, views.RULES, slicing.RULES,
            gathers.RULES, factories.RULES, sizes.RULES, spatial.RULES, reductions.RULES,
            attention.RULES, moe.RULES, einsum.RULES, recurrent.RULES, torchvision_ops.RULES,
            control.RULES, aten.RULES)

@@ -9,18 +9,22 @@ replication count, so the sum over copies equals the old sum.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from ..errors import RuleError
 from ..ir.layout import Layout
 from ..ir.roles import CONSUMER, FIXED, PASS, PRODUCER
 from ..ir.values import TV, SizeOf, iter_sizes
 from ..ops.access import with_arg
+from ..ops.aten import overload
+from ..ops.kinds import is_op, rearranges
 from .registry import RuleSet
+from .reparam import reparametrized_weight
 
 __all__ = ["RULES", "linear", "conv", "embedding", "module_weight", "functional_weight"]
 
@@ -59,6 +63,8 @@ def functional_weight(ctx, positions) -> WeightFn:
         if a is None:
             return None
         lay = ctx.weight(a, dim, role)
+        if lay is None:  # a weight norm: the effective weight grows, v and g are re-derived
+            lay = reparametrized_weight(ctx, a, dim, role)
         if lay is not None:
             return lay
         if name == "bias" or role == PASS:
@@ -67,8 +73,42 @@ def functional_weight(ctx, positions) -> WeightFn:
                 ctx.uniform(lay, f"a bias computed in the graph (`{a.name}`) is added here, "
                                  "so these neurons grow by uniform replication")
             return lay
-        raise RuleError(f"`{kw}` is computed in the graph, so it cannot be rescaled")
+        raise RuleError(_computed(ctx, a, kw))
     return get
+
+
+#: norms whose statistics, taken over a weight, a rescaled copy would change
+_STANDARDISING = {F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm}
+
+
+def _computed(ctx, a: Any, kw: str) -> str:
+    """Why a weight computed in the graph cannot be rescaled, in the user's terms: a
+    weight standardised by a norm over a parameter (weight-standardised convs, NF-Nets)
+    is named as such, anything else by the node that computes it."""
+    if not isinstance(a, fx.Node):
+        return f"`{kw}` is computed in the graph, so it cannot be rescaled"
+    gm = ctx.node.graph.owning_module
+    n = a
+    for _ in range(8):  # back through views and casts, and a tuple norm's first output
+        if n.op == "call_function" and n.target is operator.getitem and n.args \
+                and isinstance(n.args[0], fx.Node) and n.args[1] == 0:
+            n = n.args[0]
+        elif rearranges(gm, n) and n.args and isinstance(n.args[0], fx.Node) \
+                and not is_op(n, _STANDARDISING):
+            n = n.args[0]
+        else:
+            break
+    if is_op(n, _STANDARDISING) and n.args and isinstance(n.args[0], fx.Node):
+        src = n.args[0]
+        while src.op != "get_attr" and rearranges(gm, src) and src.args \
+                and isinstance(src.args[0], fx.Node):
+            src = src.args[0]
+        if src.op == "get_attr":
+            layer = src.target.rpartition(".")[0] or src.target
+            return (f"the {kw} of `{layer}` is standardised over its input channels "
+                    f"(node `{n.name}`): copies divided by their count change that "
+                    "standardisation, so its channels cannot grow exactly")
+    return f"`{kw}` is computed in the graph (node `{a.name}`), so it cannot be rescaled"
 
 
 # -- Linear ---------------------------------------------------------------------
@@ -116,7 +156,18 @@ def _conv_channels(ctx, cin: Layout, groups: int, weight: WeightFn, cout: int,
         out = weight("weight", out_dim, PRODUCER)
         ctx.unify(cin, weight("weight", in_dim, CONSUMER))
     elif transposed:
-        raise RuleError("grouped transposed convolutions have no rule yet")
+        # the weight is [C_in, C_out / groups, *k]: its rows are the input channels of
+        # every group, its columns one group's outputs, shared by all groups
+        if cin.size == groups:  # depthwise: input channel c feeds outputs (c, 0..M-1) only
+            mult = cout // groups
+            ctx.unify(weight("weight", 0, PASS), cin)
+            out = cin if mult == 1 else ctx.prod([cin, weight("weight", 1, PRODUCER)])
+        else:
+            g = ctx.table.fresh(groups, status=FIXED,
+                                reason=f"the group count of grouped conv `{ctx.node.name}`")
+            ctx.unify(cin, ctx.prod([g, ctx.fresh(cin.size // groups)]))
+            ctx.unify(weight("weight", 0, CONSUMER), cin)
+            out = ctx.prod([g, weight("weight", 1, PRODUCER)])
     elif cin.size == groups:
         mult = cout // groups
         if mult == 1:
@@ -205,15 +256,21 @@ def _concrete(v: Any) -> Any:
 
 
 _CONV_ARGS = ((3, "stride"), (4, "padding"), (5, "dilation"), (6, "groups"))
+#: ``F.conv_transposeNd(input, weight, bias, stride, padding, output_padding, groups,
+#: dilation)``, and the ATen overloads of the same signature
+_CONV_T_ARGS = ((3, "stride"), (4, "padding"), (5, "output_padding"), (6, "groups"),
+                (7, "dilation"))
 
 
-def _conv_functional(nd: int):
+def _conv_functional(nd: int, transposed: bool = False):
+    conv_args = _CONV_T_ARGS if transposed else _CONV_ARGS
+
     def rule(ctx) -> TV:
-        """``F.convNd``: the weight (a parameter, or one moved by views and casts) as in
-        :func:`_conv_channels`.  Literal arguments read from sizes (``groups=w.shape[0]``)
-        become literals once what they read grows: a depthwise ``groups`` the new
-        ``C_in``, stride, padding and dilation their old values."""
-        raw = {name: ctx.arg(i, name, None) for i, name in _CONV_ARGS}
+        """``F.convNd`` / ``F.conv_transposeNd``: the weight (a parameter, or one moved by
+        views and casts) as in :func:`_conv_channels`.  Literal arguments read from sizes
+        (``groups=w.shape[0]``) become literals once what they read grows: a depthwise
+        ``groups`` the new ``C_in``, stride, padding and dilation their old values."""
+        raw = {name: ctx.arg(i, name, None) for i, name in conv_args}
         value = {name: ctx.value(a) for name, a in raw.items()}
         read = {name: tuple(l for sz in iter_sizes(v) for l in sz.layouts)
                 for name, v in value.items()}
@@ -226,10 +283,11 @@ def _conv_functional(nd: int):
         depthwise = groups > 1 and ctx.norm(cin).size == groups
         w = ctx.spec(ctx.arg(1, "weight"))
         through = _pointwise(tuple(w.shape[2:]), _concrete(value["stride"] or 1),
-                             _concrete(value["padding"] or 0), nd) if w is not None else ()
-        y = _conv(ctx, nd, groups, weight, False, through)
+                             _concrete(value["padding"] or 0), nd) \
+            if w is not None and not transposed else ()
+        y = _conv(ctx, nd, groups, weight, transposed, through)
         args, kwargs = ctx.node.args, ctx.node.kwargs
-        for i, name in _CONV_ARGS:
+        for i, name in conv_args:
             if name == "groups" and depthwise:
                 # the group count is the channel count, so it follows C_in
                 new = ctx.if_grows((cin,) + read[name], ctx.size(cin), raw[name]) \
@@ -242,13 +300,19 @@ def _conv_functional(nd: int):
         if (args, kwargs) != (ctx.node.args, ctx.node.kwargs):
             ctx.rewrite(args, kwargs)
         return y
-    rule.__name__ = f"conv{nd}d_functional"
+    rule.__name__ = f"conv{'_transpose' if transposed else ''}{nd}d_functional"
     return rule
 
 
 RULES.rule(F.conv1d, accepts_sizes=True)(_conv_functional(1))
 RULES.rule(F.conv2d, accepts_sizes=True)(_conv_functional(2))
 RULES.rule(F.conv3d, accepts_sizes=True)(_conv_functional(3))
+# the ATen overloads share F.conv_transposeNd's signature, so one rule reads both
+for _nd, _fn, _aten in ((1, F.conv_transpose1d, "conv_transpose1d.default"),
+                        (2, F.conv_transpose2d, "conv_transpose2d.input"),
+                        (3, F.conv_transpose3d, "conv_transpose3d.input")):
+    RULES.rule(_fn, *(op for op in (overload(_aten),) if op is not None),
+               accepts_sizes=True)(_conv_functional(_nd, transposed=True))
 
 
 # -- Embedding ------------------------------------------------------------------

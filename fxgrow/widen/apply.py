@@ -50,6 +50,7 @@ from ..ops.access import owner_of
 from . import inits
 from .gather import Expander, _real, grow_tensor
 from .pad import Padder
+from .reparam import Reparametrized
 from .growth import GrowthPlan
 from .record import GrowthRecord, share_maps, tensor_growth
 
@@ -151,6 +152,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
     growing = {q: ms for q, ms in by_tensor.items()
                if any(ex.grows(m.layout) or mp.grows(m) for m in ms)}
     originals = {q: _tensor(old, q) for q in growing}
+    derived = Reparametrized(old, originals)  # weight norms: grow W = g v/|v|, then re-derive
     # Tensors about to be replaced are not copied: the peak is old + new
     # weights, not twice the old ones plus the new.
     memo: Dict[int, Any] = deepcopy_memo(old)
@@ -174,7 +176,8 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
         fresh_groups = inits.fresh_groups(plan) if init == "zero_out" else frozenset()
         for qualname, members in growing.items():
             t = originals[qualname]
-            grown, mask = grow_tensor(t, members, ex, scale_consumers=scaled, mp=mp,
+            grown, mask = grow_tensor(derived.source(qualname, t), members, ex,
+                                       scale_consumers=scaled, mp=mp,
                                        want_mask=(init == "random_pad" or bool(noise)))
             if fresh_groups:  # zero_out: fresh rows of new neurons, filled below
                 mask = inits.fresh_mask(plan, ex, members, fresh_groups, grown.shape,
@@ -201,6 +204,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
                 fresh = _fresh_like(new, qualname, current.shape, current, fresh_modules)
                 _set_tensor(new, aliases.get(id(t), [qualname]), t,
                             torch.where(mask, fresh.to(current.device), current.detach()))
+        derived.finish(new, lambda q, t, v: _set_tensor(new, aliases.get(id(t), [q]), t, v))
         if init == "random_init":
             _reinit_all(new)
 

@@ -165,3 +165,23 @@ def test_row_blocks_give_the_same_checkpoint(tmp_path):
     big.load_state_dict({k: read_tensor(e) for k, e in rows.items()})
     x = torch.randint(0, 50, (3, 9))
     assert torch.allclose(big(x), src(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_growing_weight_norm_is_refused_not_streamed(tmp_path):
+    # v and g are re-derived together from the grown weight; one tensor at a time cannot
+    class WN(nn.Module):
+        def __init__(self, width=8):
+            super().__init__()
+            self.inp = nn.Linear(5, width)
+            self.mid = nn.utils.parametrizations.weight_norm(nn.Linear(width, width))
+            self.out = nn.Linear(width, 3)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.mid(torch.relu(self.inp(x)))))
+
+    _save(WN().eval(), tmp_path / "src")
+    with torch.device("meta"):
+        s, t = WN(), WN(16)
+    with pytest.raises(SpecError, match="weight-normed"):
+        fxgrow.grow_checkpoint(s, t, torch.randn(2, 5, device="meta"), src=str(tmp_path / "src"),
+                               dst=str(tmp_path / "dst"), capture="export", progress=False)

@@ -1,11 +1,12 @@
 """Rules for Linear, convolutions and embeddings (fxgrow.rules.linear)."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import fxgrow
-from helpers import grow_exactly
+from helpers import assert_unchanged, grow_exactly, snapshot
 
 
 def test_functional_linear_and_conv_with_parameters():
@@ -51,6 +52,34 @@ def test_conv_transpose():
     m = nn.Sequential(nn.Conv2d(2, 6, 3), nn.ReLU(), nn.ConvTranspose2d(6, 5, 3), nn.ReLU(),
                       nn.Conv2d(5, 2, 1))
     grow_exactly(m, torch.randn(2, 2, 6, 6))
+
+
+class _Transposed(nn.Module):
+    """A conv, a (grouped, depthwise) transposed conv, a conv: both channel groups grow."""
+
+    def __init__(self, groups: int, cout: int):
+        super().__init__()
+        self.a = nn.Conv1d(4, 8, 1)
+        self.t = nn.ConvTranspose1d(8, cout, 4, stride=2, padding=1, groups=groups)
+        self.b = nn.Conv1d(cout, 4, 1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.t(torch.relu(self.a(x)))))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("groups, cout", [(1, 6), (2, 6), (8, 8), (8, 16)])
+def test_conv_transpose_grouped_and_under_export(capture, groups, cout):
+    # export records aten.conv_transpose1d; grouped ones read the weight
+    # [C_in, C_out / groups, k] with each group's outputs sharing its columns
+    m, x = _Transposed(groups, cout).eval(), torch.randn(2, 4, 10)
+    snap = snapshot(m)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert a.growable and not [g for g in a.groups if g.status == "blocked"]
+    grown = grow_exactly(m, x, capture=capture)
+    assert_unchanged(m, snap)
+    t = [n for n in grown.graph.nodes if "conv_transpose" in str(n.target) or n.target == "t"]
+    assert t, "the transposed conv is still in the grown graph"
 
 
 def test_embedding_produces_and_vocab_is_fixed():
@@ -296,3 +325,38 @@ def test_a_computed_bias_keeps_its_layer_from_being_mean_padded():
     with pytest.raises(fxgrow.ConstraintError, match="bias computed in the graph"):
         fxgrow.widen(a, x, {"norm": 12})
     grow_exactly(m, x, {"norm": 16})
+
+
+class _StdConv(nn.Conv2d):
+    """A weight-standardised conv (BiT, NF-Nets): each output channel's weights are
+    normalised over its input channels and kernel in forward."""
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                         training=True, momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_standardised_weight_blocks_saying_why(capture):
+    m = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), _StdConv(8, 8, 3, padding=1), nn.ReLU(),
+                      nn.Conv2d(8, 2, 1)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    a = fxgrow.analyze(m, x, capture=capture)
+    why = a.group("0").reason
+    assert "the weight of `2` is standardised over its input channels (node `batch_norm" in why
+    assert "copies divided by their count change that standardisation" in why
+
+
+def test_another_computed_weight_names_the_node_computing_it():
+    class Squared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 4)
+            self.w = nn.Parameter(torch.randn(2, 4))
+
+        def forward(self, x):
+            return F.linear(torch.relu(self.a(x)), self.w * self.w)
+
+    a = fxgrow.analyze(Squared(), torch.randn(2, 3))
+    assert "`weight` is computed in the graph (node `mul`)" in a.group("a").reason

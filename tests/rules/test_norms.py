@@ -221,14 +221,15 @@ def _std_convs():
 def test_standardised_conv_weights_block_both_sides(conv):
     """The standardisation renormalises the fan-in: Net2Net's division of the input
     columns by the copy counts would be undone (and the copies then counted twice), so
-    the weight computed in the graph blocks the channels on both sides of the conv."""
+    the standardised weight blocks the channels on both sides of the conv, saying so."""
     m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), conv(8, 8, 3, padding=1),
                       nn.ReLU(), nn.Conv2d(8, 4, 1)).double().eval()
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     a = fxgrow.analyze(m, x)
     assert not any(g.growable for g in a.groups), a
     for g in [a.group("0")] + [g for g in a.groups_of("2") if g.size == 8]:
-        assert "computed in the graph" in g.reason and "(node `" in g.reason
+        assert "the weight of `2` is standardised over its input channels" in g.reason
+        assert "(node `" in g.reason
     assert exact_or_refused(m, x, 2.0) is not None
 
 
