@@ -21,8 +21,8 @@ from ..ir.layout import Layout
 from ..ir.roles import CONSUMER, FIXED, PASS, PRODUCER
 from ..ir.values import TV, SizeOf, iter_sizes
 from ..ops.access import with_arg
-from ..ops.aten import overload
-from ..ops.kinds import is_op, rearranges
+from ..ops.aten import canonical_target, overload
+from ..ops.kinds import canonical_arg, is_op, rearranges
 from .registry import RuleSet
 from .reparam import reparametrized_weight
 
@@ -79,6 +79,8 @@ def functional_weight(ctx, positions) -> WeightFn:
 
 #: norms whose statistics, taken over a weight, a rescaled copy would change
 _STANDARDISING = {F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm}
+#: where each takes its per-channel gain
+_GAIN_AT = {F.batch_norm: 3, F.instance_norm: 3, F.layer_norm: 2, F.group_norm: 2}
 
 
 def _computed(ctx, a: Any, kw: str) -> str:
@@ -105,9 +107,14 @@ def _computed(ctx, a: Any, kw: str) -> str:
             src = src.args[0]
         if src.op == "get_attr":
             layer = src.target.rpartition(".")[0] or src.target
+            gained = canonical_arg(n, _GAIN_AT.get(canonical_target(n), 99), "weight",
+                                   None) is not None
             return (f"the {kw} of `{layer}` is standardised over its input channels "
                     f"(node `{n.name}`): copies divided by their count change that "
-                    "standardisation, so its channels cannot grow exactly")
+                    "standardisation, so its channels cannot grow by copying"
+                    + ("; with the per-channel gain applied after it, re-deriving the "
+                       "gain from the grown weight would be exact, which fxgrow does not "
+                       "do yet" if gained else ""))
     return f"`{kw}` is computed in the graph (node `{a.name}`), so it cannot be rescaled"
 
 

@@ -227,9 +227,12 @@ def test_standardised_conv_weights_block_both_sides(conv):
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     a = fxgrow.analyze(m, x)
     assert not any(g.growable for g in a.groups), a
+    gained = conv.__name__ == "ScaledStdConv2d"  # its gain follows the standardisation
     for g in [a.group("0")] + [g for g in a.groups_of("2") if g.size == 8]:
         assert "the weight of `2` is standardised over its input channels" in g.reason
         assert "(node `" in g.reason
+        assert ("re-deriving the gain from the grown weight would be exact" in g.reason) \
+            == gained
     assert exact_or_refused(m, x, 2.0) is not None
 
 
