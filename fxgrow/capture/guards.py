@@ -11,12 +11,12 @@ compute something else, so the check is right to stop it, but torch's bare
 :func:`explain_guards` wraps that submodule so the failure is a
 :class:`~fxgrow.errors.ShapeGuardError` (an ``AssertionError`` too, so code that
 caught torch's keeps working) that names the condition and the ways around it.
-The wrapper is an ordinary submodule: it survives copies, growth and pickling of
-the graph.
+The wrapper is an ordinary submodule: it survives copies and growth of the graph.
 
-The user's own module grown in place (``widen(..., output="module")``) runs its own
-``forward``, which may take another path outside those conditions (another loop
-count routes the neurons through other layers than the growth was planned for).
+The user's own class grown (``widen(..., output="module")``, a target
+:func:`fxgrow.grow_into` filled) runs its own ``forward``, which may take another path
+outside those conditions (another loop count routes the neurons through other layers
+than the growth was planned for).
 :func:`guard_module` gives it the same check, as a forward pre-hook, so it too is
 exact or stops with the reason.  The hook checks calls whose inputs have the
 example's structure (the same arguments given); the paths of other call structures
@@ -26,10 +26,10 @@ were not captured, as for any model grown from one example.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Optional, Sequence, Tuple
+import re
+from typing import Any, List, Optional, Sequence, Tuple
 
 from torch import fx, nn
-from torch.fx._pytree import tree_flatten_spec
 
 from ..errors import ShapeGuardError
 
@@ -78,13 +78,15 @@ class GuardCheck(nn.Module):
             if isinstance(e, ShapeGuardError):
                 raise
             cond = str(e).split("Guard failed:", 1)[-1].strip() or str(e)
-            raise ShapeGuardError(
-                f"fxgrow grew this model from a capture that holds for inputs where `{cond}`, "
-                "and these inputs break it\n"
-                "  The model's Python depends on the inputs there (a branch, a loop count, a size "
-                "read as a number) and the growth was proven on the path the example took. Call it "
-                "with inputs that keep the condition, or grow it from an example like these "
-                "inputs.") from e
+            raise ShapeGuardError(_failure(cond)) from e
+
+
+def _failure(cond: str) -> str:
+    return (f"fxgrow grew this model from a capture that holds for inputs where `{cond}`, "
+            "and these inputs break it\n"
+            "  The model's Python depends on the inputs there (a branch, a loop count, a size "
+            "read as a number) and the growth was proven on the path the example took. Call it "
+            "with inputs that keep the condition, or grow it from an example like these inputs.")
 
 
 def explain_guards(gm: Any, ep: Any = None) -> Any:
@@ -108,30 +110,54 @@ def explain_guards(gm: Any, ep: Any = None) -> Any:
 class InputGuard:
     """Forward pre-hook (``with_kwargs=True``): the capture's guards on a call's inputs.
 
-    A call is bound to ``forward``'s signature and laid out as the example was (the
-    same arguments positional, the same by keyword), so ``m(x)`` and ``m(x=x)`` are
-    checked alike.  Holds the guard module and the example's layout; picklable and
-    copyable with the module it is registered on.
+    A call is bound to ``forward``'s signature (``m(x)`` and ``m(x=x)`` alike) and each
+    condition torch.export wrote (``L['x'].size()[0] % 3 == 2``) is evaluated on the
+    bound arguments.  Holds only the conditions' text and the example's argument names,
+    so the module it is registered on still pickles (``torch.save(model)``) and copies.
     """
 
     #: it raises or returns None, never changes an input: capture may look through it
     checks_only = True
 
-    def __init__(self, guards: GuardCheck, in_spec: Any, positional: Tuple[str, ...]):
-        self.guards, self.in_spec, self.positional = guards, in_spec, positional
+    def __init__(self, conditions: Sequence[str], given: Sequence[str]):
+        self.conditions, self.given = tuple(conditions), frozenset(given)
+
+    def __getstate__(self) -> dict:
+        return {"conditions": self.conditions, "given": self.given}  # not the compiled code
+
+    def _compiled(self) -> List[Tuple[str, Any]]:
+        code = self.__dict__.get("_code")
+        if code is None:
+            code = self.__dict__["_code"] = [(c, compile(c, "<guard>", "eval"))
+                                             for c in self.conditions]
+        return code
 
     def __call__(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         try:
-            bound = inspect.signature(module.forward).bind(*args, **kwargs).arguments
-            keys = self.in_spec.children_specs[1].context
-            if set(bound) != set(self.positional) | set(keys):
-                return None  # other arguments given: another call, not the captured one
-            laid = (tuple(bound[n] for n in self.positional), {k: bound[k] for k in keys})
-            flat = tree_flatten_spec(laid, self.in_spec)
-        except Exception:  # noqa: BLE001 - another call structure: not what was captured
-            return None
-        self.guards(*flat)
+            bound = inspect.signature(module.forward).bind(*args, **kwargs)
+        except (TypeError, ValueError):
+            return None  # not a call of this forward: it raises its own error
+        if set(bound.arguments) != self.given:
+            return None  # other arguments given: another call, not the captured one
+        bound.apply_defaults()
+        scope = {"L": dict(bound.arguments)}
+        for cond, code in self._compiled():
+            try:
+                holds = bool(eval(code, _namespace(), scope))  # noqa: S307 - export's own text
+            except Exception:  # noqa: BLE001 - a condition these inputs cannot answer
+                return None
+            if not holds:
+                raise ShapeGuardError(_failure(re.sub(r"L\['([^']+)'\]", r"\1", cond)))
         return None
+
+
+def _namespace() -> dict:
+    """What export's guard text may call (``Max``, ``Mod``, ...), as its own check has."""
+    try:
+        from torch.fx.experimental.symbolic_shapes import SYMPY_INTERP
+    except ImportError:  # pragma: no cover - older torch
+        return {}
+    return dict(SYMPY_INTERP)
 
 
 def guard_module(module: nn.Module, gm: Any) -> nn.Module:
@@ -140,18 +166,18 @@ def guard_module(module: nn.Module, gm: Any) -> nn.Module:
     it was grown from, checks guards; an earlier :class:`InputGuard` is replaced."""
     guards = getattr(gm, _NAME, None)
     info = getattr(getattr(getattr(gm, "graph", None), "_codegen", None), "pytree_info", None)
-    if not isinstance(guards, GuardCheck) or guards.conditions == () or info is None \
+    if not isinstance(guards, GuardCheck) or not guards.conditions or info is None \
             or info.in_spec is None:
         return module
     try:
         n = info.in_spec.children_specs[0].num_children
-        positional = tuple(inspect.signature(module.forward).parameters)[:n]
+        keys = info.in_spec.children_specs[1].context
+        given = tuple(inspect.signature(module.forward).parameters)[:n] + tuple(keys)
     except (TypeError, ValueError, AttributeError, IndexError):
         return module
     for key, hook in list(module._forward_pre_hooks.items()):
         if isinstance(hook, InputGuard):  # grown again: the new capture's guards replace it
             del module._forward_pre_hooks[key]
             module._forward_pre_hooks_with_kwargs.pop(key, None)
-    module.register_forward_pre_hook(InputGuard(guards, info.in_spec, positional),
-                                     with_kwargs=True)
+    module.register_forward_pre_hook(InputGuard(guards.conditions, given), with_kwargs=True)
     return module

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import pytest
 import torch
 from torch import nn
@@ -85,9 +86,13 @@ def test_output_module_checks_the_guards_its_forward_depends_on():
     for batch in (1, 3, 4):
         with pytest.raises(ShapeGuardError):
             grown(x=torch.randn(batch, 4, dtype=torch.float64))
-    again = copy.deepcopy(grown)
-    with pytest.raises(ShapeGuardError):
-        again(torch.randn(3, 4, dtype=torch.float64))
+    buf = io.BytesIO()
+    torch.save(grown, buf)  # the check pickles with the model
+    buf.seek(0)
+    for again in (copy.deepcopy(grown), torch.load(buf, weights_only=False)):
+        with pytest.raises(ShapeGuardError, match=r"x\.size\(\)\[0\] % 3"):
+            again(torch.randn(3, 4, dtype=torch.float64))
+        torch.testing.assert_close(again(x), model(x), rtol=1e-12, atol=1e-12)
 
 
 class Scaled(nn.Module):

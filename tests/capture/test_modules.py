@@ -58,7 +58,7 @@ def test_fxgrows_own_input_checks_are_no_hidden_computation():
     from fxgrow.capture.modules import hidden_computation
 
     m = _mlp()
-    m.register_forward_pre_hook(InputGuard(None, None, ()), with_kwargs=True)
+    m.register_forward_pre_hook(InputGuard((), ()), with_kwargs=True)
     assert hidden_computation(m) is None
     m.register_forward_pre_hook(lambda mod, args: (args[0] * 2,))
     assert "forward pre-hooks" in hidden_computation(m)
