@@ -126,10 +126,11 @@ _MARKS = ("_dynamo_", "_has_dynamo_dim_marking")
 
 
 def _export(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any],
-            dynamic_shapes: Any) -> Any:
+            dynamic_shapes: Any, seconds: Optional[float] = None) -> Any:
     _register_output_types(model)
-    # export runs the model's Python on fake tensors
-    with preserved(model), _unmarked(args, kwargs):
+    # export runs the model's Python on fake tensors; the time limit covers export
+    # alone, so that it can never cut short the restoring of the user's model and inputs
+    with preserved(model), _unmarked(args, kwargs), time_limit(seconds):
         return torch.export.export(model, tuple(args), dict(kwargs), strict=False,
                                    dynamic_shapes=dynamic_shapes)
 
@@ -157,9 +158,9 @@ def export_module(model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any
     try:
         try:
             # symbolic sizes can make export's shape reasoning blow up: bounded in time
-            with watching_functions(inlined), \
-                    time_limit(dynamic_export_seconds() if spec is not None else None):
-                ep = _export(model, args, kwargs, spec)
+            with watching_functions(inlined):
+                ep = _export(model, args, kwargs, spec,
+                             dynamic_export_seconds() if spec is not None else None)
         except (Exception, OutOfTime) as e:  # noqa: BLE001 - retried with static shapes below
             if spec is None:
                 raise
