@@ -221,6 +221,11 @@ class RuleContext:
                     x, y, why, self.node.name, vouched, sqrt_scale,
                     tuple(n.name for n in operands if isinstance(n, fx.Node))))
             return
+        # say why no division of the counts can be proven here
+        why += (": the two sides' neurons are laid out differently, so they cannot be paired "
+                "one to one" if not pairs else
+                ": it is tied to a dim that holds no neurons (a size set by the input, or a "
+                "table such as rotary frequencies), so neither side can be divided by the counts")
         self.unify(a, b)
         self.block(a, why)
 
