@@ -205,6 +205,23 @@ def hardtanh_mlp():
     return HardtanhMLP(), torch.randn(6, 4)
 
 
+class LoopOverBatch(nn.Module):
+    """Runs ``x.size(0) % 3 + 1`` of its layers: the path through the model depends on
+    the batch size, which only torch.export captures (as a guard on it)."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.i = nn.Linear(4, width)
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(3))
+        self.o = nn.Linear(width, 2)
+
+    def forward(self, x):
+        h = self.i(x)
+        for k in range(x.shape[0] % 3 + 1):
+            h = torch.tanh(self.layers[k](h))
+        return self.o(h)
+
+
 ALL = {
     "mlp": mlp, "lenet": lenet, "vgg_bn": vgg_bn, "resnet": resnet, "densenet": densenet,
     "se_block": se_block, "mobilenet_block": mobilenet_block, "grouped": grouped,

@@ -125,12 +125,14 @@ class InputGuard:
     def __getstate__(self) -> dict:
         return {"conditions": self.conditions, "given": self.given}  # not the compiled code
 
-    def _compiled(self) -> List[Tuple[str, Any]]:
-        code = self.__dict__.get("_code")
-        if code is None:
-            code = self.__dict__["_code"] = [(c, compile(c, "<guard>", "eval"))
-                                             for c in self.conditions]
-        return code
+    def _compiled(self) -> Tuple[List[Tuple[str, Any]], dict]:
+        """The conditions compiled, and the names they may call: made once per hook
+        (and again after unpickling), not on every call."""
+        made = self.__dict__.get("_code")
+        if made is None:
+            made = self.__dict__["_code"] = (
+                [(c, compile(c, "<guard>", "eval")) for c in self.conditions], _namespace())
+        return made
 
     def __call__(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         try:
@@ -141,9 +143,10 @@ class InputGuard:
             return None  # other arguments given: another call, not the captured one
         bound.apply_defaults()
         scope = {"L": dict(bound.arguments)}
-        for cond, code in self._compiled():
+        compiled, names = self._compiled()
+        for cond, code in compiled:
             try:
-                holds = bool(eval(code, _namespace(), scope))  # noqa: S307 - export's own text
+                holds = bool(eval(code, names, scope))  # noqa: S307 - export's own text
             except Exception:  # noqa: BLE001 - a condition these inputs cannot answer
                 return None
             if not holds:

@@ -11,22 +11,7 @@ from torch import nn
 import fxgrow
 from helpers import assert_same_function, assert_unchanged, snapshot
 from fxgrow.errors import ShapeGuardError
-
-
-class LoopOverBatch(nn.Module):
-    """The number of layers run depends on the batch size: a graph holds one count."""
-
-    def __init__(self):
-        super().__init__()
-        self.i = nn.Linear(4, 8)
-        self.layers = nn.ModuleList(nn.Linear(8, 8) for _ in range(3))
-        self.o = nn.Linear(8, 2)
-
-    def forward(self, x):
-        h = self.i(x)
-        for k in range(x.shape[0] % 3 + 1):
-            h = torch.tanh(self.layers[k](h))
-        return self.o(h)
+from models import LoopOverBatch
 
 
 def _model():

@@ -12,6 +12,7 @@ import fxgrow
 from fxgrow import (GroupNotGrowableError, NarrowingError, NotIdentityError, SpecError,
                     TargetMismatchError)
 from helpers import assert_same_function, assert_unchanged, snapshot
+from models import LoopOverBatch
 
 
 class Block(nn.Module):
@@ -353,28 +354,12 @@ def test_tied_weights_read_under_both_names():
     assert_same_function(src, tgt.eval(), torch.randint(0, 20, (2, 9)))
 
 
-class _LoopOverBatch(nn.Module):
-    """Runs ``x.size(0) % 3 + 1`` of its layers: the path depends on the batch size."""
-
-    def __init__(self, width):
-        super().__init__()
-        self.i = nn.Linear(4, width)
-        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(3))
-        self.o = nn.Linear(width, 2)
-
-    def forward(self, x):
-        h = self.i(x)
-        for k in range(x.shape[0] % 3 + 1):
-            h = torch.tanh(self.layers[k](h))
-        return self.o(h)
-
-
 def test_a_target_whose_path_depends_on_the_batch_checks_the_captured_condition():
     # the copies were planned for three layers in a row; at batch 1 the target's own
     # forward feeds layer 1's neurons to `o`, divided for layer 2's copies: silently wrong
     # without the check
     torch.manual_seed(0)
-    small, big = _LoopOverBatch(8).double(), _LoopOverBatch(16).double()
+    small, big = LoopOverBatch(8).double(), LoopOverBatch(16).double()
     x = torch.randn(2, 4, dtype=torch.float64)
     snap = snapshot(small)
     for _ in range(2):  # growing into the same target again replaces its check
