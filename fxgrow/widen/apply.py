@@ -46,7 +46,7 @@ from ..errors import SpecError, UnknownInitError
 from ..ir.groups import Member
 from ..ir.rewrites import Item, evaluate, grows
 from ..ir.roles import PRODUCER
-from ..ops.access import owner_of
+from ..ops.access import attr_by_name, owner_of
 from . import inits
 from .gather import Expander, _real, grow_tensor
 from .pad import Padder
@@ -59,10 +59,6 @@ __all__ = ["apply_plan", "INITS", "EXACT"]
 INITS = ("net2net", "split", "zero_out", "random_pad", "random_init")
 #: initialisers that scale consumers by the shares (function preserving without noise)
 EXACT = ("net2net",) + inits.INITS
-
-
-def _tensor(root: nn.Module, qualname: str) -> Any:
-    return getattr(*owner_of(root, qualname))
 
 
 def _aliases(root: nn.Module) -> Dict[int, List[str]]:
@@ -151,7 +147,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
         by_tensor.setdefault(m.tensor, []).append(m)
     growing = {q: ms for q, ms in by_tensor.items()
                if any(ex.grows(m.layout) or mp.grows(m) for m in ms)}
-    originals = {q: _tensor(old, q) for q in growing}
+    originals = {q: attr_by_name(old, q) for q in growing}
     derived = Reparametrized(old, originals)  # weight norms: grow W = g v/|v|, then re-derive
     # Tensors about to be replaced are not copied: the peak is old + new
     # weights, not twice the old ones plus the new.
@@ -200,7 +196,7 @@ def apply_plan(plan: GrowthPlan, init: str = "net2net", noise: float = 0.0) -> f
             for qualname, t, mask in pending:
                 if mask is None:
                     continue
-                current = _tensor(new, qualname)
+                current = attr_by_name(new, qualname)
                 fresh = _fresh_like(new, qualname, current.shape, current, fresh_modules)
                 _set_tensor(new, aliases.get(id(t), [qualname]), t,
                             torch.where(mask, fresh.to(current.device), current.detach()))

@@ -20,20 +20,16 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import nn
 
 from .. import meta
 from ..ir.reparam import WeightNorm
-from ..ops.access import owner_of
+from ..ops.access import attr_by_name
 
 __all__ = ["Reparametrized", "rederive", "weight_norms"]
-
-
-def _tensor(root: nn.Module, qualname: str) -> Any:
-    return getattr(*owner_of(root, qualname))
 
 
 def rederive(w: torch.Tensor, dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +68,7 @@ class Reparametrized:
             site = meta.reparam(node)
             if not isinstance(site, WeightNorm):
                 continue
-            v, g = _tensor(gm, site.weight), _tensor(gm, site.gain)
+            v, g = attr_by_name(gm, site.weight), attr_by_name(gm, site.gain)
             q = by_id.get(id(v))
             if q is not None:
                 self.sites[q] = (site, v, g)
@@ -92,7 +88,7 @@ class Reparametrized:
         names of the gains written."""
         written = []
         for q, (site, v, g) in self.sites.items():
-            v_new, g_new = rederive(_tensor(new, q), site.dim)
+            v_new, g_new = rederive(attr_by_name(new, q), site.dim)
             put(q, v, v_new)
             put(site.gain, g, g_new.to(g.dtype))
             written.append(site.gain)
