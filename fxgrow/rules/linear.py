@@ -107,7 +107,7 @@ def _computed(ctx, a: Any, kw: str) -> str:
             src = src.args[0]
         if src.op == "get_attr":
             layer = src.target.rpartition(".")[0] or src.target
-            gained = canonical_arg(n, _GAIN_AT.get(canonical_target(n), 99), "weight",
+            gained = canonical_arg(n, _GAIN_AT.get(canonical_target(n)), "weight",
                                    None) is not None
             return (f"the {kw} of `{layer}` is standardised over its input channels "
                     f"(node `{n.name}`): copies divided by their count change that "
