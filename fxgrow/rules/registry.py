@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from torch import nn
 
 from .. import checks
+from ..capture.functions import autograd_function_of
 from ..errors import SpecError
 
 __all__ = ["Rule", "RuleSet", "register_rule", "install", "lookup", "has_module_rule",
@@ -145,8 +146,9 @@ def lookup(target: Key) -> Optional[Rule]:
     such as ``_conv_forward`` computes something else).
     """
     rule = RULES.get(target) if not isinstance(target, str) or "." not in target else None
-    if rule is None and getattr(target, "autograd_function", None) is not None:
-        rule = RULES.get(target.autograd_function)  # a kept custom Function's call, by class
+    kept = autograd_function_of(target) if rule is None else None
+    if kept is not None:
+        rule = RULES.get(kept)  # a custom Function's call, kept by capture: its class's rule
     if rule is None and callable(target):  # functions and classes by qualified name
         name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
         rule = RULES_BY_NAME.get(name)
