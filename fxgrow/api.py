@@ -15,6 +15,7 @@ from . import checks, meta
 from .analysis import Analysis, analyze_graph
 from .capture import CaptureOptions, ExampleInput, bind_inputs, capture as _capture
 from .capture.export import as_module
+from .capture.memo import LeafMemo
 from .rules import has_module_rule
 from .errors import ExampleInputError, SpecError, UnknownInitError, VerificationError
 from .verify import train_mode_hint, verify, verify_run
@@ -78,8 +79,11 @@ def _faithfulness(model: Any, example_input: ExampleInput):
             model, nn.Module) else []
         if any(t.is_meta for t in tensors):
             return None
-        # the graph's run is capture's (it records the shapes as it goes)
-        report = verify_run(model, run_graph, example_input)
+        # the graph's run is capture's (it records the shapes as it goes); it takes the
+        # outputs of pure layers the model's run computed on the same inputs (capture.memo)
+        memo = LeafMemo(model) if isinstance(model, nn.Module) else None
+        run = run_graph if memo is None else lambda seed: run_graph(seed, memo)
+        report = verify_run(model, run, example_input, memo=memo)
         return None if report.ok else str(report).replace("\n", "; ")
     return check
 

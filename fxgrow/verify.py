@@ -21,6 +21,7 @@ from torch.utils import _pytree as pytree
 
 from . import checks
 from .capture.inputs import normalize_input
+from .capture.memo import LeafMemo, detached_copy
 from .capture.runner import call_pure, full_precision
 from .errors import ExampleInputError
 from .ops.kinds import stochastic_nodes
@@ -244,14 +245,20 @@ def verify(original: nn.Module, grown: nn.Module, example_input: Any, *, trials:
 
 
 def verify_run(original: nn.Module, run: Callable[[int], Any], example_input: Any, *,
-               rtol: Optional[float] = None, seed: int = 0) -> Report:
+               rtol: Optional[float] = None, seed: int = 0,
+               memo: Optional[LeafMemo] = None) -> Report:
     """:func:`verify` on the example input alone, the other side's output given by ``run(seed)``.
 
     For a caller that runs the other side itself (capture's faithfulness check runs the
-    graph while recording its shapes).  ``run`` runs first: when it fails and ``original``
-    fails too, the error is ``run``'s (which names the failing node); when only ``run``
-    fails, the report says so.  ``run`` must run seeded with ``seed`` and change nothing
-    (:func:`fxgrow.capture.runner.call_pure`).
+    graph while recording its shapes).  ``run`` must run seeded with ``seed`` and change
+    nothing (:func:`fxgrow.capture.runner.call_pure`).  When ``run`` fails and
+    ``original`` fails too, the error is ``run``'s (which names the failing node); when
+    only ``run`` fails, the report says so.
+
+    With ``memo`` (a :class:`~fxgrow.capture.memo.LeafMemo` of ``original``), the
+    original runs first and records its pure layers' outputs, which ``run`` may take
+    from ``memo`` instead of computing them; the original's output is copied before
+    ``run`` starts, so nothing ``run`` does in place can change it.
 
     Examples
     --------
@@ -262,17 +269,30 @@ def verify_run(original: nn.Module, run: Callable[[int], Any], example_input: An
     args, kwargs = normalize_input(example_input)
     checks.real_tensors(original, example_input, "verify")
     report = Report()
+    ref = got = failure = refused = None
     with full_precision():
+        if memo is not None:
+            try:
+                ref = detached_copy(call_pure(original, args, kwargs, seed=seed, fn=memo.call))
+            except Exception as e:  # noqa: BLE001 - said below, once the graph has run
+                refused = e
         try:
-            got, failure = run(seed), None
+            got = run(seed)
         except Exception as e:  # noqa: BLE001 - is it the input, or the other side?
-            got, failure = None, e
-        try:
-            ref = call_pure(original, args, kwargs, seed=seed)
-        except Exception as e:
-            if failure is not None:
-                raise failure
-            raise ExampleInputError(f"the original model fails on the input: {e}") from e
+            failure = e
+        finally:
+            if memo is not None:
+                memo.clear()
+        if memo is None:
+            try:
+                ref = call_pure(original, args, kwargs, seed=seed)
+            except Exception as e:  # noqa: BLE001
+                refused = e
+    if refused is not None:
+        if failure is not None:
+            raise failure
+        raise ExampleInputError(f"the original model fails on the input: {refused}"
+                                ) from refused
     if failure is not None:
         report.problems.append(f"trial 0: the grown model fails: "
                                f"{type(failure).__name__}: {failure}")

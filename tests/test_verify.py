@@ -139,3 +139,29 @@ def test_dropout_in_training_mode_gets_a_hint():
                             for p in r.problems)
     # the analysis itself refuses to grow what dropout masks in training mode
     assert "call model.eval()" in fxgrow.analyze(m, x).group("0").reason
+
+
+def test_verify_run_with_a_memo_runs_the_original_first_and_keeps_its_reference():
+    from fxgrow.capture.memo import LeafMemo
+    from fxgrow.verify import verify_run
+    m = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    x = torch.randn(2, 3)
+    order = []
+
+    def graph(seed):
+        order.append("graph")
+        out = m(x)
+        out.mul_(0)  # an in-place op on the other side cannot reach the reference
+        return m(x)
+    memo = LeafMemo(m)
+    assert verify_run(m, graph, x, memo=memo).ok
+    assert order == ["graph"] and memo._calls == {}  # kept outputs dropped after the run
+
+    def broken(seed):
+        raise RuntimeError("graph node failed")
+    report = verify_run(m, broken, x, memo=LeafMemo(m))
+    assert not report.ok and "graph node failed" in str(report)
+    with pytest.raises(fxgrow.ExampleInputError, match="original model fails"):
+        verify_run(m, lambda seed: m(x), torch.randn(2, 5), memo=LeafMemo(m))
+    with pytest.raises(RuntimeError, match="graph node failed"):  # both fail: the graph's error
+        verify_run(m, broken, torch.randn(2, 5), memo=LeafMemo(m))

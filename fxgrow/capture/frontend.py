@@ -28,6 +28,7 @@ from .inputs import ExampleInput, bind_inputs, normalize_input
 from . import modes, signature
 from .modules import complete_state
 from .regions import inline_regions
+from .memo import LeafMemo
 from .shapes import propagate, run_recording
 from .trace import trace
 
@@ -210,9 +211,9 @@ def _check_and_record(gm: fx.GraphModule, values: Tuple[Any, ...],
     """
     ran = []
 
-    def run_graph(seed: Optional[int] = None) -> Any:
+    def run_graph(seed: Optional[int] = None, memo: Optional[LeafMemo] = None) -> Any:
         ran.append(True)
-        return run_recording(gm, values, seed)
+        return run_recording(gm, values, seed, memo)
 
     problem = faithful(gm, run_graph) if faithful is not None else None
     if not ran:

@@ -19,6 +19,7 @@ from .. import meta
 from ..errors import ExampleInputError
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from .memo import LeafMemo
 from .runner import call_pure, preserved
 
 __all__ = ["TensorSpec", "Opaque", "describe", "propagate", "run_recording"]
@@ -56,6 +57,17 @@ def describe(value: Any) -> Any:
 
 
 class _Recorder(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule, memo: Optional[LeafMemo] = None) -> None:
+        super().__init__(gm)
+        self.memo = memo
+
+    def call_module(self, target, args, kwargs):
+        if self.memo is not None:  # the model's run computed this very call: see capture.memo
+            out = self.memo.lookup(self.fetch_attr(target), args, kwargs)
+            if out is not None:
+                return out
+        return super().call_module(target, args, kwargs)
+
     def run_node(self, n: fx.Node) -> Any:
         try:
             out = super().run_node(n)
@@ -107,14 +119,19 @@ def propagate(gm: fx.GraphModule, placeholder_values: Tuple[Any, ...]) -> None:
 
 
 def run_recording(gm: fx.GraphModule, placeholder_values: Tuple[Any, ...],
-                  seed: Optional[int] = None) -> Any:
+                  seed: Optional[int] = None, memo: Optional[LeafMemo] = None) -> Any:
     """Run ``gm`` once on real tensors, changing nothing (:func:`call_pure`), and record
     ``fxgrow.shape`` on every node as :func:`propagate` does; returns the graph's output.
 
     A caller that runs the graph on the example input anyway (the faithfulness
     check of capture) gets the shapes from that run instead of a second one;
-    ``seed`` is passed to :func:`call_pure`.  A node that fails raises
-    :class:`ExampleInputError` naming it.
+    ``seed`` is passed to :func:`call_pure`; with ``memo``, a layer the model's run
+    recorded the same call of is not computed again (:class:`LeafMemo`).  A node that
+    fails raises :class:`ExampleInputError` naming it.
     """
-    return call_pure(gm, placeholder_values, seed=seed,
-                     fn=lambda module, args, kwargs: _Recorder(module).run(*args))
+    def run(module, args, kwargs):
+        if memo is None:
+            return _Recorder(module).run(*args)
+        with memo.offering():
+            return _Recorder(module, memo).run(*args)
+    return call_pure(gm, placeholder_values, seed=seed, fn=run)
