@@ -24,7 +24,9 @@ Each choice is proved from the graph (:func:`path_problem`): following the
 values that carry the space, with the power of the counts they are divided
 by, every node must be a producing layer, a tensor attribute (never
 divided: a rotary table), a move, a product or quotient by undivided values,
-a sum of equally divided values, a consumer reading exactly ``α``, or a
+a sum of equally divided values (``index_add``/``scatter_add`` too, into
+zeros or into values divided alike), a consumer reading exactly ``α`` (through
+a claimed piece of a parameter as well: ``self.weight[i]`` per expert), or a
 contraction whose two operands sum to power 1.  Anything else (a ReLU, a
 norm, adding a constant, the model output) blocks both sides, with the
 node in the reason.  The attention *scale* is the rules' business: SDPA's
@@ -59,7 +61,8 @@ from ..ir.layout import Axis, leaves
 from ..ir.roles import ATTR, BLOCKED, CONSUMER, GROWABLE, PASS, PRODUCER
 from ..ir.spaces import Contraction
 from ..ir.values import iter_sizes, iter_tensors
-from ..ops.kinds import CASTS, is_op, kind, node_inputs, reads_values
+from ..ops.kinds import (ACCUMULATE, CASTS, ZEROS, canonical_arg, is_op, kind,
+                         node_inputs, reads_values)
 from .state import TensorDim, WalkState
 from .ties import Gain, gain_of
 
@@ -85,12 +88,37 @@ class _Index:
         return self.tensors.get(root, [])
 
 
-def _owned(state: WalkState, node: fx.Node) -> Set[str]:
-    """Tensors a node reads as its own parameters (a module's, or get_attr arguments)."""
+def _owned(state: WalkState, node: fx.Node) -> Tuple[Set[str], Set[fx.Node]]:
+    """Tensors a node reads as its own parameters (a module's, get_attr arguments, or
+    parameters its rule claimed through a chain of moves or as a piece: ``self.weight[i]``
+    per expert, :meth:`RuleContext.weight`), and the argument nodes that carry them."""
     if node.op == "call_module":
         prefix = f"{node.target}."
-        return {key[0] for key in state.params if key[0].startswith(prefix)}
-    return {state.name(n.target) for n in node_inputs(node) if n.op == "get_attr"}
+        return {key[0] for key in state.params if key[0].startswith(prefix)}, set()
+    names: Set[str] = set()
+    args: Set[fx.Node] = set()
+    for n in node_inputs(node):
+        src = _claimed_source(state, n)
+        if src is not None:
+            names.add(state.name(src.target))
+            args.add(n)
+    return names, args
+
+
+def _claimed_source(state: WalkState, n: fx.Node) -> Optional[fx.Node]:
+    """The parameter (get_attr node) that argument ``n`` is, directly or through nodes
+    each used once by the next, up to the node that a rule claimed it through."""
+    if n.op == "get_attr":
+        return n
+    cur = n
+    while cur.args and isinstance(cur.args[0], fx.Node):
+        src = cur.args[0]
+        if src.op == "get_attr":
+            return src if (cur, src) in state.claims else None
+        if len(cur.users) != 1:
+            return None
+        cur = src
+    return None
 
 
 def path_problem(state: WalkState, root: int, alpha: float, contractions: List[Contraction],
@@ -131,6 +159,7 @@ def path_problem(state: WalkState, root: int, alpha: float, contractions: List[C
     power: Dict[fx.Node, float] = {}  # nodes carrying the neurons -> power of the counts
     reached: Set[str] = set()
     made: Set[fx.Node] = set()  # nodes computed from what the producers make
+    zeros: Set[fx.Node] = set()  # tensors of zeros
     for node in gm.graph.nodes:
         ins = [n for n in node_inputs(node) if n in power]
         out = root in index.nodes[node]
@@ -167,14 +196,25 @@ def path_problem(state: WalkState, root: int, alpha: float, contractions: List[C
             continue
         if node.op == "output":
             return f"{where}: they reach the model output"
+        if is_op(node, ZEROS):  # zeros at any count: joins values of any power
+            zeros.add(node)
+            if out:
+                power[node] = 0.0
+            continue
+        if is_op(node, ACCUMULATE):
+            why = _accumulated(node, power, zeros)
+            if isinstance(why, str):
+                return f"{where} {why}"
+            if out:
+                power[node] = why
+            continue
         what = kind(gm, node) if node.op != "get_attr" else "attr"
-        owned = _owned(state, node) if what == "layer" else set()
+        owned, weights = _owned(state, node) if what == "layer" else (set(), set())
         if what == "layer" and not owned:
             # a product of activations that does not contract these neurons (the
             # values in `attn @ v`): linear in each factor, like an elementwise product
             what = "scale"
-        read = [n for n in ins if n.op != "get_attr"
-                or state.name(n.target) not in owned]
+        read = [n for n in ins if n not in weights]
         if what == "move" and is_op(node, CASTS) and node.args and node.args[0] in power:
             read = [node.args[0]]  # `type_as(x, other)` reads only the dtype of `other`
         powers = [power[n] for n in read]
@@ -222,6 +262,23 @@ def path_problem(state: WalkState, root: int, alpha: float, contractions: List[C
     if gains is not None and not gains:
         return "no gain divides them"
     return None
+
+
+def _accumulated(node: fx.Node, power: Dict[fx.Node, float], zeros: Set[fx.Node]):
+    """The power of the counts ``input + (source added at index)`` is divided by, or
+    why it is not one: both terms divided alike (or ``input`` zeros), and an index
+    that does not carry the neurons (positions, never scaled)."""
+    base = canonical_arg(node, 0, "input", None)
+    index = canonical_arg(node, 2, "index", None)
+    source = canonical_arg(node, 3, "source", None)
+    if source is None:
+        source = canonical_arg(node, 3, "src", None)
+    if index in power:
+        return "indexes by them"
+    p = power.get(source, 0.0)
+    if base not in zeros and power.get(base, 0.0) != p:
+        return "adds something that is not divided with them"
+    return p
 
 
 def _gain_here(state: WalkState, node: fx.Node, root: int) -> Optional[Gain]:

@@ -44,7 +44,7 @@ from .aten import FORMS, bind, canonical_target, to_canonical
 __all__ = ["kind", "node_inputs", "is_op", "norm_kind", "value_users", "reads_values",
            "NO_VALUE_RULES", "default_rms_eps", "canonical_arg", "gain_operand", "CASTS", "MOVE",
            "ADD", "SCALE", "DIVIDE",
-           "MUL", "SUM", "POW", "SQUARE", "MEAN", "RSQRT", "LINEAR_LAYERS", "LINEAR_MODULES",
+           "MUL", "SUM", "ACCUMULATE", "ZEROS", "POW", "SQUARE", "MEAN", "RSQRT", "LINEAR_LAYERS", "LINEAR_MODULES",
            "MOVE_MODULES", "PASSTHROUGH_MODULES", "CONV_MODULES", "BN_MODULES",
            "CONV_FUNCTIONS", "NORM_MODULES", "IDEMPOTENT_ACTIVATIONS", "OTHER_ACTIVATIONS",
            "STOCHASTIC_MODULES", "STOCHASTIC_FUNCTIONS", "stochastic_nodes", "REARRANGE",
@@ -58,6 +58,12 @@ ADD = SUM | {operator.sub, operator.iadd, operator.isub, torch.sub, "sub", "add_
 MUL = {operator.mul, torch.mul, "mul"}
 SCALE = MUL | {operator.imul, "mul_", operator.neg, torch.neg, "neg", torch.outer, torch.ger,
                "outer", "ger"}
+#: writes that add ``source`` into positions of ``input`` (``input, dim, index, source``):
+#: linear in ``input`` and ``source`` together (the MoE combine into zeros)
+ACCUMULATE = {torch.index_add, "index_add", "index_add_", torch.scatter_add, "scatter_add",
+              "scatter_add_"}
+#: tensors of zeros (zero divided by any count is zero)
+ZEROS = {torch.zeros, torch.zeros_like, "new_zeros"}
 DIVIDE = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
 POW = {torch.pow, operator.pow, "pow"}
 SQUARE = {torch.square, "square"}
@@ -67,12 +73,13 @@ RSQRT = {torch.rsqrt, "rsqrt"}
 #: casts: moves only between floating dtypes (see :func:`kind`)
 CASTS = {"to", "float", "double", "half", "bfloat16", "type_as", "type"}
 
-#: ops that only move values: views, transposes, splits, casts, dropout (the
-#: identity in eval mode, and a per-element mask that copies keep in training)
+#: ops that only move values: views, transposes, splits, copies (expand, repeat,
+#: tile), casts, dropout (the identity in eval mode, and a per-element mask that
+#: copies keep in training)
 MOVE = {"contiguous", "clone", "to", "float", "double", "half", "bfloat16", "type_as",
         "permute", "transpose", "view", "reshape", "unsqueeze", "squeeze", "expand",
         "expand_as", "flatten", "unflatten", "split", "chunk", "unbind", "narrow", "select",
-        "repeat_interleave", "detach", "movedim", "swapaxes", "swapdims", "view_as",
+        "repeat_interleave", "repeat", "tile", torch.tile, "detach", "movedim", "swapaxes", "swapdims", "view_as",
         "reshape_as", torch.movedim, torch.swapaxes, torch.swapdims, torch.unflatten,
         torch.permute, torch.transpose, torch.reshape, torch.unsqueeze, torch.squeeze,
         torch.flatten, torch.split, torch.chunk, torch.unbind, torch.narrow, torch.select,

@@ -39,7 +39,7 @@ from torch import fx, nn
 from ..capture.shapes import TensorSpec
 from ..errors import RuleError
 from ..ir.layout import Layout
-from ..ir.roles import CONSUMER, PASS, PRODUCER
+from ..ir.roles import CONSUMER, FIXED, PASS, PRODUCER
 from ..ir.values import TV
 from .common import broadcast
 from .registry import RuleSet
@@ -115,12 +115,23 @@ def outer(ctx) -> TV:
 @RULES.rule(F.scaled_dot_product_attention)
 def sdpa(ctx) -> TV:
     """SDPA: heads and other leading dims are batch dims; the query/key dim is
-    contracted (and sets the default scale), so it is blocked."""
+    contracted (and sets the default scale), so it is blocked.
+
+    ``enable_gqa=True`` shares each key/value head among ``G = Hq / Hkv`` query
+    heads, as ``repeat_interleave(G, dim=-3)`` of the keys and values would
+    (HuggingFace's ``repeat_kv``): the key/value heads read as
+    ``Prod(Hkv, G)`` with ``G`` a fixed extent (:func:`_grouped_heads`), so
+    the query heads grow only by whole groups, together with the key/value
+    heads, and SDPA reads the same ``G`` after growth.
+    """
     qn, kn, vn = ctx.arg(0, "query"), ctx.arg(1, "key"), ctx.arg(2, "value")
     q, k, v = ctx.tensor(qn), ctx.tensor(kn), ctx.tensor(vn)
     sq, sk, sv = ctx.spec(qn).shape, ctx.spec(kn).shape, ctx.spec(vn).shape
-    if ctx.arg(7, "enable_gqa", False):
-        raise RuleError("enable_gqa has no rule yet")
+    gqa = ctx.arg(7, "enable_gqa", False)
+    if not isinstance(gqa, bool):
+        raise RuleError("enable_gqa that is not a literal bool")
+    if gqa:
+        (k, sk), (v, sv) = _grouped_heads(ctx, sq, (k, sk), (v, sv))
     ctx.contract(q.dims[-1], k.dims[-1], "the query/key dim of scaled_dot_product_attention "
                                          "is contracted", operands=(qn, kn))
     _pin_scale(ctx, q.dims[-1], sq[-1])
@@ -136,6 +147,30 @@ def sdpa(ctx) -> TV:
                    tuple(out_shape[:-2]) + (sq[-2], sk[-2]))
     ctx.head_dim(v.dims[-1], batch)
     return TV(tuple(batch) + (q.dims[-2], v.dims[-1]))
+
+
+def _grouped_heads(ctx, sq: Tuple[int, ...], *kv: Tuple[TV, Tuple[int, ...]]) -> list:
+    """Keys and values as ``enable_gqa`` reads them: head dim ``-3`` repeated ``G`` times
+    per head, ``Prod(Hkv, G)``, one fixed ``G`` for both (``repeat_interleave``).
+
+    Exact: query head ``h`` reads key/value head ``h // G``; in the grown model
+    the query heads are ``Prod(Hkv', G)`` and SDPA computes the same ``G`` from
+    the grown counts, so every query head still reads the copy of its own
+    key/value head.
+    """
+    if len(sq) < 3 or any(len(s) < 3 for _, s in kv):
+        raise RuleError("enable_gqa with tensors of fewer than 3 dims")
+    hq, hkv = sq[-3], kv[0][1][-3]
+    if any(s[-3] != hkv for _, s in kv) or hkv == 0 or hq % hkv:
+        raise RuleError(f"enable_gqa with {hq} query heads and key/value heads "
+                        f"{[s[-3] for _, s in kv]}")
+    if hq == hkv:
+        return list(kv)
+    group = ctx.table.fresh(hq // hkv, free=True, status=FIXED,
+                            reason=f"query heads per key/value head of `{ctx.node.name}` "
+                                   "(enable_gqa)")
+    return [(TV(t.dims[:-3] + (ctx.prod([t.dims[-3], group]),) + t.dims[-2:]),
+             tuple(s[:-3]) + (hq,) + tuple(s[-2:])) for t, s in kv]
 
 
 def _pin_scale(ctx, qk: Layout, old: int) -> None:

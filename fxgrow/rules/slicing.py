@@ -75,8 +75,26 @@ def stack(ctx) -> TV:
 
 
 def _pieces(ctx, x: TV, d: int) -> List[Layout]:
+    """One layout per piece: ``x``'s dim ``d`` cut at the example's boundaries.
+
+    An empty piece (a split size of 0, an expert no token was routed to) cuts
+    nothing: it is a new empty dim, so every piece keeps its place.
+    """
     sizes = [s.shape[d] for s in ctx.out_spec]
-    return ctx.split_at(x.dims[d], list(accumulate(sizes))[:-1])
+    cuts = ctx.split_at(x.dims[d], [b for b in accumulate(sizes)][:-1])
+    full = iter(cuts if sum(sizes) else [])
+    return [next(full) if n else ctx.free(0) for n in sizes]
+
+
+def _static_sizes(ctx, raw: Any) -> bool:
+    """Whether split sizes are known without the data: literal ints, or ints read
+    from sizes (:class:`~fxgrow.ir.values.SizeOf`); an int computed from tensor
+    values (``counts.tolist()``, a tensor of indices) is not."""
+    if isinstance(raw, (list, tuple)):
+        return all(_static_sizes(ctx, r) for r in raw)
+    if isinstance(raw, fx.Node):
+        return isinstance(ctx.value(raw), SizeOf)
+    return isinstance(raw, int) and not isinstance(raw, bool)
 
 
 @RULES.rule("split", torch.split, "chunk", torch.chunk, "tensor_split", torch.tensor_split,
@@ -87,12 +105,22 @@ def split(ctx) -> tuple:
     After growth the pieces may differ in size, or a split size read from
     another dim (``qkv.split(x.size(-1))``) may change while the pieces do
     not, so the call is rewritten to ``split`` with explicit sizes.
+
+    Sizes computed from the data (MoE rows split by the counts of tokens
+    routed to each expert, ``x.split(counts.tolist())``) cut the dim elsewhere
+    on every input: the dim is fixed, each piece is a new free extent, and the
+    call is never rewritten (its sizes stay the graph's).
     """
     x = ctx.tensor(ctx.arg(0, "input"))
     node = ctx.node
     d = dim_index(ctx.arg(2, "dim", 0), x.ndim)
     if not isinstance(ctx.out_spec, tuple) or not all(isinstance(s, TensorSpec) for s in ctx.out_spec):
         raise RuleError("unexpected output")
+    sizes = list(node.args[1:2]) + [v for k, v in node.kwargs.items() if k != "dim"]
+    if not _static_sizes(ctx, sizes):
+        ctx.fix(x.dims[d], "split into pieces whose sizes are computed from the data")
+        return tuple(TV(x.dims[:d] + (ctx.free(s.shape[d]),) + x.dims[d + 1:])
+                     for s in ctx.out_spec)
     pieces = _pieces(ctx, x, d)
 
     provenance = tuple(l for a in list(node.args[1:]) + list(node.kwargs.values())

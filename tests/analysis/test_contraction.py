@@ -334,3 +334,75 @@ def test_a_gain_read_elsewhere_keeps_the_head_dim_blocked():
     a = fxgrow.analyze(Shared().eval(), _x())
     (g,) = [g for g in a.groups if "scaled_dot_product_attention" in g.reason]
     assert g.status == "blocked" and "not proven exact" in g.reason
+
+
+class _TiedTiledKeys(nn.Module):
+    """q and k tied by one table (one space on both sides), the keys' heads tiled with
+    ``repeat`` (JetMoe repeats its key/value heads instead of interleaving them)."""
+
+    def __init__(self, d=8, heads=4, kv=2, hd=4, n=5):
+        super().__init__()
+        self.h, self.kv, self.hd = heads, kv, hd
+        self.q, self.k, self.v = nn.Linear(d, heads * hd), nn.Linear(d, kv * hd), nn.Linear(d, kv * hd)
+        self.o = nn.Linear(heads * hd, 3)
+        self.register_buffer("table", torch.rand(n, hd) + 0.5)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q = self.q(x).view(b, n, self.h, self.hd).transpose(1, 2) * self.table
+        k = self.k(x).view(b, n, self.kv, self.hd).transpose(1, 2) * self.table
+        v = self.v(x).view(b, n, self.kv, self.hd).transpose(1, 2)
+        r = self.h // self.kv
+        y = F.scaled_dot_product_attention(q, k.repeat(1, r, 1, 1), v.repeat(1, r, 1, 1))
+        return self.o(y.transpose(1, 2).reshape(b, n, -1))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_keys_tiled_by_repeat_are_moved_not_computed(capture):
+    m, x = _TiedTiledKeys().double().eval(), torch.randn(2, 5, 8, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert not [g for g in a.groups if g.status == "blocked"], str(a)
+    assert a.halved  # q/k head dim: sqrt(count) on both sides, through the repeat
+    for spec in (2.0, every_group(a, 2.0), every_group(a, 1.5)):
+        grown = fxgrow.widen(m, x, spec, verify=False, capture=capture)
+        assert_same_function(m, grown, x)
+
+
+class _ExpertQueries(nn.Module):
+    """Queries made per expert from a stacked weight (``self.wq[i]``, fixed row groups),
+    keys through a ReLU: only the query side can be divided by the counts."""
+
+    def __init__(self, d=8, hd=6, experts=2, combine=None):
+        super().__init__()
+        self.e, self.combine = experts, combine
+        self.wq = nn.Parameter(torch.randn(experts, hd, d) * 0.3)
+        self.k, self.v, self.o = nn.Linear(d, hd), nn.Linear(d, 4), nn.Linear(4, 2)
+
+    def forward(self, x):                       # x: (N, d), rows grouped by expert
+        rows = x.split([2, x.size(0) - 2], 0)
+        q = torch.cat([F.linear(rows[i], self.wq[i]) for i in range(self.e)], 0)
+        if self.combine is not None:  # summed back into the token order (the MoE combine)
+            order = torch.arange(x.size(0) - 1, -1, -1)
+            q = self.combine(q).index_add(0, order, q)
+        s = torch.softmax(q @ torch.relu(self.k(x)).T, -1)
+        return self.o(s @ self.v(x))
+
+
+@pytest.mark.parametrize("combine", [None, torch.zeros_like], ids=["cat", "index_add"])
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_contracted_dim_made_by_per_expert_weight_pieces(capture, combine):
+    m, x = _ExpertQueries(combine=combine).double().eval(), torch.randn(5, 8, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    (q_dim,) = [g for g in a.groups if any(mm.tensor == "wq" and mm.dim == 1 for mm in g.members)]
+    assert q_dim.growable, str(a)
+    for factor in (2.0, 1.5):
+        grown = fxgrow.widen(m, x, factor, verify=False, capture=capture)
+        assert_same_function(m, grown, x)
+
+
+def test_adding_into_a_tensor_that_is_not_zeros_blocks():
+    # ones + q/count is not (ones + q)/count
+    a = fxgrow.analyze(_ExpertQueries(combine=lambda q: torch.ones(q.shape)), torch.randn(5, 8))
+    (q_dim,) = [g for g in a.groups if any(mm.tensor == "wq" and mm.dim == 1 for mm in g.members)]
+    assert q_dim.status == "blocked" and "`index_add`" in q_dim.reason \
+        and "not divided with them" in q_dim.reason

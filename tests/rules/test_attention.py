@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fxgrow
-from helpers import assert_same_function, grow_exactly
+from helpers import assert_same_function, every_group, grow_exactly
 from transformer_models import GPT, Bert, EncoderClassifier, MHANet
 
 
@@ -250,3 +250,72 @@ def test_explicit_causal_mask_buffer():
     assert_same_function(m, g, x)
     assert_same_function(m, fxgrow.widen(a, x, 2.0), x)
     assert_same_function(m, fxgrow.widen(a, x, 1.5), x)  # 1/sqrt(4) is a literal: unchanged
+
+
+class GroupedQueryAttention(torch.nn.Module):
+    """Linear q/k/v viewed as (B, T, heads, head dim) and transposed; SDPA shares each
+    key/value head among ``heads // kv_heads`` query heads, with ``enable_gqa=True`` or
+    with HuggingFace's ``repeat_kv`` (expand + reshape) written out."""
+
+    def __init__(self, d=16, heads=4, kv_heads=2, hd=4, explicit=False):
+        super().__init__()
+        self.h, self.kv, self.hd, self.explicit = heads, kv_heads, hd, explicit
+        self.q = torch.nn.Linear(d, heads * hd)
+        self.k = torch.nn.Linear(d, kv_heads * hd)
+        self.v = torch.nn.Linear(d, kv_heads * hd)
+        self.o = torch.nn.Linear(heads * hd, d)
+
+    def repeat_kv(self, t):
+        b, _, n, _ = t.shape
+        r = self.h // self.kv
+        return t[:, :, None].expand(b, self.kv, r, n, self.hd).reshape(b, self.h, n, self.hd)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q = self.q(x).view(b, n, self.h, self.hd).transpose(1, 2)
+        k = self.k(x).view(b, n, self.kv, self.hd).transpose(1, 2)
+        v = self.v(x).view(b, n, self.kv, self.hd).transpose(1, 2)
+        if self.explicit:
+            y = torch.nn.functional.scaled_dot_product_attention(
+                q, self.repeat_kv(k), self.repeat_kv(v), is_causal=True)
+        else:
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                                 enable_gqa=True)
+        return self.o(y.transpose(1, 2).reshape(b, n, -1)) + x
+
+
+def _widths(g):
+    return tuple(g.get_parameter(f"{n}.weight").shape[0] for n in "qkv")
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_sdpa_enable_gqa_grows_key_value_heads_with_their_query_groups(capture):
+    torch.manual_seed(0)
+    m, x = GroupedQueryAttention().double().eval(), torch.randn(2, 5, 16, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    # query head h reads key/value head h // 2: the query heads are (kv heads x 2),
+    # the 2 fixed, so heads grow by whole groups -- what repeat_kv written out gives
+    heads, group, q_dim = _groups_by(a, ("q.weight", 0))
+    assert _groups_by(a, ("k.weight", 0))[0] == _groups_by(a, ("o.weight", 1))[0] == heads
+    assert heads.growable and heads.size == 2 and set(heads.producers) == {"q", "k", "v"}
+    assert group.size == 2 and not group.growable and "enable_gqa" in group.reason
+    explicit = fxgrow.analyze(GroupedQueryAttention(explicit=True), x.float(), capture=capture)
+    assert sorted((g.size, g.status) for g in a.groups) == \
+        sorted((g.size, g.status) for g in explicit.groups)
+    assert q_dim.id in a.head_dims and heads.id not in a.head_dims
+    assert _widths(grow_exactly(m, x, 2.0, capture=capture)) == (32, 16, 16)
+    assert _widths(grow_exactly(m, x, 1.5, capture=capture)) == (24, 12, 12)
+    assert _widths(grow_exactly(m, x, {heads.id: 3}, capture=capture)) == (24, 12, 12)
+    # head dims too: the query/key dim pins SDPA's default scale
+    assert _widths(grow_exactly(m, x, every_group(a, 2.0), capture=capture)) == (64, 32, 32)
+
+
+def test_sdpa_enable_gqa_with_one_key_value_head():
+    # multi-query attention: every query head reads the one key/value head, so the
+    # heads cannot grow; the head dims still can
+    m = GroupedQueryAttention(heads=4, kv_heads=1).double().eval()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    a = fxgrow.analyze(m, x)
+    heads = _groups_by(a, ("o.weight", 1))[0]
+    assert not heads.growable and "enable_gqa" in heads.reason
+    assert _widths(grow_exactly(m, x, every_group(a, 1.5))) == (24, 6, 6)

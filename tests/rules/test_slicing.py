@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import fxgrow
@@ -91,6 +92,80 @@ def test_an_empty_slice_stays_empty():
     x = torch.randn(3, 4, dtype=torch.float64)
     assert fxgrow.analyze(m, x).group("a").growable
     grow_exactly(m, x, 1.5)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_an_empty_split_piece_keeps_the_pieces_in_place(capture):
+    class Split(nn.Module):  # a split size of 0 (an expert no token was routed to)
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(4, 8), nn.Linear(3, 2), nn.Linear(5, 2)
+
+        def forward(self, x):
+            p, empty, q = self.a(x).split([3, 0, 5], -1)
+            return self.b(p) + self.c(q) + empty.sum()
+
+    m, x = Split().double().eval(), torch.randn(3, 4, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert sorted(g.size for g in a.growable) == [3, 5]
+    for factor in (2.0, 1.5):
+        grow_exactly(m, x, factor, capture=capture)
+
+
+class RoutedExperts(nn.Module):
+    """JetMoe's experts: the routed token copies, sorted by expert, split by the counts
+    routed to each expert (``counts.tolist()``: sizes computed from the data, some 0),
+    one linear per expert, joined back with ``cat`` and summed into the tokens."""
+
+    def __init__(self, d=8, inner=6, experts=8, k=2):
+        super().__init__()
+        self.e, self.k = experts, k
+        self.inp, self.router = nn.Linear(4, d), nn.Linear(d, experts, bias=False)
+        self.up = nn.Parameter(torch.randn(experts, inner, d) * 0.3)
+        self.down = nn.Parameter(torch.randn(experts, d, inner) * 0.3)
+        self.out = nn.Linear(d, 3)
+
+    def experts(self, h, weight, counts):
+        pieces = h.split(counts, dim=0)
+        return torch.cat([F.linear(pieces[i], weight[i]) for i in range(self.e)], 0)
+
+    def forward(self, x):
+        h = self.inp(x)
+        _, top = self.router(h).topk(self.k, dim=1)
+        counts = torch.zeros(h.size(0), self.e).scatter(1, top, 1).long().sum(0).tolist()
+        _, order = top.flatten().sort(0)
+        rows = order.div(self.k, rounding_mode="trunc")
+        y = self.experts(F.silu(self.experts(h[rows], self.up, counts)), self.down, counts)
+        return self.out(torch.zeros_like(h).index_add(0, rows, y) + h)
+
+
+def test_rows_split_by_routed_counts_pass_the_expert_widths():
+    # 3 tokens x 2 copies over 8 experts: some experts get no row (empty pieces); the
+    # fresh inputs route differently, so the split sizes must stay the graph's
+    torch.manual_seed(0)
+    m, x = RoutedExperts().double().eval(), torch.randn(3, 4, dtype=torch.float64)
+    a = fxgrow.analyze(m, x, capture="export")
+    assert {g.size for g in a.growable} == {6, 8}       # each expert's width, the model dim
+    assert a.group("inp").growable
+    for factor in (2.0, 1.5):
+        grow_exactly(m, x, factor, capture="export")
+
+
+def test_a_dim_split_by_sizes_computed_from_the_data_is_fixed():
+    class DataCut(nn.Module):  # the cut moves with the input: no width can follow it
+        def __init__(self):
+            super().__init__()
+            self.fc, self.out = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.fc(x)
+            k = (x[0] > 0).sum().item()
+            torch._check(k <= 8)
+            p, q = h.split([k, 8 - k], -1)
+            return self.out(torch.cat([q, p], -1))
+
+    reason = blocked(DataCut(), torch.randn(3, 4), "fc", capture="export")
+    assert "computed from the data" in reason and "split_with_sizes" in reason
 
 
 def test_a_dict_passed_as_a_positional_input():
