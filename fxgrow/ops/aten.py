@@ -449,6 +449,7 @@ _add("scatter_reduce.two scatter_reduce_.two",
      AtenForm(torch.scatter_reduce, ("input", "dim", "index", "src", "reduce")))
 _add("index_put.default index_put_.default _unsafe_index_put.default",
      AtenForm(torch.index_put, ("input", "indices", "values", "accumulate")))
+_add("masked_scatter.default masked_scatter_.default", AtenForm(torch.masked_scatter, ("input", "mask", "source")))
 _add("copy_.default copy.default", AtenForm("copy_", ("input", "src")))
 _add("zeros.default", AtenForm(torch.zeros, ("size",), rename=()))
 _add("ones.default", AtenForm(torch.ones, ("size",), rename=()))

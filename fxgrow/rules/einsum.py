@@ -9,11 +9,20 @@ blocked.  Letters in the output pass through, like the batch dims of a matmul; b
 two activations, a letter kept from one operand only is a per-head dim
 (``ctx.head_dim``: a plain widening factor leaves it) where the batch letters
 hold heads (``bhij,bhjd->bhid``: ``d`` is the value head dim).
+
+An equation with ``...`` or without ``->`` is first written out explicitly
+(:func:`explicit_equation`) from the operands' ranks: ``...`` stands for
+unnamed dims, broadcast right-aligned across operands like an elementwise
+op's, which get letters of their own, and an implicit output is those dims
+followed by the letters used once, in alphabetical order (torch's rule).  The
+equation then means the same to torch and to the rule at any width, so it is
+never rewritten.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List
+from string import ascii_letters
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 
@@ -22,23 +31,77 @@ from ..ir.layout import Layout
 from ..ir.values import TV
 from .registry import RuleSet
 
-__all__ = ["RULES", "einsum"]
+__all__ = ["RULES", "einsum", "explicit_equation"]
 
 RULES = RuleSet()
+
+
+def explicit_equation(eq: str, ranks: Sequence[int]) -> Tuple[List[str], str]:
+    """The terms and output of ``eq`` with every dim named by a letter.
+
+    Parameters
+    ----------
+    eq : str
+        A ``torch.einsum`` equation, with or without ``...`` and ``->``.
+    ranks : sequence of int
+        The rank of each operand.
+
+    Returns
+    -------
+    terms : list of str
+        One string of letters per operand, one letter per dim.
+    out : str
+        The output's letters.
+
+    Raises
+    ------
+    RuleError
+        Where the equation does not fit the operands' ranks.
+
+    Notes
+    -----
+    ``...`` covers the dims an operand has beyond its letters; across operands
+    they align from the right (``...ij,...jk`` with ranks 4 and 3), so each is
+    named by one of as many fresh letters as the widest ``...`` covers, taken from
+    the right.  Without ``->`` the output is the ``...`` dims followed by the
+    letters used exactly once, sorted (upper case before lower, as torch orders
+    them).  Without ``...`` in the output its dims are summed, as torch does.
+    """
+    eq = eq.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        raise RuleError("operand count does not match the equation")
+    if not all(c in ascii_letters for t in terms + [rhs] for c in t.replace("...", "", 1)):
+        raise RuleError(f"an einsum equation fxgrow does not read: {eq!r}")
+    widths = []
+    for t, r in zip(terms, ranks):
+        named = len(t.replace("...", ""))
+        if ("..." in t and named > r) or ("..." not in t and named != r):
+            raise RuleError("equation rank does not match an operand")
+        widths.append(r - named if "..." in t else 0)
+    fresh = [c for c in ascii_letters if c not in eq][:max(widths, default=0)]
+    if len(fresh) < max(widths, default=0):
+        raise RuleError("too many dims under '...' to name")
+    terms = [t.replace("...", "".join(fresh[len(fresh) - w:])) for t, w in zip(terms, widths)]
+    if not arrow:
+        once = sorted(c for c in set("".join(terms)) if "".join(terms).count(c) == 1
+                      and c not in fresh)
+        return terms, "".join(fresh) + "".join(once)
+    if "..." in rhs and "..." not in lhs and fresh:
+        raise RuleError(f"an einsum equation fxgrow does not read: {eq!r}")
+    return terms, rhs.replace("...", "".join(fresh))
 
 
 @RULES.rule(torch.einsum)
 def einsum(ctx) -> TV:
     eq = ctx.arg(0, "equation")
-    if not isinstance(eq, str) or "->" not in eq or "..." in eq:
-        raise RuleError("einsum needs an explicit '->' equation without '...'")
+    if not isinstance(eq, str):
+        raise RuleError("einsum without an equation string (the sublist form)")
     operands = list(ctx.node.args[1:])
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = list(operands[0])
-    lhs, rhs = eq.replace(" ", "").split("->")
-    terms = lhs.split(",")
-    if len(terms) != len(operands):
-        raise RuleError("operand count does not match the equation")
+    terms, rhs = explicit_equation(eq, [ctx.tensor(n).ndim for n in operands])
     by_letter: Dict[str, List[Layout]] = {}
     sizes: Dict[str, int] = {}
     for term, node in zip(terms, operands):

@@ -14,6 +14,8 @@ A write that *accumulates* (``index_add``, ``scatter_add``, ``index_put`` with
 ``accumulate``) sums every entry written to one position: the dims those
 entries come from are summed over, so neurons there would be counted once
 per copy (blocked, like a sum); positions (tokens) are what they are for.
+A boolean mask (``x[mask] = v``, ``masked_scatter``) picks positions too: the
+dims it covers and its own are fixed, the others pass.
 ``tril``/``triu``, ``flip`` and ``diff`` read positions too: the dims they
 read are fixed.
 """
@@ -33,11 +35,12 @@ from .registry import RuleSet
 from .slicing import advanced_index, index_layouts
 
 __all__ = ["RULES", "index_select", "gather", "take_along_dim", "index_add", "scatter",
-           "index_put", "copy", "tril", "flip", "diff"]
+           "index_put", "masked_scatter", "copy", "tril", "flip", "diff"]
 
 RULES = RuleSet()
 
 _PICKED = "indexed by a tensor of positions"
+_MASKED = "selected by a boolean mask"
 _SUMMED = ("summed into the positions an index names: copies of a neuron would be "
            "counted once per copy")
 
@@ -210,7 +213,9 @@ def index_put(ctx) -> TV:
     others passing) and ``values`` broadcasts into it like an elementwise
     operand.  Accumulated entries are summed per position, so the index's own
     dims then block neurons (tokens pass); written ones are not (copies write
-    copies).
+    copies).  A boolean mask (``h[input_ids == token_id] = emb``) writes the
+    positions it selects: the dims it covers and its own are fixed, the others
+    pass (``emb``'s features are ``h``'s).
     """
     x = ctx.tensor(ctx.arg(0, "input"))
     indices, valn = ctx.arg(1, "indices"), ctx.arg(2, "values")
@@ -220,14 +225,54 @@ def index_put(ctx) -> TV:
     if not any(isinstance(i, fx.Node) for i in items):
         raise RuleError("index_put without an index tensor")
     for i in items:
-        if isinstance(i, fx.Node):
+        if isinstance(i, fx.Node) and ctx.spec(i).dtype not in (torch.bool, torch.uint8):
             _positions(ctx, i)
-    region, picked = index_layouts(ctx, x, items)
+    region, picked = index_layouts(ctx, x, items, _shape(ctx, valn))
     rshape = tuple(ctx.norm(lay).size for lay in region)
     broadcast(ctx, [region, ctx.tensor(valn).dims], [rshape, _shape(ctx, valn)], rshape)
     if ctx.arg(3, "accumulate", False):
         for lay in picked:
             ctx.mixes(lay, _SUMMED)
+    return x
+
+
+@RULES.rule(torch.masked_scatter, "masked_scatter", "masked_scatter_")
+def masked_scatter(ctx) -> TV:
+    """``x.masked_scatter(mask, src)``: the entries of ``x`` where ``mask`` (broadcast to
+    ``x``) holds take ``src``'s entries one after another, in row-major order.
+
+    The mask varies over some leading dims of ``x`` and is constant (size 1:
+    ``mask.unsqueeze(-1)``, one flag per token) over the trailing dims after the
+    last of them, so it selects whole blocks ``x[i, j, :]`` of those dims.
+    Where ``src`` ends with the same dims (``(n, features)``), the ``k``-th block
+    selected is ``src``'s ``k``-th row, read in full: there the two are one
+    layout, and copies of a neuron are written onto copies.  The dims the mask
+    varies over, the mask's own and ``src``'s rows are positions (fixed): a
+    mask holding neurons would select copies of them, so a different number of
+    entries.
+    """
+    xn, mn, sn = ctx.arg(0, "input"), ctx.arg(1, "mask"), ctx.arg(2, "source")
+    x, mask, src = ctx.tensor(xn), ctx.tensor(mn), ctx.tensor(sn)
+    sx, sm, ss = _shape(ctx, xn), _shape(ctx, mn), _shape(ctx, sn)
+    if len(sm) > len(sx):
+        raise RuleError("masked_scatter with a mask of higher rank")
+    pad = len(sx) - len(sm)
+    full = (1,) * pad + tuple(sm)
+    k = max((d + 1 for d in range(len(sx)) if full[d] != 1), default=0)
+    block = tuple(sx[k:])
+    if len(ss) < len(block) + (1 if block else 0) or tuple(ss[len(ss) - len(block):]) != block:
+        raise RuleError("masked_scatter from a source whose rows are not the blocks "
+                        "the mask selects")
+    for d in range(len(sx)):
+        if d < k:
+            ctx.fix(x.dims[d], _MASKED)
+        if d >= pad:
+            ctx.fix(mask.dims[d - pad], _MASKED)
+    rows = len(ss) - len(block)
+    for lay in src.dims[:rows]:
+        ctx.fix(lay, _MASKED)
+    for a, b in zip(x.dims[k:], src.dims[rows:]):
+        ctx.unify(a, b)
     return x
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from itertools import accumulate
-from typing import Any, List, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import fx
@@ -166,11 +166,40 @@ def _is_full(item: Any) -> bool:
 
 
 def advanced_index(ctx, x: TV, items: List[Any]) -> TV:
-    """``x[i, :, j]``: see :func:`index_layouts`."""
-    return TV(tuple(index_layouts(ctx, x, items)[0]))
+    """``x[i, :, j]``: see :func:`index_layouts` (the output's recorded shape tells how
+    many positions a boolean mask selects)."""
+    return TV(tuple(index_layouts(ctx, x, items, ctx.out_shape)[0]))
 
 
-def index_layouts(ctx, x: TV, items: List[Any]) -> Tuple[List[Layout], List[Layout]]:
+class _MaskDim(NamedTuple):
+    """Dim ``j`` of a boolean mask used as an index: it covers one dim of ``x``."""
+
+    mask: fx.Node
+    j: int
+
+
+_MASKED = "selected by a boolean mask"
+
+
+def _expand_masks(ctx, items: List[Any]) -> List[Any]:
+    """``items`` with each boolean mask of rank ``k`` spelt as the ``k`` dims it covers
+    (torch reads ``x[mask]`` as ``x[mask.nonzero().unbind(1)]``)."""
+    out: List[Any] = []
+    for item in items:
+        if _is_tensor_index(ctx, item) and ctx.spec(item).dtype in (torch.bool, torch.uint8):
+            rank = len(ctx.spec(item).shape)
+            if rank == 0:
+                raise RuleError("a 0-d boolean index (a new axis)")
+            out += [_MaskDim(item, j) for j in range(rank)]
+        else:
+            out.append(item)
+    if len({i.mask for i in out if isinstance(i, _MaskDim)}) > 1:
+        raise RuleError("several boolean masks in one index")
+    return out
+
+
+def index_layouts(ctx, x: TV, items: List[Any], hint: Optional[Sequence[int]] = None
+                  ) -> Tuple[List[Layout], List[Layout]]:
     """The layouts of ``x[i, :, j]`` and, among them, those the index tensors give.
 
     ``x[i, :, j]`` with tensor indices (and ints and slices beside them).
@@ -188,8 +217,24 @@ def index_layouts(ctx, x: TV, items: List[Any]) -> Tuple[List[Layout], List[Layo
     its own dim (nothing rewrites its bounds).
     Exact: each output entry is one input entry, and copies of an index
     entry pick the same input entry.
+
+    A boolean mask of rank ``k`` (``h[input_ids == token_id]``) is the ``k``
+    index tensors of its ``True`` entries' positions: it covers ``k`` dims, all
+    fixed, and so are the mask's own dims -- a mask that held neurons would
+    select copies of them, so the number selected would change with growth.  A
+    mask with no neuron dim computes the same values after growth (as every
+    such tensor does), so it selects the same positions, and the dims it does
+    not cover pass through.  How many it selects depends on the input: the
+    positions are a free dim whose size ``hint`` gives.
+
+    Parameters
+    ----------
+    hint : sequence of int, optional
+        The region's shape, aligned from the right (all of it: the output of a
+        ``getitem``; its last dims: the values of an ``index_put``); needed only
+        where a boolean mask indexes.
     """
-    items = list(items)
+    items = _expand_masks(ctx, list(items))
     if None in items:
         raise RuleError("advanced indexing with a new axis (None)")
     if Ellipsis in items:
@@ -202,9 +247,16 @@ def index_layouts(ctx, x: TV, items: List[Any]) -> Tuple[List[Layout], List[Layo
     shape = ctx.spec(ctx.arg(0)).shape
     picked, operands, out = [], [], []
     for d, item in enumerate(items):
+        if isinstance(item, _MaskDim):
+            if ctx.spec(item.mask).shape[item.j] != shape[d]:
+                raise RuleError("a boolean mask of another shape than the dims it indexes")
+            ctx.fix(x.dims[d], _MASKED)
+            ctx.fix(ctx.tensor(item.mask).dims[item.j], _MASKED)
+            if item.j == 0:
+                operands.append(None)  # its positions: a free dim, sized below
+            picked.append(d)
+            continue
         if _is_tensor_index(ctx, item):
-            if ctx.spec(item).dtype == torch.bool:
-                raise RuleError("boolean mask indexing")
             operands.append((ctx.tensor(item).dims, tuple(ctx.spec(item).shape)))
         elif not isinstance(item, slice):
             ctx.int_value(item)  # torch drops an int's dim first, as in basic indexing
@@ -222,12 +274,26 @@ def index_layouts(ctx, x: TV, items: List[Any]) -> Tuple[List[Layout], List[Layo
             continue
         picked.append(d)
         ctx.fix(x.dims[d], "indexed by a tensor of positions")
-    bshape = torch.broadcast_shapes(*(s for _, s in operands))
-    bdims = broadcast(ctx, [dims for dims, _ in operands], [s for _, s in operands], bshape)
     at = picked[0] if picked == list(range(picked[0], picked[-1] + 1)) else -1
     dims: List[Layout] = [lay for d, lay in out if d < at]
+    if None in operands:
+        operands = _mask_positions(ctx, operands, len(dims), len(out), hint)
+    bshape = torch.broadcast_shapes(*(s for _, s in operands))
+    bdims = broadcast(ctx, [dims for dims, _ in operands], [s for _, s in operands], bshape)
     dims += bdims + [lay for d, lay in out if d > at]
     return dims, bdims
+
+
+def _mask_positions(ctx, operands, before: int, kept: int, hint) -> list:
+    """``operands`` with the mask's place (``None``) taken by its positions: a free dim
+    of the size ``hint`` has where they land (the last of the broadcast index dims,
+    after the ``before`` kept dims in front; 1 where ``hint`` does not reach it)."""
+    if hint is None:
+        raise RuleError("a boolean mask whose number of positions is not known")
+    rank = max([len(s) for o in operands if o is not None for s in (o[1],)] + [1])
+    i = len(hint) - (kept + rank) + before + rank - 1
+    n = hint[i] if 0 <= i < len(hint) else 1
+    return [((ctx.free(n),), (n,)) if o is None else o for o in operands]
 
 
 def _index_tensor(ctx, x: TV, index: Any) -> TV:

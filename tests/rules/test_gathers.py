@@ -117,6 +117,73 @@ def test_scatter_along_tokens_passes_the_features(capture):
     grow_exactly(m, x, 2.0, capture=capture)
 
 
+class MaskedWrites(nn.Module):
+    """Writes at the positions a boolean mask over batch and tokens selects: a parameter
+    broadcast into the rows (T5Gemma2's ``h[input_ids == eoi] = eoi_embedding``),
+    rows computed from the rows read, added, and ``masked_scatter`` of the rows a
+    per-token expert computed (Higgs Audio's audio MLP)."""
+
+    def __init__(self, setitem=False):
+        super().__init__()
+        self.a, self.c, self.b = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 2)
+        self.e = nn.Parameter(torch.randn(6))
+        self.setitem = setitem
+
+    def forward(self, x, ids):                     # x: (B, T, 4), ids: (B, T) token ids
+        h = torch.relu(self.a(x))
+        m = ids == 3
+        if self.setitem:                           # aten.index_put_ (torch.export only)
+            h[m] = self.e
+        else:
+            h = h.index_put((m,), self.e)
+        h = h.index_put((m,), torch.relu(self.c(h[m])), accumulate=True)
+        audio = ids == 1
+        h = h.masked_scatter(audio.unsqueeze(-1), self.c(h[audio]))
+        return self.b(h)
+
+
+def _ids_input():
+    return (torch.randn(2, 6, 4, dtype=torch.float64), torch.tensor([[3, 0, 4, 3, 1, 2],
+                                                                      [1, 3, 2, 0, 4, 1]]))
+
+
+@pytest.mark.parametrize("capture,setitem", [("fx", False), ("export", False), ("export", True)])
+@pytest.mark.parametrize("factor", [2.0, 1.5])
+def test_writes_at_a_boolean_mask_over_tokens_pass_the_features(capture, setitem, factor):
+    m, x = MaskedWrites(setitem).double(), _ids_input()
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert a.group("a").growable and a.group("a").id == a.group("c").id, str(a)
+    g = grow_exactly(m, x, factor, capture=capture)
+    assert g.get_parameter("e").shape == (int(6 * factor),)
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+@pytest.mark.parametrize("how,why", [
+    ("put", "selected by a boolean mask"),         # the mask holds the neurons
+    ("scatter", "selected by a boolean mask"),
+    ("flat", "masked_scatter from a source whose rows are not the blocks"),
+])
+def test_masked_writes_that_read_neurons_or_mix_them_block(capture, how, why):
+    class Write(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.c, self.b = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 2)
+
+        def forward(self, x, ids):
+            h = torch.relu(self.a(x))
+            if how == "put":
+                h = h.index_put((h > 0.1,), h.new_zeros(()))
+            elif how == "scatter":
+                h = h.masked_scatter(h > 0.1, self.c(h))
+            else:  # a flat source: a row of it need not be one block of h
+                audio = (ids == 1).unsqueeze(-1)
+                h = h.masked_scatter(audio, self.c(h).flatten())
+            return self.b(h)
+
+    reason = blocked(Write().double(), _ids_input(), "a", capture=capture)
+    assert why in reason and "(node `" in reason, reason
+
+
 @pytest.mark.parametrize("capture", CAPTURES)
 def test_masks_made_of_positions_keep_the_features(capture):
     class Causal(nn.Module):

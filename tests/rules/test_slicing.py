@@ -257,18 +257,61 @@ def test_a_tensor_index_fixes_the_dim_it_indexes(capture):
     grow_exactly(m, x, 2.0, capture=capture)
 
 
-def test_boolean_masks_block_with_the_reason():
+class Masked(nn.Module):
+    """``h[mask]`` with masks over the leading dims only: over batch and tokens from token
+    ids (``input_ids == token_id``), over tokens alone, and from the model input.  The
+    number selected depends on the input; the features pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.c, self.b = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 2)
+
+    def forward(self, x, ids):                        # x: (B, T, 4), ids: (B, T)
+        h = torch.relu(self.a(x))
+        sel = torch.relu(self.c(h[ids == 3]))         # (N, 6)
+        tok = h[:, ids[0] > 1]                        # (B, N', 6)
+        pos = h[x[..., 0] > 0]                        # (N'', 6)
+        return self.b(sel).sum(0) + self.b(tok).sum((0, 1)) + self.b(pos).sum(0)
+
+
+def _masked_input():
+    return (torch.randn(2, 6, 4, dtype=torch.float64), torch.tensor([[3, 0, 4, 3, 1, 2],
+                                                                      [1, 3, 2, 0, 4, 3]]))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("factor", [2.0, 1.5])
+def test_a_boolean_mask_over_leading_dims_passes_the_features(capture, factor):
+    m, x = Masked().double(), _masked_input()
+    a = fxgrow.analyze(m, x, capture=capture)
+    assert a.group("a").growable and a.group("c").growable, str(a)
+    g = grow_exactly(m, x, factor, capture=capture)
+    assert g.get_parameter("a.weight").shape[0] == int(6 * factor)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("how,why", [
+    ("values", "selected by a boolean mask"),            # the mask holds the neurons
+    ("features", "selected by a boolean mask"),          # it covers the neuron dim
+    ("summed", "a sum over this dimension counts every copy"),  # computed by summing them
+])
+def test_a_boolean_mask_that_reads_or_covers_neurons_blocks(capture, how, why):
     class Mask(nn.Module):
         def __init__(self):
             super().__init__()
             self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 2)
 
-        def forward(self, x):
-            h = self.a(x)
-            return self.b(h[x[:, 0] > 0])
+        def forward(self, x, keep):
+            h = torch.relu(self.a(x))
+            if how == "values":
+                return h[h > 0.1].sum() + self.b(h)
+            if how == "features":
+                return h[:, keep].sum(-1, keepdim=True) + self.b(h)
+            return self.b(h[h.sum(-1) > 1.0])
 
-    reason = blocked(Mask(), torch.randn(5, 4), "a")
-    assert "boolean mask indexing" in reason
+    x = (torch.randn(5, 4, dtype=torch.float64), torch.tensor([1, 0, 1, 1, 0, 0]).bool())
+    reason = blocked(Mask().double(), x, "a", capture=capture)
+    assert why in reason and "(node `" in reason, reason
 
 
 @pytest.mark.parametrize("capture", ["fx", "export"])
